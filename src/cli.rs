@@ -1,0 +1,287 @@
+//! Command-line arguments. Each subcommand here works; the rest of the
+//! product's commands arrive with their features.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::config::duration;
+use crate::config::proxy::{
+    self, BackendSpec, Balance, HealthCheck, HostMatch, Limits, ProxyConfig, Route, Service,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowgate",
+    version,
+    about = "Run Hazelcast Flow behind a WebSocket-aware load balancer",
+    long_about = "flowgate runs Hazelcast Flow behind its own WebSocket-aware load balancer (the proxy core), \
+                  with simulators of Flow and Management Center for testing without a licence.\n\n\
+                  Start with `flowgate proxy --help`, `flowgate sim flow --help` or `flowgate loadgen --help`."
+)]
+pub struct Cli {
+    /// Log filter for stderr, e.g. `info`, `debug`, `flowgate=trace` (also RUST_LOG).
+    #[arg(long, global = true, env = "FLOWGATE_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy core: the WebSocket-aware load balancer.
+    Proxy(ProxyArgs),
+    /// Run a simulator of Flow or Management Center.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Simulate Flow UI users: WebSocket sessions with heartbeats plus HTTP load.
+    Loadgen(LoadgenArgs),
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    flowgate proxy --listen 0.0.0.0:8080 --backend 127.0.0.1:9021 --backend 127.0.0.1:9022\n  \
+    flowgate proxy --listen 0.0.0.0:80 --domain flow.example.com --backend flow-1:9021 --forwarded-proto https --forwarded-port 443\n  \
+    flowgate proxy --config proxy.toml\n\n\
+    With no --domain every Host goes to the backends; with domains, other hosts get 404.\n\
+    SIGHUP reloads --config without closing connections; SIGTERM drains and exits.")]
+pub struct ProxyArgs {
+    /// Proxy configuration file (TOML); the flags below cannot be mixed with it.
+    #[arg(long, conflicts_with_all = ["listen", "backend", "domain"])]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on (repeatable), e.g. 0.0.0.0:80.
+    #[arg(long)]
+    pub listen: Vec<SocketAddr>,
+    /// Backend address host:port (repeatable); names are resolved when connecting.
+    #[arg(long)]
+    pub backend: Vec<String>,
+    /// Host name to route (repeatable; `*.example.com` allowed). Default: every host.
+    #[arg(long)]
+    pub domain: Vec<String>,
+    /// Admin API address [default: 127.0.0.1:9901]; `off` disables it.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// File holding the admin API's bearer token (default: generated in the state dir).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where the admin token, backend list and runtime info live.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// How to spread requests over backends.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub balance: Balance,
+    /// Name of a cookie that keeps a browser on one backend.
+    #[arg(long)]
+    pub sticky_cookie: Option<String>,
+    /// Health check path on every backend.
+    #[arg(long, default_value = crate::config::proxy::FLOW_HEALTH_PATH)]
+    pub health_path: String,
+    /// Do not health-check backends (they count as healthy).
+    #[arg(long)]
+    pub no_health_check: bool,
+    /// Time between health checks.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub health_interval: Duration,
+    /// Value of X-Forwarded-Proto sent to backends (default: the listener's scheme).
+    #[arg(long)]
+    pub forwarded_proto: Option<String>,
+    /// Value of X-Forwarded-Port sent to backends (default: the listener's port).
+    #[arg(long)]
+    pub forwarded_port: Option<u16>,
+    /// Close WebSocket sessions idle this long; must exceed --heartbeat-interval.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub idle_timeout: Duration,
+    /// The clients' heartbeat interval (Flow UI: 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub heartbeat_interval: Duration,
+    /// Text that marks a WebSocket text message as a heartbeat (repeatable).
+    #[arg(long, default_value = "heartbeat")]
+    pub heartbeat_pattern: Vec<String>,
+    /// How long SIGTERM waits for requests and sessions.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+    /// Most client connections open at once.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// Time a client has to send a request head (408 after).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Simulate a Flow server: health, whoami, WebSocket echo with heartbeat counting.
+    Flow(SimFlowArgs),
+    /// Simulate Management Center: health and the CORS of hazelcast.mc.flow.addresses.
+    Mc(SimMcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimFlowArgs {
+    /// Address to listen on (Flow's port is 9021).
+    #[arg(long, default_value = "0.0.0.0:9021")]
+    pub listen: SocketAddr,
+    /// Instance name, reported by /api/sim/whoami.
+    #[arg(long, env = "FLOWGATE_SIM_NAME", default_value = "flow-1")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SimMcArgs {
+    /// Address to listen on (MC's port is 8080).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Allowed Flow origins, comma-separated; default: -Dhazelcast.mc.flow.addresses from JAVA_OPTS.
+    #[arg(long)]
+    pub flow_addresses: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  flowgate loadgen --url http://127.0.0.1:8080 --ws-clients 1000 --rps 200 --duration 30s --json"
+)]
+pub struct LoadgenArgs {
+    /// Base URL of the deployment (http:// or ws://).
+    #[arg(long)]
+    pub url: String,
+    /// WebSocket sessions to hold open.
+    #[arg(long, default_value_t = 10)]
+    pub ws_clients: usize,
+    /// Heartbeat interval of each session.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub heartbeat: Duration,
+    /// Send heartbeats as this text message instead of WebSocket pings.
+    #[arg(long)]
+    pub heartbeat_text: Option<String>,
+    /// HTTP requests per second (GET of --http-path), 0 for none.
+    #[arg(long, default_value_t = 10.0)]
+    pub rps: f64,
+    /// How long to run.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Path of the WebSocket endpoint.
+    #[arg(long, default_value = "/api/sim/ws")]
+    pub ws_path: String,
+    /// Path requested by the HTTP load.
+    #[arg(long, default_value = "/api/sim/whoami")]
+    pub http_path: String,
+    /// Host header to send (default: the URL's host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Send to ADDR for HOST:PORT, like curl's --resolve.
+    #[arg(long)]
+    pub resolve: Vec<String>,
+    /// Reconnect sessions the server closes (as the Flow UI does).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Spread sessions over this many source addresses 127.0.0.x (loopback targets only).
+    #[arg(long, default_value_t = 16)]
+    pub source_addresses: u8,
+    /// How many sessions may be opening at once.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ProxyArgs {
+    /// The proxy configuration these arguments describe: the file given with
+    /// --config (with --state-dir and --admin still applying), or the quick flags.
+    pub fn to_config(&self) -> Result<ProxyConfig, ConfigError> {
+        let admin = match self.admin.as_deref() {
+            None => None,
+            Some("off") | Some("") => Some(None),
+            Some(text) => Some(Some(text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(format!("--admin '{text}' is not an IP address with a port"))
+                    .with_hint("write it like 127.0.0.1:9901, or off")
+            })?)),
+        };
+        let mut config = match &self.config {
+            Some(path) => proxy::load(path)?,
+            None => self.quick_config()?,
+        };
+        if let Some(admin) = admin {
+            config.admin = admin;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = dir.clone();
+        }
+        if let Some(path) = &self.admin_token_file {
+            config.admin_token_file = Some(path.clone());
+        }
+        Ok(config)
+    }
+
+    fn quick_config(&self) -> Result<ProxyConfig, ConfigError> {
+        let mut service = Service::new(proxy::DEFAULT_SERVICE);
+        for address in &self.backend {
+            proxy::check_backend_address(address)
+                .map_err(|e| ConfigError::new(format!("--backend: {e}")))?;
+            if service.backends.iter().any(|b| &b.address == address) {
+                return Err(ConfigError::new(format!(
+                    "--backend {address} is given twice"
+                )));
+            }
+            service.backends.push(BackendSpec {
+                id: address.clone(),
+                address: address.clone(),
+            });
+        }
+        service.balance = self.balance;
+        service.sticky_cookie = self.sticky_cookie.clone();
+        service.forwarded_proto = self.forwarded_proto.clone();
+        service.forwarded_port = self.forwarded_port;
+        service.health = (!self.no_health_check).then(|| HealthCheck {
+            path: self.health_path.clone(),
+            interval: self.health_interval,
+            ..HealthCheck::flow_default()
+        });
+        service.websocket.idle_timeout = self.idle_timeout;
+        service.websocket.heartbeat_interval = self.heartbeat_interval;
+        service.websocket.heartbeat_patterns = self.heartbeat_pattern.clone();
+        let hosts = if self.domain.is_empty() {
+            vec![HostMatch::Any]
+        } else {
+            self.domain
+                .iter()
+                .map(|d| {
+                    HostMatch::parse(d).map_err(|e| ConfigError::new(format!("--domain: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let routes = hosts
+            .into_iter()
+            .map(|host| Route {
+                host,
+                path_prefix: "/".into(),
+                service: service.name.clone(),
+            })
+            .collect();
+        let config = ProxyConfig {
+            listen: self.listen.clone(),
+            admin: proxy::DEFAULT_ADMIN.parse().ok(),
+            admin_token_file: None,
+            state_dir: proxy::default_state_dir(),
+            limits: Limits {
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_timeout,
+                shutdown_grace: self.shutdown_grace,
+                ..Limits::default()
+            },
+            routes,
+            services: [(service.name.clone(), service)].into_iter().collect(),
+            source: None,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,660 @@
+//! The proxy core's configuration: the TOML file, the quick flags, and the
+//! validated form the proxy runs from.
+//!
+//! ```toml
+//! listen = ["0.0.0.0:80"]
+//! admin = "127.0.0.1:9901"
+//!
+//! [[route]]
+//! host = "flow.example.com"     # exact, "*.example.com", or absent for any host
+//! path_prefix = "/"
+//! service = "flow"
+//!
+//! [service.flow]
+//! backends = ["flow-1:9021", "flow-2:9021"]
+//! balance = "round-robin"        # or "least-connections"
+//! forwarded_proto = "https"      # what Flow must see behind TLS
+//! forwarded_port = 443
+//! [service.flow.health]
+//! path = "/api/actuator/health"
+//! [service.flow.websocket]
+//! idle_timeout = "1h"            # must be greater than heartbeat_interval
+//! heartbeat_interval = "5s"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::{self, Dur};
+use super::{ConfigError, Source};
+
+/// The Flow UI's heartbeat interval, which every idle timeout must exceed.
+pub const FLOW_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Flow's health endpoint.
+pub const FLOW_HEALTH_PATH: &str = "/api/actuator/health";
+pub const DEFAULT_SERVICE: &str = "flow";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+// ---------------------------------------------------------------------------
+// The validated configuration.
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub admin_token_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub routes: Vec<Route>,
+    pub services: BTreeMap<String, Service>,
+    /// The file this came from, read again on SIGHUP.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// How long SIGTERM waits for requests and sessions before exiting.
+    pub shutdown_grace: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 50_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            shutdown_grace: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (not the bare domain).
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(pattern: &str) -> Result<HostMatch, String> {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        if pattern.is_empty() || pattern == "*" {
+            return Ok(HostMatch::Any);
+        }
+        let (suffix, name) = match pattern.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, pattern.clone()),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!(
+                "'{pattern}' is not a host name or a '*.domain' pattern"
+            ));
+        }
+        Ok(if suffix {
+            HostMatch::Suffix(format!(".{name}"))
+        } else {
+            HostMatch::Exact(name)
+        })
+    }
+
+    /// `host` must already be lower-case and without a port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(name) => host == name,
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: HostMatch,
+    pub path_prefix: String,
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl HealthCheck {
+    pub fn flow_default() -> Self {
+        HealthCheck {
+            path: FLOW_HEALTH_PATH.into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocketSettings {
+    pub idle_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// Text messages containing one of these (in their first 128 bytes) count
+    /// as heartbeats, as do pings and pongs.
+    pub heartbeat_patterns: Vec<String>,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            idle_timeout: Duration::from_secs(3600),
+            heartbeat_interval: FLOW_HEARTBEAT,
+            heartbeat_patterns: vec!["heartbeat".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub id: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub backends: Vec<BackendSpec>,
+    pub balance: Balance,
+    pub sticky_cookie: Option<String>,
+    pub health: Option<HealthCheck>,
+    pub forwarded_proto: Option<String>,
+    pub forwarded_port: Option<u16>,
+    pub websocket: WebSocketSettings,
+}
+
+impl Service {
+    pub fn new(name: &str) -> Self {
+        Service {
+            name: name.into(),
+            backends: Vec::new(),
+            balance: Balance::default(),
+            sticky_cookie: None,
+            health: Some(HealthCheck::flow_default()),
+            forwarded_proto: None,
+            forwarded_port: None,
+            websocket: WebSocketSettings::default(),
+        }
+    }
+}
+
+/// Checks a backend address of the form `host:port` (a DNS name is resolved
+/// only when connecting, so Docker names work).
+pub fn check_backend_address(address: &str) -> Result<(), String> {
+    let hint = "write it as host:port, for example flow-1:9021 or 127.0.0.1:9021";
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("backend '{address}' has no port; {hint}"))?;
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(format!("backend '{address}' has no valid host; {hint}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "backend '{address}' has an invalid port '{port}'; {hint}"
+        )),
+    }
+}
+
+fn check_websocket(ws: &WebSocketSettings) -> Result<(), String> {
+    if ws.idle_timeout <= ws.heartbeat_interval {
+        return Err(format!(
+            "idle_timeout ({}) must be greater than heartbeat_interval ({}): the Flow UI sends a heartbeat \
+             every {}, and a balancer that closes idle connections sooner cuts every session between heartbeats",
+            duration::format(ws.idle_timeout),
+            duration::format(ws.heartbeat_interval),
+            duration::format(ws.heartbeat_interval),
+        ));
+    }
+    Ok(())
+}
+
+impl ProxyConfig {
+    /// Checks what the types alone cannot: references between sections and
+    /// the WebSocket timing rule. Used for flags and files alike.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(
+                ConfigError::new("no listener configured").with_hint("add --listen 0.0.0.0:80")
+            );
+        }
+        for route in &self.routes {
+            if !self.services.contains_key(&route.service) {
+                return Err(ConfigError::new(format!(
+                    "a route names service '{}', which is not defined",
+                    route.service
+                )));
+            }
+        }
+        for service in self.services.values() {
+            check_websocket(&service.websocket).map_err(ConfigError::new)?;
+        }
+        Ok(())
+    }
+
+    /// The default service for backends added without naming one.
+    pub fn default_service(&self) -> Option<&str> {
+        if self.services.contains_key(DEFAULT_SERVICE) {
+            Some(DEFAULT_SERVICE)
+        } else {
+            self.services.keys().next().map(String::as_str)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The TOML file as written, with spans for error positions.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+    admin_token_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default, rename = "route")]
+    routes: Vec<FileRoute>,
+    #[serde(default, rename = "service")]
+    services: BTreeMap<String, FileService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<usize>,
+    header_read_timeout: Option<Dur>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    shutdown_grace: Option<Dur>,
+    connect_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    host: Option<Spanned<String>>,
+    path_prefix: Option<String>,
+    service: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileService {
+    #[serde(default)]
+    backends: Vec<Spanned<String>>,
+    #[serde(default)]
+    balance: Balance,
+    sticky_cookie: Option<String>,
+    health: Option<FileHealth>,
+    forwarded_proto: Option<String>,
+    forwarded_port: Option<u16>,
+    websocket: Option<Spanned<FileWebSocket>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    path: Option<String>,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebSocket {
+    idle_timeout: Option<Dur>,
+    heartbeat_interval: Option<Dur>,
+    heartbeat_patterns: Option<Vec<String>>,
+}
+
+/// Where the proxy keeps its admin token and runtime state by default.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("flowgate");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/flowgate"),
+        None => PathBuf::from(".flowgate"),
+    }
+}
+
+/// Loads and validates a proxy configuration file.
+pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
+    let text = super::read_file(path)?;
+    parse(&text, Some(path))
+}
+
+/// Parses and validates proxy configuration text.
+pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError> {
+    let source = Source { file, text };
+    let raw: FileConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+
+    let mut listen = Vec::new();
+    for entry in &raw.listen {
+        listen.push(parse_socket_addr(&source, entry, "listen")?);
+    }
+    let admin = match &raw.admin {
+        Some(entry) if entry.get_ref().is_empty() || entry.get_ref() == "off" => None,
+        Some(entry) => Some(parse_socket_addr(&source, entry, "admin")?),
+        None => DEFAULT_ADMIN.parse().ok(),
+    };
+
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_connections: raw
+            .limits
+            .max_connections
+            .unwrap_or(defaults.max_connections),
+        header_read_timeout: raw
+            .limits
+            .header_read_timeout
+            .map_or(defaults.header_read_timeout, |d| d.0),
+        max_header_bytes: raw
+            .limits
+            .max_header_bytes
+            .unwrap_or(defaults.max_header_bytes),
+        max_headers: raw.limits.max_headers.unwrap_or(defaults.max_headers),
+        shutdown_grace: raw
+            .limits
+            .shutdown_grace
+            .map_or(defaults.shutdown_grace, |d| d.0),
+        connect_timeout: raw
+            .limits
+            .connect_timeout
+            .map_or(defaults.connect_timeout, |d| d.0),
+    };
+
+    let mut services = BTreeMap::new();
+    for (name, file_service) in raw.services {
+        let service = service_from_file(&source, &name, file_service)?;
+        services.insert(name, service);
+    }
+
+    let mut routes = Vec::new();
+    for route in raw.routes {
+        let host = match &route.host {
+            Some(host) => HostMatch::parse(host.get_ref()).map_err(|e| {
+                source
+                    .error_at(host.span(), e)
+                    .with_hint("use flow.example.com or *.example.com")
+            })?,
+            None => HostMatch::Any,
+        };
+        if !services.contains_key(route.service.get_ref()) {
+            let known: Vec<_> = services.keys().cloned().collect();
+            return Err(source
+                .error_at(
+                    route.service.span(),
+                    format!(
+                        "route names service '{}', which is not defined",
+                        route.service.get_ref()
+                    ),
+                )
+                .with_hint(if known.is_empty() {
+                    "add a [service.NAME] table with its backends".to_string()
+                } else {
+                    format!("defined services: {}", known.join(", "))
+                }));
+        }
+        let path_prefix = route.path_prefix.unwrap_or_else(|| "/".into());
+        if !path_prefix.starts_with('/') {
+            return Err(ConfigError::new(format!(
+                "path_prefix '{path_prefix}' must start with '/'"
+            )));
+        }
+        routes.push(Route {
+            host,
+            path_prefix,
+            service: route.service.into_inner(),
+        });
+    }
+    // A file with services but no routes sends every host to its only service.
+    if routes.is_empty() && services.len() == 1 {
+        if let Some(name) = services.keys().next() {
+            routes.push(Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                service: name.clone(),
+            });
+        }
+    }
+
+    let config = ProxyConfig {
+        listen,
+        admin,
+        admin_token_file: raw.admin_token_file,
+        state_dir: raw.state_dir.unwrap_or_else(default_state_dir),
+        limits,
+        routes,
+        services,
+        source: file.map(Path::to_path_buf),
+    };
+    config.validate().map_err(|mut e| {
+        e.file = file.map(Path::to_path_buf);
+        e
+    })?;
+    Ok(config)
+}
+
+fn parse_socket_addr(
+    source: &Source<'_>,
+    entry: &Spanned<String>,
+    what: &str,
+) -> Result<SocketAddr, ConfigError> {
+    entry.get_ref().parse().map_err(|_| {
+        source
+            .error_at(
+                entry.span(),
+                format!(
+                    "{what} '{}' is not an IP address with a port",
+                    entry.get_ref()
+                ),
+            )
+            .with_hint("write it like 0.0.0.0:80 or 127.0.0.1:9901")
+    })
+}
+
+fn service_from_file(
+    source: &Source<'_>,
+    name: &str,
+    file: FileService,
+) -> Result<Service, ConfigError> {
+    let mut service = Service::new(name);
+    for (index, entry) in file.backends.iter().enumerate() {
+        check_backend_address(entry.get_ref()).map_err(|e| source.error_at(entry.span(), e))?;
+        if service
+            .backends
+            .iter()
+            .any(|b: &BackendSpec| &b.address == entry.get_ref())
+        {
+            return Err(source.error_at(
+                entry.span(),
+                format!(
+                    "backend '{}' is listed twice (entry {})",
+                    entry.get_ref(),
+                    index + 1
+                ),
+            ));
+        }
+        service.backends.push(BackendSpec {
+            id: entry.get_ref().clone(),
+            address: entry.get_ref().clone(),
+        });
+    }
+    service.balance = file.balance;
+    service.sticky_cookie = file.sticky_cookie;
+    service.forwarded_proto = file.forwarded_proto;
+    service.forwarded_port = file.forwarded_port;
+    service.health = match file.health {
+        Some(h) if !h.enabled => None,
+        Some(h) => {
+            let d = HealthCheck::flow_default();
+            Some(HealthCheck {
+                path: h.path.unwrap_or(d.path),
+                interval: h.interval.map_or(d.interval, |v| v.0),
+                timeout: h.timeout.map_or(d.timeout, |v| v.0),
+                rise: h.rise.unwrap_or(d.rise).max(1),
+                fall: h.fall.unwrap_or(d.fall).max(1),
+            })
+        }
+        None => Some(HealthCheck::flow_default()),
+    };
+    if let Some(ws) = file.websocket {
+        let span = ws.span();
+        let ws = ws.into_inner();
+        let d = WebSocketSettings::default();
+        service.websocket = WebSocketSettings {
+            idle_timeout: ws.idle_timeout.map_or(d.idle_timeout, |v| v.0),
+            heartbeat_interval: ws.heartbeat_interval.map_or(d.heartbeat_interval, |v| v.0),
+            heartbeat_patterns: ws.heartbeat_patterns.unwrap_or(d.heartbeat_patterns),
+        };
+        check_websocket(&service.websocket).map_err(|e| {
+            source.error_at(span, e).with_hint(format!(
+                "set idle_timeout to at least {}; the default is 1h",
+                duration::format(service.websocket.heartbeat_interval * 3)
+            ))
+        })?;
+    }
+    Ok(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_full_file() {
+        let config = parse(
+            r#"
+listen = ["127.0.0.1:8080"]
+admin = "127.0.0.1:9000"
+[[route]]
+host = "*.example.com"
+service = "flow"
+[service.flow]
+backends = ["flow-1:9021", "10.0.0.2:9021"]
+balance = "least-connections"
+forwarded_proto = "https"
+forwarded_port = 443
+[service.flow.websocket]
+idle_timeout = "10m"
+"#,
+            None,
+        )
+        .unwrap();
+        let flow = &config.services["flow"];
+        assert_eq!(flow.backends.len(), 2);
+        assert_eq!(flow.balance, Balance::LeastConnections);
+        assert_eq!(flow.websocket.idle_timeout, Duration::from_secs(600));
+        assert_eq!(
+            config.routes[0].host,
+            HostMatch::Suffix(".example.com".into())
+        );
+    }
+
+    #[test]
+    fn idle_timeout_not_above_heartbeat_is_rejected_with_its_position() {
+        let text = "listen = [\"127.0.0.1:80\"]\n[service.flow]\nbackends = [\"a:1\"]\n[service.flow.websocket]\nidle_timeout = \"5s\"\n";
+        let err = parse(text, Some(Path::new("p.toml"))).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("p.toml:"), "{shown}");
+        assert!(
+            shown.contains("must be greater than heartbeat_interval"),
+            "{shown}"
+        );
+        assert!(err.hint.is_some());
+    }
+
+    #[test]
+    fn type_errors_carry_line_and_column() {
+        let err = parse(
+            "listen = [\"127.0.0.1:80\"]\n[service.flow]\nbalance = \"random\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        assert!(err.to_string().contains("round-robin"), "{err}");
+    }
+
+    #[test]
+    fn unknown_service_in_route_lists_the_known_ones() {
+        let err = parse(
+            "listen = [\"127.0.0.1:80\"]\n[[route]]\nservice = \"mc\"\n[service.flow]\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.position, Some((3, 11)));
+        assert!(err.hint.unwrap().contains("flow"));
+    }
+
+    #[test]
+    fn bad_backend_addresses_are_located() {
+        let err = parse(
+            "listen = [\"127.0.0.1:80\"]\n[service.flow]\nbackends = [\"flow-1\"]\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.position, Some((3, 13)));
+        assert!(err.message.contains("no port"));
+    }
+
+    #[test]
+    fn host_patterns() {
+        let suffix = HostMatch::parse("*.Example.com").unwrap();
+        assert!(suffix.matches("flow.example.com"));
+        assert!(!suffix.matches("example.com"));
+        assert!(
+            HostMatch::parse("flow.example.com")
+                .unwrap()
+                .matches("flow.example.com")
+        );
+        assert!(HostMatch::parse("bad host").is_err());
+    }
+}

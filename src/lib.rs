@@ -1,0 +1,15 @@
+//! flowgate: run Hazelcast Flow behind a WebSocket-aware load balancer.
+//!
+//! The binary's commands are thin: `config` reads and validates files,
+//! `proxy` is the load balancer, `sim` holds the Flow and Management Center
+//! simulators and the load generator, and `websocket` the protocol pieces
+//! they share. See ARCHITECTURE.md for how data flows between them.
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod histogram;
+pub mod proxy;
+pub mod serve;
+pub mod sim;
+pub mod websocket;

@@ -1,0 +1,46 @@
+//! The `flowgate` binary: parse arguments, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flowgate::cli::{Cli, Command, SimCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Proxy(args) => flowgate::proxy::run::run(args.to_config()?).await,
+            Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
+            Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,
+            Command::Loadgen(args) => flowgate::sim::loadgen::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One sentence: the error and its causes, joined.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+            }
+            eprintln!("flowgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

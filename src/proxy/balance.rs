@@ -1,0 +1,176 @@
+//! Choosing a backend: round-robin or least-connections over the eligible
+//! backends of a service, with an optional sticky cookie.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::backend::Backend;
+use crate::config::proxy::{Balance, Service};
+
+/// A service's settings and its current backends.
+#[derive(Debug)]
+pub struct Pool {
+    pub settings: RwLock<Arc<Service>>,
+    pub backends: RwLock<Vec<Arc<Backend>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(settings: Service) -> Self {
+        Pool {
+            settings: RwLock::new(Arc::new(settings)),
+            backends: RwLock::new(Vec::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Service> {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn find(&self, id: &str) -> Option<Arc<Backend>> {
+        self.backends().into_iter().find(|b| b.id == id)
+    }
+
+    /// Picks a backend for new work, skipping those in `exclude` (already
+    /// tried for this request). A sticky id wins while its backend is eligible.
+    pub fn pick(
+        &self,
+        now_ms: u64,
+        sticky: Option<&str>,
+        exclude: &[Arc<Backend>],
+    ) -> Option<Arc<Backend>> {
+        let guard = self.backends.read().unwrap_or_else(|e| e.into_inner());
+        let usable =
+            |b: &&Arc<Backend>| b.is_eligible(now_ms) && !exclude.iter().any(|x| Arc::ptr_eq(x, b));
+        if let Some(id) = sticky {
+            if let Some(b) = guard
+                .iter()
+                .filter(usable)
+                .find(|b| sticky_value(&b.id) == id)
+            {
+                return Some(b.clone());
+            }
+        }
+        let balance = self.settings.read().map(|s| s.balance).unwrap_or_default();
+        choose(balance, &guard, &self.next, usable)
+    }
+}
+
+fn choose(
+    balance: Balance,
+    backends: &[Arc<Backend>],
+    next: &AtomicUsize,
+    usable: impl Fn(&&Arc<Backend>) -> bool,
+) -> Option<Arc<Backend>> {
+    if backends.is_empty() {
+        return None;
+    }
+    match balance {
+        Balance::RoundRobin => {
+            let start = next.fetch_add(1, Ordering::Relaxed);
+            (0..backends.len())
+                .map(|i| &backends[(start + i) % backends.len()])
+                .find(|b| usable(b))
+                .cloned()
+        }
+        Balance::LeastConnections => {
+            // Rotate the starting point so ties spread instead of piling on
+            // the first backend.
+            let start = next.fetch_add(1, Ordering::Relaxed);
+            (0..backends.len())
+                .map(|i| &backends[(start + i) % backends.len()])
+                .filter(|b| usable(b))
+                .min_by_key(|b| b.load())
+                .cloned()
+        }
+    }
+}
+
+/// The cookie value naming a backend: a short hash, so addresses of internal
+/// hosts are not shown to browsers.
+pub fn sticky_value(id: &str) -> String {
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes() {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::backend::{BackendState, InFlight};
+
+    fn pool(balance: Balance, n: usize) -> Pool {
+        let mut service = Service::new("flow");
+        service.balance = balance;
+        let pool = Pool::new(service);
+        *pool.backends.write().unwrap() = (0..n)
+            .map(|i| {
+                Arc::new(Backend::new(
+                    &format!("b{i}"),
+                    &format!("h{i}:1"),
+                    "flow",
+                    false,
+                    BackendState::Healthy,
+                ))
+            })
+            .collect();
+        pool
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly_and_skips_unhealthy() {
+        let p = pool(Balance::RoundRobin, 3);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let b = p.pick(1, None, &[]).unwrap();
+            counts[b.id[1..].parse::<usize>().unwrap()] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+        p.backends()[1].set_health(false);
+        for _ in 0..10 {
+            assert_ne!(p.pick(1, None, &[]).unwrap().id, "b1");
+        }
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_backend() {
+        let p = pool(Balance::LeastConnections, 2);
+        let busy = p.backends()[0].clone();
+        let _guard = InFlight::start(&busy);
+        for _ in 0..5 {
+            assert_eq!(p.pick(1, None, &[]).unwrap().id, "b1");
+        }
+    }
+
+    #[test]
+    fn sticky_wins_while_eligible_and_exclusions_apply() {
+        let p = pool(Balance::RoundRobin, 3);
+        let cookie = sticky_value("b2");
+        for _ in 0..5 {
+            assert_eq!(p.pick(1, Some(&cookie), &[]).unwrap().id, "b2");
+        }
+        p.backends()[2].start_draining();
+        assert_ne!(p.pick(1, Some(&cookie), &[]).unwrap().id, "b2");
+        let tried = vec![p.backends()[0].clone()];
+        assert_eq!(p.pick(1, None, &tried).unwrap().id, "b1");
+        assert!(
+            p.pick(1, None, &[p.backends()[0].clone(), p.backends()[1].clone()])
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! The proxy's live event stream: what the admin API's `/api/v1/events`
+//! sends and the dashboard follows.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProxyEvent {
+    BackendAdded {
+        backend: String,
+        address: String,
+        service: String,
+    },
+    BackendState {
+        backend: String,
+        state: &'static str,
+        reason: String,
+    },
+    BackendRemoved {
+        backend: String,
+    },
+    WebsocketOpened {
+        backend: String,
+        session: u64,
+        client: String,
+    },
+    WebsocketClosed {
+        backend: String,
+        session: u64,
+        reason: String,
+        duration_ms: u64,
+    },
+    Heartbeat {
+        backend: String,
+        session: u64,
+    },
+    ConfigReloaded {
+        services: usize,
+        routes: usize,
+    },
+    ConfigRejected {
+        error: String,
+    },
+}
+
+impl ProxyEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProxyEvent::BackendAdded { .. } => "backend_added",
+            ProxyEvent::BackendState { .. } => "backend_state",
+            ProxyEvent::BackendRemoved { .. } => "backend_removed",
+            ProxyEvent::WebsocketOpened { .. } => "websocket_opened",
+            ProxyEvent::WebsocketClosed { .. } => "websocket_closed",
+            ProxyEvent::Heartbeat { .. } => "heartbeat",
+            ProxyEvent::ConfigReloaded { .. } => "config_reloaded",
+            ProxyEvent::ConfigRejected { .. } => "config_rejected",
+        }
+    }
+}
+
+/// Fans events out to every admin API subscriber. Sending with nobody
+/// listening costs next to nothing, so the hot paths may always send.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<ProxyEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus {
+            sender: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl EventBus {
+    pub fn send(&self, event: ProxyEvent) {
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(event);
+        }
+    }
+
+    /// True when someone listens; lets hot paths skip building an event.
+    pub fn has_listeners(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ProxyEvent> {
+        self.sender.subscribe()
+    }
+}

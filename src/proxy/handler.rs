@@ -1,0 +1,456 @@
+//! One request through the proxy: find its route by host and path, pick a
+//! backend, rewrite headers, forward, and retry on another backend when that
+//! is safe. WebSocket upgrades branch off to `tunnel`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+use super::Proxy;
+use super::backend::{Backend, InFlight};
+use super::balance::{Pool, sticky_value};
+use super::events::ProxyEvent;
+use crate::config::proxy::{Route, Service};
+use crate::serve::{self, Body};
+
+/// What the handler knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// `http` or `https`: what the client used.
+    pub scheme: &'static str,
+    /// The port the client connected to.
+    pub port: u16,
+}
+
+/// Requests are tried on at most this many backends.
+const MAX_ATTEMPTS: usize = 3;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return serve::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: flowgate is not a forward proxy",
+        );
+    }
+    let host = match request_host(&req) {
+        Ok(host) => host,
+        Err(message) => return serve::text(StatusCode::BAD_REQUEST, message),
+    };
+    let config = proxy.config();
+    let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
+        return serve::text(StatusCode::NOT_FOUND, format!("no route for host '{host}'"));
+    };
+    let Some(pool) = proxy.pool(&route.service) else {
+        return serve::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("service '{}' is not running", route.service),
+        );
+    };
+    let settings = pool.settings();
+    let sticky = settings
+        .sticky_cookie
+        .as_deref()
+        .and_then(|name| cookie_value(req.headers(), name));
+    if crate::websocket::is_upgrade_request(req.headers()) {
+        return super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky).await;
+    }
+    forward(&proxy, &conn, &pool, &settings, req, sticky.as_deref()).await
+}
+
+/// The request's host, lower-case and without a port. Absolute-form
+/// requests naming another host than their Host header are refused, so the
+/// proxy never forwards to a host of the client's choosing.
+pub fn request_host<B>(req: &Request<B>) -> Result<String, String> {
+    let header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(strip_port);
+    let authority = req.uri().host().map(|h| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase()
+    });
+    match (authority, header) {
+        (Some(a), Some(h)) if a != h => Err(format!(
+            "request target names host '{a}' but the Host header says '{h}'"
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(h)) if !h.is_empty() => Ok(h),
+        _ => Err("the request has no Host header".into()),
+    }
+}
+
+fn strip_port(host: &str) -> String {
+    let host = host.trim();
+    let without = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    without.to_ascii_lowercase()
+}
+
+/// The first route (in file order) whose host and path prefix match.
+pub fn find_route<'a>(routes: &'a [Route], host: &str, path: &str) -> Option<&'a Route> {
+    routes
+        .iter()
+        .find(|r| r.host.matches(host) && path.starts_with(r.path_prefix.as_str()))
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Rewrites request headers for the backend: hop-by-hop headers go, Host
+/// stays, and the X-Forwarded-* set says what the client used.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    conn: &ConnInfo,
+    settings: &Service,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::UPGRADE);
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in the :authority pseudo-header.
+        if let Some(value) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, value);
+        }
+    }
+    let client_ip = conn.client.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
+        _ => client_ip,
+    };
+    let proto = settings.forwarded_proto.as_deref().unwrap_or(conn.scheme);
+    let port = settings.forwarded_port.unwrap_or(conn.port).to_string();
+    let forwarded_host = headers.get(header::HOST).cloned();
+    set(headers, "x-forwarded-for", &forwarded_for);
+    set(headers, "x-forwarded-proto", proto);
+    set(headers, "x-forwarded-port", &port);
+    if let Some(host) = forwarded_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Removes the hop-by-hop headers, including those the Connection header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The URI to send to a backend: its address, and the client's path and query.
+pub fn upstream_uri(backend: &Backend, uri: &Uri) -> Result<Uri, String> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{}{}", backend.address, path)
+        .parse()
+        .map_err(|e| format!("cannot build the upstream URI for {}: {e}", backend.address))
+}
+
+async fn forward(
+    proxy: &Arc<Proxy>,
+    conn: &ConnInfo,
+    pool: &Pool,
+    settings: &Service,
+    req: Request<Incoming>,
+    sticky: Option<&str>,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
+    // A request without a body can be sent again as it is; one with a body
+    // cannot, because the first attempt consumed it.
+    let bodyless = body.is_end_stream();
+    let mut body = Some(body);
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    loop {
+        let now = proxy.clock.now_ms();
+        let Some(backend) = pool.pick(now, sticky, &tried) else {
+            return if tried.is_empty() {
+                serve::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no healthy backend for service '{}'", settings.name),
+                )
+            } else {
+                serve::text(StatusCode::BAD_GATEWAY, "every backend tried failed")
+            };
+        };
+        let uri = match upstream_uri(&backend, &parts.uri) {
+            Ok(uri) => uri,
+            Err(message) => return serve::text(StatusCode::BAD_GATEWAY, message),
+        };
+        let outgoing_body = match (bodyless, body.take()) {
+            (false, Some(b)) => b.boxed(),
+            _ => serve::empty(),
+        };
+        let mut upstream = Request::new(outgoing_body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = parts.headers.clone();
+
+        let in_flight = InFlight::start(&backend);
+        let started = Instant::now();
+        match proxy.client.request(upstream).await {
+            Ok(response) => {
+                backend.record_connect_success();
+                backend.latency.record(started.elapsed());
+                if response.status().is_server_error() {
+                    backend
+                        .counters
+                        .responses_5xx
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let (mut head, incoming) = response.into_parts();
+                remove_hop_by_hop(&mut head.headers);
+                if let Some(name) = settings.sticky_cookie.as_deref() {
+                    let value = sticky_value(&backend.id);
+                    if sticky != Some(value.as_str()) {
+                        let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+                        if let Ok(v) = HeaderValue::from_str(&cookie) {
+                            head.headers.append(header::SET_COOKIE, v);
+                        }
+                    }
+                }
+                let body = TrackedBody {
+                    inner: incoming.boxed(),
+                    _in_flight: in_flight,
+                };
+                return Response::from_parts(head, body.boxed());
+            }
+            Err(error) => {
+                drop(in_flight);
+                let connect = error.is_connect();
+                if connect {
+                    let backoff = backend.record_connect_failure(now);
+                    proxy.events.send(ProxyEvent::BackendState {
+                        backend: backend.id.clone(),
+                        state: "unhealthy",
+                        reason: format!("connect failed, ejected for {}s", backoff.as_secs()),
+                    });
+                }
+                let retry = bodyless && (connect || is_idempotent(&parts.method));
+                tracing::debug!(backend = %backend.id, retry, "upstream request failed: {error:?}");
+                tried.push(backend.clone());
+                if retry && tried.len() < MAX_ATTEMPTS {
+                    backend.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                backend
+                    .counters
+                    .responses_5xx
+                    .fetch_add(1, Ordering::Relaxed);
+                return serve::text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("backend {} failed: {}", backend.id, describe(&error)),
+                );
+            }
+        }
+    }
+}
+
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A response body that keeps its backend's in-flight count until the body
+/// has been sent (or dropped), so a drain waits for streaming responses too.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::proxy::HostMatch;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(h) = host {
+            builder = builder.header(header::HOST, h);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_comes_from_header_or_authority() {
+        assert_eq!(
+            request_host(&request("/", Some("Flow.Example.com:8443"))).unwrap(),
+            "flow.example.com"
+        );
+        assert_eq!(
+            request_host(&request("http://a.example/", None)).unwrap(),
+            "a.example"
+        );
+        assert_eq!(
+            request_host(&request("/", Some("[::1]:80"))).unwrap(),
+            "::1"
+        );
+        assert!(request_host(&request("http://evil.example/", Some("flow.example.com"))).is_err());
+        assert!(request_host(&request("/", None)).is_err());
+    }
+
+    #[test]
+    fn routes_match_in_order() {
+        let routes = vec![
+            Route {
+                host: HostMatch::Exact("mc.example.com".into()),
+                path_prefix: "/".into(),
+                service: "mc".into(),
+            },
+            Route {
+                host: HostMatch::Any,
+                path_prefix: "/api".into(),
+                service: "api".into(),
+            },
+            Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                service: "flow".into(),
+            },
+        ];
+        assert_eq!(
+            find_route(&routes, "mc.example.com", "/x").unwrap().service,
+            "mc"
+        );
+        assert_eq!(
+            find_route(&routes, "flow.example.com", "/api/x")
+                .unwrap()
+                .service,
+            "api"
+        );
+        assert_eq!(
+            find_route(&routes, "flow.example.com", "/")
+                .unwrap()
+                .service,
+            "flow"
+        );
+        assert!(find_route(&routes[..1], "other.example.com", "/").is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_override() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "flow.example.com".parse().unwrap());
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.insert("x-forwarded-proto", "gopher".parse().unwrap());
+        headers.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        let conn = ConnInfo {
+            client: "127.0.0.7:5000".parse().unwrap(),
+            scheme: "http",
+            port: 8080,
+        };
+        let mut settings = Service::new("flow");
+        settings.forwarded_proto = Some("https".into());
+        settings.forwarded_port = Some(443);
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &conn, &settings);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-port"], "443");
+        assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+        assert!(!headers.contains_key("x-secret"));
+        assert!(!headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; flowgate=abc; b=2".parse().unwrap());
+        assert_eq!(cookie_value(&headers, "flowgate").as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&headers, "missing"), None);
+    }
+}

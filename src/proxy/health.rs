@@ -1,0 +1,100 @@
+//! Active health checks: one task per backend asks its health path at an
+//! interval and moves it between healthy and unhealthy after `rise`
+//! successes or `fall` failures in a row. The very first answer counts at
+//! once, so a new instance serves as soon as it is up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::{Request, header};
+
+use super::Proxy;
+use super::backend::{Backend, BackendState};
+use super::events::ProxyEvent;
+use crate::config::proxy::HealthCheck;
+use crate::serve;
+
+pub fn spawn(proxy: Arc<Proxy>, backend: Arc<Backend>) {
+    tokio::spawn(async move {
+        let mut successes = 0u32;
+        let mut failures = 0u32;
+        let mut first = true;
+        loop {
+            if backend.removed.load(Ordering::Acquire) || *proxy.shutting_down.borrow() {
+                return;
+            }
+            let Some(pool) = proxy.pool(&backend.service) else {
+                return;
+            };
+            let Some(check) = pool.settings().health.clone() else {
+                // Checks switched off (possibly by a reload): trust the backend.
+                if backend.set_health(true) {
+                    announce(&proxy, &backend, "health checks disabled".into());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            let result = probe(&proxy, &backend, &check).await;
+            match &result {
+                Ok(()) => {
+                    successes += 1;
+                    failures = 0;
+                }
+                Err(_) => {
+                    failures += 1;
+                    successes = 0;
+                }
+            }
+            let change = match &result {
+                Ok(()) if first || successes >= check.rise => backend.set_health(true),
+                Err(_) if first || failures >= check.fall => backend.set_health(false),
+                _ => false,
+            };
+            if change {
+                let reason = match &result {
+                    Ok(()) => format!("{} answered", check.path),
+                    Err(e) => e.clone(),
+                };
+                announce(&proxy, &backend, reason);
+            }
+            first = false;
+            tokio::time::sleep(check.interval).await;
+        }
+    });
+}
+
+fn announce(proxy: &Proxy, backend: &Backend, reason: String) {
+    let state = backend.state();
+    if state == BackendState::Unhealthy {
+        tracing::warn!(backend = %backend.id, "backend unhealthy: {reason}");
+    } else {
+        tracing::info!(backend = %backend.id, "backend {}: {reason}", state.as_str());
+    }
+    proxy.events.send(ProxyEvent::BackendState {
+        backend: backend.id.clone(),
+        state: state.as_str(),
+        reason,
+    });
+}
+
+async fn probe(proxy: &Proxy, backend: &Backend, check: &HealthCheck) -> Result<(), String> {
+    let uri: hyper::Uri = format!("http://{}{}", backend.address, check.path)
+        .parse()
+        .map_err(|e| format!("bad health URI: {e}"))?;
+    let mut request = Request::new(serve::empty());
+    *request.uri_mut() = uri;
+    request.headers_mut().insert(
+        header::USER_AGENT,
+        header::HeaderValue::from_static("flowgate-health"),
+    );
+    match tokio::time::timeout(check.timeout, proxy.client.request(request)).await {
+        Err(_) => Err(format!(
+            "{} did not answer within {:?}",
+            check.path, check.timeout
+        )),
+        Ok(Err(e)) => Err(format!("{} failed: {e}", check.path)),
+        Ok(Ok(response)) if response.status().is_success() => Ok(()),
+        Ok(Ok(response)) => Err(format!("{} answered {}", check.path, response.status())),
+    }
+}

@@ -1,0 +1,350 @@
+//! The proxy core: a WebSocket-aware reverse proxy for Flow.
+//!
+//! Layers, outermost first: `listener` (accept, limits, first-request
+//! deadline) -> `handler` (route by host and path, balance, forward with
+//! retries) -> `tunnel` (WebSocket copy loop with the frame tap). `Proxy`
+//! holds the shared state they read: config, pools of backends, events.
+//! `admin` and `metrics` expose that state; `health` keeps it current.
+
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod events;
+pub mod handler;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod run;
+pub mod tunnel;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::proxy::{ProxyConfig, check_backend_address};
+use crate::serve::Body;
+use backend::{Backend, BackendState, Clock};
+use balance::Pool;
+use events::{EventBus, ProxyEvent};
+
+/// The HTTP client used for every upstream request and health check; it
+/// keeps connections alive per backend and resolves names when connecting.
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    InvalidBackend(String),
+    #[error("backend '{0}' already exists")]
+    DuplicateBackend(String),
+    #[error("no backend with id '{0}'")]
+    UnknownBackend(String),
+    #[error("no service named '{0}'")]
+    UnknownService(String),
+    #[error("no service is configured to add backends to")]
+    NoService,
+}
+
+pub struct Proxy {
+    config: RwLock<Arc<ProxyConfig>>,
+    pools: RwLock<BTreeMap<String, Arc<Pool>>>,
+    pub events: EventBus,
+    pub clock: Clock,
+    pub client: UpstreamClient,
+    pub token: String,
+    next_session: AtomicU64,
+    /// Flips to true on SIGTERM: listeners stop, sessions close with 1001.
+    pub shutting_down: watch::Sender<bool>,
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+}
+
+/// A backend added through the admin API, as kept in the state dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DynamicBackend {
+    pub id: String,
+    pub address: String,
+    pub service: String,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, token: String) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.limits.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        let proxy = Arc::new(Proxy {
+            config: RwLock::new(Arc::new(config.clone())),
+            pools: RwLock::new(BTreeMap::new()),
+            events: EventBus::default(),
+            clock: Clock::new(),
+            client,
+            token,
+            next_session: AtomicU64::new(1),
+            shutting_down: watch::channel(false).0,
+            connections_active: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+        });
+        proxy.apply_config(config);
+        proxy
+    }
+
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn pool(&self, service: &str) -> Option<Arc<Pool>> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_backends(&self) -> Vec<Arc<Backend>> {
+        self.pools().iter().flat_map(|p| p.backends()).collect()
+    }
+
+    pub fn find_backend(&self, id: &str) -> Option<Arc<Backend>> {
+        self.all_backends().into_iter().find(|b| b.id == id)
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.config().state_dir.clone()
+    }
+
+    /// Adds a backend to a service (the default one when `service` is None)
+    /// and starts its health checks.
+    pub fn add_backend(
+        self: &Arc<Self>,
+        service: Option<&str>,
+        id: Option<&str>,
+        address: &str,
+        dynamic: bool,
+    ) -> Result<Arc<Backend>, ProxyError> {
+        check_backend_address(address).map_err(ProxyError::InvalidBackend)?;
+        let config = self.config();
+        let service = match service {
+            Some(name) => name.to_string(),
+            None => config
+                .default_service()
+                .ok_or(ProxyError::NoService)?
+                .to_string(),
+        };
+        let pool = self
+            .pool(&service)
+            .ok_or_else(|| ProxyError::UnknownService(service.clone()))?;
+        let id = id.unwrap_or(address).to_string();
+        let settings = pool.settings();
+        let initial = if settings.health.is_some() {
+            BackendState::Unhealthy
+        } else {
+            BackendState::Healthy
+        };
+        let backend = Arc::new(Backend::new(&id, address, &service, dynamic, initial));
+        {
+            // Check and insert under one lock so two concurrent adds of the
+            // same id cannot both succeed.
+            let all_ids: Vec<String> = self.all_backends().iter().map(|b| b.id.clone()).collect();
+            let mut backends = pool.backends.write().unwrap_or_else(|e| e.into_inner());
+            if all_ids.contains(&id) || backends.iter().any(|b| b.id == id || b.address == address)
+            {
+                return Err(ProxyError::DuplicateBackend(id));
+            }
+            backends.push(backend.clone());
+        }
+        self.events.send(ProxyEvent::BackendAdded {
+            backend: id.clone(),
+            address: address.into(),
+            service: service.clone(),
+        });
+        tracing::info!(backend = %id, %address, %service, "backend added");
+        health::spawn(self.clone(), backend.clone());
+        if dynamic {
+            self.persist_dynamic();
+        }
+        Ok(backend)
+    }
+
+    /// Drains a backend: no new work at once; in-flight requests may finish
+    /// and WebSocket sessions may end by themselves within `window`; then the
+    /// remaining sessions get close code 1001 and the backend is removed.
+    pub fn remove_backend(
+        self: &Arc<Self>,
+        id: &str,
+        window: Duration,
+    ) -> Result<Arc<Backend>, ProxyError> {
+        let backend = self
+            .find_backend(id)
+            .ok_or_else(|| ProxyError::UnknownBackend(id.into()))?;
+        if backend.state() == BackendState::Draining {
+            return Ok(backend);
+        }
+        backend.start_draining();
+        self.events.send(ProxyEvent::BackendState {
+            backend: id.into(),
+            state: "draining",
+            reason: format!("drain window {}", crate::config::duration::format(window)),
+        });
+        tracing::info!(backend = %id, ?window, "draining backend");
+        let proxy = self.clone();
+        let draining = backend.clone();
+        tokio::spawn(async move {
+            proxy.finish_drain(draining, window).await;
+        });
+        Ok(backend)
+    }
+
+    async fn finish_drain(self: Arc<Self>, backend: Arc<Backend>, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        let tick = Duration::from_millis(25);
+        let counters = &backend.counters;
+        // In-flight requests first, then sessions that end by themselves.
+        while counters.active_requests.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(tick).await;
+        }
+        while counters.ws_active.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(tick).await;
+        }
+        backend.close_all_sessions();
+        let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+        while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < grace
+        {
+            tokio::time::sleep(tick).await;
+        }
+        if let Some(pool) = self.pool(&backend.service) {
+            pool.backends
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|b| !Arc::ptr_eq(b, &backend));
+        }
+        backend.removed.store(true, Ordering::Release);
+        self.events.send(ProxyEvent::BackendRemoved {
+            backend: backend.id.clone(),
+        });
+        tracing::info!(backend = %backend.id, "backend removed");
+        if backend.dynamic {
+            self.persist_dynamic();
+        }
+    }
+
+    /// Applies a (re)loaded configuration without touching open connections:
+    /// service settings are swapped, new static backends added, and static
+    /// backends no longer listed are drained. Backends added through the
+    /// admin API stay.
+    pub fn apply_config(self: &Arc<Self>, config: ProxyConfig) {
+        let drain = config.limits.shutdown_grace;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config.clone());
+        for (name, service) in &config.services {
+            let pool = {
+                let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+                pools
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(Pool::new(service.clone())))
+                    .clone()
+            };
+            *pool.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(service.clone());
+            for stale in pool.backends() {
+                let listed = service.backends.iter().any(|s| s.id == stale.id);
+                if !stale.dynamic && !listed {
+                    let _ = self.remove_backend(&stale.id, drain);
+                }
+            }
+            for spec in &service.backends {
+                if pool.find(&spec.id).is_none() {
+                    if let Err(e) =
+                        self.add_backend(Some(name), Some(&spec.id), &spec.address, false)
+                    {
+                        tracing::warn!("backend {} not added: {e}", spec.address);
+                    }
+                }
+            }
+        }
+        // Services removed from the file: drain their static backends.
+        for pool in self.pools() {
+            let name = pool.settings().name.clone();
+            if !config.services.contains_key(&name) {
+                for backend in pool.backends().iter().filter(|b| !b.dynamic) {
+                    let _ = self.remove_backend(&backend.id, drain);
+                }
+            }
+        }
+    }
+
+    fn dynamic_file(&self) -> PathBuf {
+        self.state_dir().join("backends.json")
+    }
+
+    /// Writes the admin-added backends to the state dir (atomically), so a
+    /// restarted proxy serves the same instances without the deployer.
+    fn persist_dynamic(&self) {
+        let list: Vec<DynamicBackend> = self
+            .all_backends()
+            .iter()
+            .filter(|b| b.dynamic && b.state() != BackendState::Draining)
+            .map(|b| DynamicBackend {
+                id: b.id.clone(),
+                address: b.address.clone(),
+                service: b.service.clone(),
+            })
+            .collect();
+        let path = self.dynamic_file();
+        let result = serde_json::to_vec_pretty(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::fsutil::write_atomic(&path, &bytes, 0o600));
+        if let Err(e) = result {
+            tracing::warn!("cannot save the backend list to {}: {e}", path.display());
+        }
+    }
+
+    /// Re-adds the backends a previous run added through the admin API.
+    pub fn restore_dynamic(self: &Arc<Self>) {
+        let path = self.dynamic_file();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        match serde_json::from_slice::<Vec<DynamicBackend>>(&bytes) {
+            Ok(list) => {
+                for b in list {
+                    if let Err(e) =
+                        self.add_backend(Some(&b.service), Some(&b.id), &b.address, true)
+                    {
+                        tracing::warn!("saved backend {} not restored: {e}", b.address);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("ignoring {}: {e}", path.display()),
+        }
+    }
+}

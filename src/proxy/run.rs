@@ -1,0 +1,221 @@
+//! Starting and stopping the proxy process: the admin token, binding every
+//! listener before serving (so a taken port fails fast), signals (SIGHUP
+//! reloads, SIGTERM drains and exits), and the runtime file other flowgate
+//! commands and tests read to find the proxy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Proxy;
+use super::events::ProxyEvent;
+use crate::config::proxy::{self, ProxyConfig};
+use crate::fsutil::write_atomic;
+
+/// What a running proxy writes to `<state-dir>/proxy.json`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub admin_token_file: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReloadSummary {
+    pub services: usize,
+    pub routes: usize,
+    pub backends: usize,
+}
+
+/// Reads the token from the configured file, or from `<state-dir>/admin-token`,
+/// creating that one (mode 0600) with a fresh random token when absent.
+pub fn admin_token(config: &ProxyConfig) -> anyhow::Result<(String, PathBuf)> {
+    if let Some(path) = &config.admin_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+        let token = token.trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the admin token file {} is empty; put a token in it",
+            path.display()
+        );
+        return Ok((token, path.clone()));
+    }
+    let path = config.state_dir.join("admin-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            return Ok((existing.trim().to_string(), path));
+        }
+    }
+    let token: String = crate::websocket::random_bytes::<24>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    write_atomic(&path, token.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write the admin token to {}", path.display()))?;
+    Ok((token, path))
+}
+
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "cannot create the state directory {}; choose another with --state-dir",
+                dir.display()
+            )
+        })
+}
+
+/// Runs the proxy until SIGTERM or SIGINT.
+pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
+    prepare_state_dir(&config.state_dir)?;
+    crate::fsutil::raise_fd_limit();
+    let (token, token_file) = admin_token(&config)?;
+
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        listeners.push(crate::serve::bind(*addr).await?);
+    }
+    let admin = match config.admin {
+        Some(addr) => Some(crate::serve::bind(addr).await?),
+        None => None,
+    };
+    let listen: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let state_dir = config.state_dir.clone();
+    let grace = config.limits.shutdown_grace;
+
+    let proxy = Proxy::new(config, token);
+    proxy.restore_dynamic();
+
+    // Listeners ask for a watcher per connection; shutdown takes the
+    // tracker out and waits on it.
+    let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
+    for listener in listeners {
+        let graceful = graceful.clone();
+        let watcher = move || {
+            graceful
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
+        };
+        tokio::spawn(super::listener::run(
+            proxy.clone(),
+            listener,
+            "http",
+            watcher,
+        ));
+    }
+    if let Some(listener) = admin {
+        let proxy = proxy.clone();
+        tokio::spawn(crate::serve::run(listener, move |req, _peer| {
+            super::admin::handle(proxy.clone(), req)
+        }));
+    }
+
+    let info = RuntimeInfo {
+        pid: std::process::id(),
+        listen: listen.clone(),
+        admin: admin_addr,
+        admin_token_file: token_file.clone(),
+    };
+    let info_path = state_dir.join("proxy.json");
+    write_atomic(&info_path, &serde_json::to_vec_pretty(&info)?, 0o600)
+        .with_context(|| format!("cannot write {}", info_path.display()))?;
+    for addr in &listen {
+        println!("flowgate proxy listening on http://{addr}");
+    }
+    if let Some(addr) = admin_addr {
+        println!(
+            "admin API on http://{addr} (token in {})",
+            token_file.display()
+        );
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match reload(&proxy) {
+                Ok(s) => tracing::info!("configuration reloaded: {} services, {} routes", s.services, s.routes),
+                Err(e) => tracing::error!("configuration not reloaded, the running one stays: {e}"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!(
+        "shutting down: no new connections; waiting up to {grace:?} for requests and sessions"
+    );
+    proxy.shutting_down.send_replace(true);
+    let tracker = graceful.lock().ok().and_then(|mut g| g.take());
+    if let Some(tracker) = tracker {
+        if tokio::time::timeout(grace, tracker.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections were still open after {grace:?}");
+        }
+    }
+    // Sessions got their 1001 close; give the close handshakes a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3).min(grace);
+    while proxy.all_backends().iter().any(|b| b.load() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&info_path);
+    Ok(())
+}
+
+/// Reads the configuration file again and applies it; open connections and
+/// sessions are untouched. Listener and admin addresses need a restart.
+pub fn reload(proxy: &Arc<Proxy>) -> Result<ReloadSummary, String> {
+    let current = proxy.config();
+    let Some(path) = current.source.clone() else {
+        return Err("the proxy was started from flags, so there is no file to reload; start it with --config FILE".into());
+    };
+    let mut next = match proxy::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            proxy.events.send(ProxyEvent::ConfigRejected {
+                error: e.to_string(),
+            });
+            return Err(e.to_string());
+        }
+    };
+    if next.listen != current.listen || next.admin != current.admin {
+        tracing::warn!(
+            "listen and admin addresses change only on restart; keeping the current ones"
+        );
+        next.listen = current.listen.clone();
+        next.admin = current.admin;
+    }
+    next.state_dir = current.state_dir.clone();
+    let summary = ReloadSummary {
+        services: next.services.len(),
+        routes: next.routes.len(),
+        backends: next.services.values().map(|s| s.backends.len()).sum(),
+    };
+    proxy.apply_config(next);
+    proxy.events.send(ProxyEvent::ConfigReloaded {
+        services: summary.services,
+        routes: summary.routes,
+    });
+    Ok(summary)
+}

@@ -1,0 +1,380 @@
+//! WebSocket sessions through the proxy.
+//!
+//! The handshake is forwarded like any request (keeping Upgrade and
+//! Connection); on 101 both sides are upgraded and one task copies bytes
+//! both ways unchanged, feeding each direction's frame tap to count frames,
+//! heartbeats and close codes. When the backend drains, the proxy shuts down
+//! or the session idles out, the task waits for a frame boundary in each
+//! direction and sends close code 1001 to both ends, then completes the close
+//! handshake so neither side sees a reset.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Proxy;
+use super::backend::{Backend, Session};
+use super::balance::Pool;
+use super::events::ProxyEvent;
+use super::handler::{ConnInfo, prepare_request_headers, remove_hop_by_hop, upstream_uri};
+use crate::config::proxy::Service;
+use crate::serve::{self, Body};
+use crate::websocket::frame::{self, Opcode};
+use crate::websocket::tap::{FrameSeen, FrameTap};
+
+/// Per-direction copy buffer. Small on purpose: sessions are many and mostly
+/// idle (a heartbeat every 5 s).
+const BUFFER: usize = 4096;
+
+/// How long the close handshake may take once the proxy starts it.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+pub async fn upgrade(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    pool: Arc<Pool>,
+    settings: Arc<Service>,
+    mut req: Request<Incoming>,
+    sticky: Option<String>,
+) -> Response<Body> {
+    if req.version() != Version::HTTP_11 {
+        return serve::text(StatusCode::BAD_REQUEST, "WebSocket upgrades need HTTP/1.1");
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _body) = req.into_parts();
+    prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &settings);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    let (backend, mut response) = loop {
+        let now = proxy.clock.now_ms();
+        let Some(backend) = pool.pick(now, sticky.as_deref(), &tried) else {
+            return serve::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no healthy backend for service '{}'", settings.name),
+            );
+        };
+        let uri = match upstream_uri(&backend, &parts.uri) {
+            Ok(uri) => uri,
+            Err(message) => return serve::text(StatusCode::BAD_GATEWAY, message),
+        };
+        let mut upstream = Request::new(serve::empty());
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.headers_mut() = parts.headers.clone();
+        match proxy.client.request(upstream).await {
+            Ok(response) => {
+                backend.record_connect_success();
+                break (backend, response);
+            }
+            Err(error) => {
+                if error.is_connect() {
+                    backend.record_connect_failure(now);
+                }
+                tried.push(backend);
+                // The handshake is a GET without a body: always safe to retry.
+                if tried.len() >= 3 {
+                    return serve::text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("WebSocket handshake failed: {error}"),
+                    );
+                }
+            }
+        }
+    };
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut head, body) = response.into_parts();
+        remove_hop_by_hop(&mut head.headers);
+        return Response::from_parts(head, http_body_util::BodyExt::boxed(body));
+    }
+    let backend_upgrade = hyper::upgrade::on(&mut response);
+    let mut reply = Response::new(serve::empty());
+    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *reply.headers_mut() = response.headers().clone();
+
+    let session = Arc::new(Session::new(proxy.next_session_id(), conn.client));
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::join!(client_upgrade, backend_upgrade) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                tracing::debug!(
+                    "upgrade did not complete: client {:?}, backend {:?}",
+                    c.err(),
+                    u.err()
+                );
+                return;
+            }
+        };
+        open_session(&proxy, &backend, &session);
+        let reason = copy(&proxy, &backend, &session, &settings, client, upstream).await;
+        close_session(&proxy, &backend, &session, reason);
+    });
+    reply
+}
+
+fn open_session(proxy: &Proxy, backend: &Backend, session: &Arc<Session>) {
+    backend.counters.ws_active.fetch_add(1, Ordering::Relaxed);
+    backend.counters.ws_total.fetch_add(1, Ordering::Relaxed);
+    backend
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(session.id, session.clone());
+    proxy.events.send(ProxyEvent::WebsocketOpened {
+        backend: backend.id.clone(),
+        session: session.id,
+        client: session.client.to_string(),
+    });
+}
+
+fn close_session(proxy: &Proxy, backend: &Backend, session: &Session, reason: String) {
+    backend
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&session.id);
+    backend.counters.ws_active.fetch_sub(1, Ordering::Relaxed);
+    proxy.events.send(ProxyEvent::WebsocketClosed {
+        backend: backend.id.clone(),
+        session: session.id,
+        reason,
+        duration_ms: session.started.elapsed().as_millis() as u64,
+    });
+}
+
+/// Is this client frame a heartbeat? Pings and pongs are; so is the first
+/// frame of a text message containing one of the configured patterns.
+pub fn is_heartbeat(frame: &FrameSeen<'_>, patterns: &[String]) -> bool {
+    match frame.opcode {
+        Opcode::Ping | Opcode::Pong => true,
+        Opcode::Text => {
+            let text = String::from_utf8_lossy(frame.prefix);
+            patterns
+                .iter()
+                .any(|p| !p.is_empty() && text.contains(p.as_str()))
+        }
+        _ => false,
+    }
+}
+
+struct Direction {
+    tap: FrameTap,
+    /// False once the tap lost track (a protocol error); bytes still flow.
+    following: bool,
+    /// The reading side sent EOF.
+    eof: bool,
+    /// The reading side sent a close frame.
+    sent_close: bool,
+    /// The proxy has written its own close frame toward this side's peer.
+    injected: bool,
+}
+
+impl Direction {
+    fn new() -> Self {
+        Direction {
+            tap: FrameTap::new(),
+            following: true,
+            eof: false,
+            sent_close: false,
+            injected: false,
+        }
+    }
+}
+
+async fn copy(
+    proxy: &Proxy,
+    backend: &Backend,
+    session: &Session,
+    settings: &Service,
+    client: Upgraded,
+    upstream: Upgraded,
+) -> String {
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let mut client_buf = vec![0u8; BUFFER];
+    let mut upstream_buf = vec![0u8; BUFFER];
+    // `up` carries client -> backend, `down` backend -> client.
+    let mut up = Direction::new();
+    let mut down = Direction::new();
+    let mut drain = backend.close_sessions.subscribe();
+    let mut shutdown = proxy.shutting_down.subscribe();
+    let idle = settings.websocket.idle_timeout;
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let mut closing: Option<&'static str> = None;
+    let mut close_deadline: Option<tokio::time::Instant> = None;
+    let counters = &backend.counters;
+    let patterns = &settings.websocket.heartbeat_patterns;
+    if *drain.borrow() {
+        closing = Some("backend draining");
+    }
+
+    loop {
+        if up.eof && down.eof {
+            break;
+        }
+        if let Some(reason) = closing {
+            // Frames written between two frames of the stream only: the taps
+            // say where the boundaries are.
+            if !down.injected && (down.tap.at_boundary() || !down.following) && !down.eof {
+                let close = frame::encode(
+                    Opcode::Close,
+                    true,
+                    &frame::close_payload(1001, reason),
+                    None,
+                );
+                if client.write_all(&close).await.is_err() {
+                    break;
+                }
+                down.injected = true;
+            }
+            if !up.injected && (up.tap.at_boundary() || !up.following) && !up.eof {
+                let key = crate::websocket::random_bytes::<4>();
+                let close = frame::encode(
+                    Opcode::Close,
+                    true,
+                    &frame::close_payload(1001, reason),
+                    Some(key),
+                );
+                if upstream.write_all(&close).await.is_err() {
+                    break;
+                }
+                up.injected = true;
+            }
+            if close_deadline.is_none() {
+                close_deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+        }
+        let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        tokio::select! {
+            read = client.read(&mut client_buf), if !up.eof => {
+                let n: usize = read.unwrap_or_default();
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                if n == 0 {
+                    up.eof = true;
+                    let _ = upstream.shutdown().await;
+                    continue;
+                }
+                let data = &client_buf[..n];
+                counters.ws_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                session.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                let now = proxy.clock.now_ms();
+                let mut heartbeat = false;
+                tap(&mut up, data, |f| {
+                    counters.ws_frames_in.fetch_add(1, Ordering::Relaxed);
+                    session.frames_in.fetch_add(1, Ordering::Relaxed);
+                    count_control(counters, f.opcode);
+                    if is_heartbeat(f, patterns) {
+                        counters.heartbeats_total.fetch_add(1, Ordering::Relaxed);
+                        session.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        counters.last_heartbeat_ms.store(now, Ordering::Relaxed);
+                        session.last_heartbeat_ms.store(now, Ordering::Relaxed);
+                        heartbeat = true;
+                    }
+                });
+                if heartbeat && proxy.events.has_listeners() {
+                    proxy.events.send(ProxyEvent::Heartbeat { backend: backend.id.clone(), session: session.id });
+                }
+                if up.injected {
+                    // The proxy closed this session: what the client sends now
+                    // (its close reply) ends here.
+                    if up.sent_close || !up.following {
+                        let _ = client.shutdown().await;
+                    }
+                } else if upstream.write_all(data).await.is_err() {
+                    break;
+                }
+            }
+            read = upstream.read(&mut upstream_buf), if !down.eof => {
+                let n: usize = read.unwrap_or_default();
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                if n == 0 {
+                    down.eof = true;
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let data = &upstream_buf[..n];
+                counters.ws_bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                session.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                tap(&mut down, data, |f| {
+                    counters.ws_frames_out.fetch_add(1, Ordering::Relaxed);
+                    session.frames_out.fetch_add(1, Ordering::Relaxed);
+                    count_control(counters, f.opcode);
+                });
+                if down.injected {
+                    if down.sent_close || !down.following {
+                        let _ = upstream.shutdown().await;
+                    }
+                } else if client.write_all(data).await.is_err() {
+                    break;
+                }
+            }
+            changed = drain.changed(), if closing.is_none() => {
+                if changed.is_err() || *drain.borrow() {
+                    closing = Some("backend draining");
+                }
+            }
+            changed = shutdown.changed(), if closing.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = Some("proxy shutting down");
+                }
+            }
+            _ = &mut idle_timer, if closing.is_none() => {
+                closing = Some("idle timeout");
+            }
+            _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
+                break;
+            }
+        }
+    }
+    match closing {
+        Some(reason) => reason.to_string(),
+        None if up.sent_close || down.sent_close => "closed".to_string(),
+        None => "connection ended".to_string(),
+    }
+}
+
+fn tap(direction: &mut Direction, data: &[u8], mut on_frame: impl FnMut(&FrameSeen<'_>)) {
+    if !direction.following {
+        return;
+    }
+    let mut closed = false;
+    let result = direction.tap.feed(data, &mut |f| {
+        if f.opcode == Opcode::Close {
+            closed = true;
+        }
+        on_frame(f);
+    });
+    if closed {
+        direction.sent_close = true;
+    }
+    if let Err(e) = result {
+        tracing::debug!("stopped following a WebSocket stream: {e}");
+        direction.following = false;
+    }
+}
+
+fn count_control(counters: &super::backend::Counters, opcode: Opcode) {
+    match opcode {
+        Opcode::Ping => {
+            counters.ws_pings.fetch_add(1, Ordering::Relaxed);
+        }
+        Opcode::Pong => {
+            counters.ws_pongs.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
