@@ -1,0 +1,417 @@
+//! Shared pieces of the end-to-end tests: start flowgate processes on
+//! loopback with ports chosen by the kernel, talk HTTP to them, and kill
+//! everything when the test ends, passed or failed.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
+
+/// Child processes and temporary directories, cleaned up on drop.
+pub struct Fixture {
+    children: Vec<(String, Child)>,
+    pub dir: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flowgate-test-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Fixture {
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    /// Starts `flowgate ARGS` and waits for it to print lines containing each
+    /// of `ready` (in order); returns the text after each marker up to the
+    /// next space.
+    pub fn start(&mut self, name: &str, args: &[&str], ready: &[&str]) -> Vec<String> {
+        self.start_with_env(name, args, &[], ready)
+    }
+
+    /// Like [`Fixture::start`], with extra environment variables.
+    pub fn start_with_env(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &[&str],
+    ) -> Vec<String> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut found = Vec::new();
+        for marker in ready {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => {
+                        if let Some(pos) = line.find(marker) {
+                            let rest = &line[pos + marker.len()..];
+                            found.push(rest.split_whitespace().next().unwrap_or("").to_string());
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = child.kill();
+                        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+                            .unwrap_or_default();
+                        panic!("{name} did not print '{marker}' in time; its log:\n{log}");
+                    }
+                }
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in rx {});
+        self.children.push((name.to_string(), child));
+        found
+    }
+
+    /// A Flow simulator on a kernel-chosen port; returns its address.
+    pub fn sim_flow(&mut self, name: &str) -> SocketAddr {
+        let found = self.start(
+            name,
+            &["sim", "flow", "--listen", "127.0.0.1:0", "--name", name],
+            &["listening on http://"],
+        );
+        found[0].parse().unwrap()
+    }
+
+    /// A proxy with the given extra flags; listener and admin on free ports.
+    pub fn proxy(&mut self, name: &str, extra: &[&str]) -> Proxy {
+        let state = self.dir.join(format!("{name}-state"));
+        let mut args = vec![
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+        ];
+        let state_str = state.to_str().unwrap().to_string();
+        args.push(&state_str);
+        args.extend_from_slice(extra);
+        let found = self.start(
+            name,
+            &args,
+            &["listening on http://", "admin API on http://"],
+        );
+        self.proxy_from(found, &state)
+    }
+
+    /// A proxy from a config file (its listener must be 127.0.0.1:0).
+    pub fn proxy_with_config(&mut self, name: &str, config: &Path) -> Proxy {
+        let state = self.dir.join(format!("{name}-state"));
+        let args = [
+            "proxy",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        let found = self.start(
+            name,
+            &args,
+            &["listening on http://", "admin API on http://"],
+        );
+        self.proxy_from(found, &state)
+    }
+
+    fn proxy_from(&self, found: Vec<String>, state: &Path) -> Proxy {
+        let token = std::fs::read_to_string(state.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Proxy {
+            addr: found[0].parse().unwrap(),
+            admin: found[1].parse().unwrap(),
+            token,
+        }
+    }
+
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .unwrap()
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, name: &str, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid(name).to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for a child to exit and returns its exit code.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name)?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: String,
+}
+
+impl Proxy {
+    pub fn admin_get(&self, path: &str) -> serde_json::Value {
+        let auth = format!("Bearer {}", self.token);
+        let r = request(self.admin, "GET", path, &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Response {
+        let auth = format!("Bearer {}", self.token);
+        request(
+            self.admin,
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn backends(&self) -> Vec<serde_json::Value> {
+        self.admin_get("/api/v1/backends")
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Sum of one numeric field over all backends.
+    pub fn total(&self, field: &str) -> u64 {
+        self.backends()
+            .iter()
+            .map(|b| b[field].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    pub fn wait_healthy(&self, count: usize) {
+        wait_for(Duration::from_secs(15), || {
+            self.backends()
+                .iter()
+                .filter(|b| b["state"] == "healthy")
+                .count()
+                == count
+        });
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (Connection: close).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+pub fn get(addr: SocketAddr, path: &str, host: Option<&str>) -> Response {
+    match host {
+        Some(h) => request(addr, "GET", path, &[("Host", h)], b""),
+        None => request(addr, "GET", path, &[], b""),
+    }
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[pos + 2..pos + 2 + size]);
+        data = &data[pos + 2 + size + 2..];
+    }
+    out
+}
+
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not met within {timeout:?}");
+}
+
+/// Runs `flowgate loadgen ARGS --json` and returns its summary.
+pub fn loadgen(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(BIN)
+        .arg("loadgen")
+        .args(args)
+        .arg("--json")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "loadgen printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Starts loadgen in the background; join the thread for its summary.
+pub fn loadgen_in_background(args: Vec<String>) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        loadgen(&refs)
+    })
+}

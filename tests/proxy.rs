@@ -1,0 +1,763 @@
+//! End-to-end tests of the proxy core: real processes on loopback, real
+//! sockets, the real load generator.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn three_instances(fx: &mut Fixture) -> Vec<String> {
+    (1..=3)
+        .map(|i| fx.sim_flow(&format!("flow-{i}")).to_string())
+        .collect()
+}
+
+fn backend_flags(backends: &[String]) -> Vec<String> {
+    backends
+        .iter()
+        .flat_map(|b| ["--backend".to_string(), b.clone()])
+        .collect()
+}
+
+fn proxy_over(fx: &mut Fixture, backends: &[String], extra: &[&str]) -> Proxy {
+    let mut args: Vec<String> = backend_flags(backends);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = fx.proxy("proxy", &refs);
+    proxy.wait_healthy(backends.len());
+    proxy
+}
+
+#[test]
+fn requests_spread_evenly_over_three_instances() {
+    let mut fx = Fixture::new("spread");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends, &[]);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for _ in 0..300 {
+        let r = get(proxy.addr, "/api/sim/whoami", None);
+        assert_eq!(r.status, 200);
+        *seen
+            .entry(r.json()["instance"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (instance, count) in &seen {
+        assert!(
+            (90..=110).contains(count),
+            "{instance} got {count} of 300: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn least_connections_and_sticky_cookie() {
+    let mut fx = Fixture::new("sticky");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(
+        &mut fx,
+        &backends,
+        &["--balance", "least-connections", "--sticky-cookie", "fg"],
+    );
+    let first = get(proxy.addr, "/api/sim/whoami", None);
+    let cookie = first
+        .header("set-cookie")
+        .expect("a sticky cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let instance = first.json()["instance"].clone();
+    for _ in 0..20 {
+        let r = request(
+            proxy.addr,
+            "GET",
+            "/api/sim/whoami",
+            &[("Cookie", &cookie)],
+            b"",
+        );
+        assert_eq!(r.json()["instance"], instance);
+        assert!(
+            r.header("set-cookie").is_none(),
+            "cookie set again although it was right"
+        );
+    }
+}
+
+#[test]
+fn forwarded_headers_reach_the_backend() {
+    let mut fx = Fixture::new("forwarded");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(
+        &mut fx,
+        &backend,
+        &["--forwarded-proto", "https", "--forwarded-port", "443"],
+    );
+    let r = request(
+        proxy.addr,
+        "GET",
+        "/api/sim/whoami",
+        &[
+            ("Host", "flow.example.com"),
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Forwarded-Proto", "gopher"),
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "secret"),
+        ],
+        b"",
+    );
+    let headers = &r.json()["headers"];
+    assert_eq!(
+        headers["host"], "flow.example.com",
+        "Host must be preserved"
+    );
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-port"], "443");
+    assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert!(
+        headers.get("x-hop").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
+    assert!(headers.get("connection").is_none() || headers["connection"] != "close, X-Hop");
+
+    // Without overrides the proxy reports what the client really used.
+    let mut fx2 = Fixture::new("forwarded-plain");
+    let backend = vec![fx2.sim_flow("flow-1").to_string()];
+    let plain = proxy_over(&mut fx2, &backend, &[]);
+    let headers =
+        get(plain.addr, "/api/sim/whoami", Some("flow.example.com")).json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-port"], plain.addr.port().to_string());
+}
+
+#[test]
+fn websocket_counts_equal_what_clients_did_and_return_to_zero() {
+    let mut fx = Fixture::new("ws-counts");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends, &[]);
+    let url = format!("http://{}", proxy.addr);
+    let run = loadgen_in_background(
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "30",
+            "--heartbeat",
+            "300ms",
+            "--rps",
+            "0",
+            "--duration",
+            "3s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    // While the sessions are open, the admin API sees all of them.
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 30);
+    let sessions = proxy.admin_get("/api/v1/sessions");
+    assert_eq!(sessions.as_array().unwrap().len(), 30);
+    let summary = run.join().unwrap();
+    assert_eq!(summary["ws_opened"], 30);
+    assert_eq!(summary["ws_dropped"], 0);
+    let sent = summary["heartbeats_sent"].as_u64().unwrap();
+    assert!(sent >= 30 * 5, "only {sent} heartbeats sent");
+    assert_eq!(summary["heartbeats_acknowledged"].as_u64().unwrap(), sent);
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 0);
+    assert_eq!(proxy.total("ws_total"), 30);
+    assert_eq!(
+        proxy.total("heartbeats_total"),
+        sent,
+        "proxy heartbeat count differs from the clients'"
+    );
+    let backends = proxy.backends();
+    assert!(
+        backends
+            .iter()
+            .all(|b| b["ws_total"].as_u64().unwrap() >= 5),
+        "sessions not spread: {backends:?}"
+    );
+    assert!(backends.iter().all(|b| b["last_heartbeat_ms_ago"].is_u64()));
+    // The simulators saw the same heartbeats the proxy counted.
+    let at_sims: u64 = fx_sim_stats(&proxy_backends(&proxy))
+        .iter()
+        .map(|s| s["heartbeats"].as_u64().unwrap())
+        .sum();
+    assert_eq!(at_sims, sent);
+}
+
+fn proxy_backends(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .backends()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn fx_sim_stats(addresses: &[String]) -> Vec<serde_json::Value> {
+    addresses
+        .iter()
+        .map(|a| get(a.parse().unwrap(), "/api/sim/stats", None).json())
+        .collect()
+}
+
+#[test]
+fn text_heartbeats_match_the_configured_pattern() {
+    let mut fx = Fixture::new("ws-text-heartbeat");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(
+        &mut fx,
+        &backend,
+        &["--heartbeat-pattern", "\"type\":\"hb\""],
+    );
+    let url = format!("http://{}", proxy.addr);
+    let summary = loadgen(&[
+        "--url",
+        &url,
+        "--ws-clients",
+        "5",
+        "--heartbeat",
+        "200ms",
+        "--heartbeat-text",
+        "{\"type\":\"hb\"}",
+        "--rps",
+        "0",
+        "--duration",
+        "2s",
+    ]);
+    let sent = summary["heartbeats_sent"].as_u64().unwrap();
+    assert!(sent >= 20);
+    assert_eq!(summary["heartbeats_acknowledged"].as_u64().unwrap(), sent);
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 0);
+    assert_eq!(proxy.total("heartbeats_total"), sent);
+}
+
+#[test]
+fn killed_backend_costs_no_failed_gets() {
+    let mut fx = Fixture::new("kill");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends, &[]);
+    let url = format!("http://{}", proxy.addr);
+    let run = loadgen_in_background(
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "0",
+            "--rps",
+            "400",
+            "--duration",
+            "4s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    fx.kill("flow-2");
+    let summary = run.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert!(summary["requests_ok"].as_u64().unwrap() > 1000, "{summary}");
+    wait_for(Duration::from_secs(10), || {
+        proxy
+            .backends()
+            .iter()
+            .filter(|b| b["state"] == "unhealthy")
+            .count()
+            == 1
+    });
+}
+
+#[test]
+fn drain_closes_sessions_with_1001_and_fails_no_request() {
+    let mut fx = Fixture::new("drain");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends, &[]);
+    let url = format!("http://{}", proxy.addr);
+    let run = loadgen_in_background(
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "60",
+            "--heartbeat",
+            "500ms",
+            "--rps",
+            "200",
+            "--duration",
+            "5s",
+            "--reconnect",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 60);
+    // A slow request in flight on the drained backend must still finish.
+    let victim = backends[1].clone();
+    let slow = {
+        let addr = proxy.addr;
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            for _ in 0..6 {
+                statuses.push(get(addr, "/api/sim/delay?ms=800", None).status);
+            }
+            statuses
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let on_victim = proxy
+        .backends()
+        .iter()
+        .find(|b| b["address"] == victim.as_str())
+        .unwrap()["ws_active"]
+        .as_u64()
+        .unwrap();
+    assert!(on_victim > 0);
+    let r = proxy.admin("DELETE", &format!("/api/v1/backends/{victim}?drain=1"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["state"], "draining");
+    let summary = run.join().unwrap();
+    assert!(slow.join().unwrap().iter().all(|s| *s == 200));
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_closed_by_server"]["1001"].as_u64(),
+        Some(on_victim),
+        "{summary}"
+    );
+    let left = proxy_backends(&proxy);
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&victim));
+}
+
+#[test]
+fn reload_during_1000_open_sessions_closes_none() {
+    let mut fx = Fixture::new("reload");
+    let backends: Vec<String> = (1..=2)
+        .map(|i| fx.sim_flow(&format!("flow-{i}")).to_string())
+        .collect();
+    let config = fx.dir.join("proxy.toml");
+    let write = |backends: &[String], idle: &str| {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "listen = [\"127.0.0.1:0\"]\n[service.flow]\nbackends = [{}]\n[service.flow.websocket]\nidle_timeout = \"{idle}\"\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write(&backends[..1], "1h");
+    let proxy = fx.proxy_with_config("proxy", &config);
+    proxy.wait_healthy(1);
+    let url = format!("http://{}", proxy.addr);
+    let run = loadgen_in_background(
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "1000",
+            "--heartbeat",
+            "1s",
+            "--rps",
+            "50",
+            "--duration",
+            "8s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    wait_for(Duration::from_secs(20), || proxy.total("ws_active") == 1000);
+    // Reload by signal with a second backend and another idle timeout, then
+    // by the admin API.
+    write(&backends, "30m");
+    fx.signal("proxy", "HUP");
+    proxy.wait_healthy(2);
+    let r = proxy.admin("POST", "/api/v1/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(proxy.total("ws_active"), 1000, "a reload closed sessions");
+    // A broken file is refused and the running config stays.
+    std::fs::write(
+        &config,
+        "listen = [\"127.0.0.1:0\"]\n[service.flow]\nbackends = [\"nope\"]\n",
+    )
+    .unwrap();
+    let r = proxy.admin("POST", "/api/v1/reload", "");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("proxy.toml:3:"), "{}", r.text());
+    let summary = run.join().unwrap();
+    assert_eq!(summary["ws_opened"], 1000, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_closed_by_server"],
+        serde_json::json!({}),
+        "{summary}"
+    );
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(proxy.backends().len(), 2);
+}
+
+#[test]
+fn unknown_hosts_connect_and_foreign_absolute_forms_are_refused() {
+    let mut fx = Fixture::new("hosts");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(
+        &mut fx,
+        &backend,
+        &["--domain", "flow.example.com", "--domain", "*.flow.test"],
+    );
+    assert_eq!(
+        get(proxy.addr, "/api/sim/whoami", Some("flow.example.com")).status,
+        200
+    );
+    assert_eq!(
+        get(proxy.addr, "/api/sim/whoami", Some("a.flow.test:8080")).status,
+        200
+    );
+    assert_eq!(
+        get(proxy.addr, "/api/sim/whoami", Some("evil.example")).status,
+        404
+    );
+    assert_eq!(
+        get(proxy.addr, "/api/sim/whoami", Some("flow.test")).status,
+        404
+    );
+    let raw = |text: &str| {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        parse_response(&out).status
+    };
+    assert_eq!(
+        raw("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"),
+        405
+    );
+    assert_eq!(
+        raw(
+            "GET http://evil.example/ HTTP/1.1\r\nHost: flow.example.com\r\nConnection: close\r\n\r\n"
+        ),
+        400
+    );
+    assert_eq!(
+        raw("GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+        404
+    );
+    assert_eq!(raw("\x01\x02 nonsense\r\n\r\n"), 400);
+}
+
+#[test]
+fn oversized_headers_get_431_and_slow_heads_get_408() {
+    let mut fx = Fixture::new("limits");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(&mut fx, &backend, &["--header-timeout", "1s"]);
+    let big = "a".repeat(20_000);
+    assert_eq!(
+        request(proxy.addr, "GET", "/", &[("X-Big", &big)], b"").status,
+        431
+    );
+    let many: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("X-H{i}"), "1".to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(request(proxy.addr, "GET", "/", &refs, b"").status, 431);
+    let started = Instant::now();
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert_eq!(parse_response(&out).status, 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The proxy still serves afterwards.
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", None).status, 200);
+}
+
+#[test]
+fn admin_api_needs_the_token_and_manages_backends() {
+    let mut fx = Fixture::new("admin");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends[..1], &[]);
+    assert_eq!(get(proxy.admin, "/api/v1/backends", None).status, 401);
+    let wrong = request(
+        proxy.admin,
+        "GET",
+        "/api/v1/backends",
+        &[("Authorization", "Bearer nope")],
+        b"",
+    );
+    assert_eq!(wrong.status, 401);
+    assert_eq!(get(proxy.admin, "/metrics", None).status, 401);
+
+    let r = proxy.admin(
+        "POST",
+        "/api/v1/backends",
+        &format!("{{\"address\": \"{}\", \"id\": \"flow-2\"}}", backends[1]),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = proxy.admin(
+        "POST",
+        "/api/v1/backends",
+        &format!("{{\"address\": \"{}\"}}", backends[1]),
+    );
+    assert_eq!(r.status, 409);
+    let r = proxy.admin("POST", "/api/v1/backends", "{\"address\": \"no-port\"}");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("host:port"));
+    let r = proxy.admin("POST", "/api/v1/backends", "not json");
+    assert_eq!(r.status, 400);
+    proxy.wait_healthy(2);
+    let seen: std::collections::HashSet<String> = (0..20)
+        .map(|_| {
+            get(proxy.addr, "/api/sim/whoami", None).json()["instance"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        proxy.admin("DELETE", "/api/v1/backends/unknown", "").status,
+        404
+    );
+    assert_eq!(
+        proxy
+            .admin("DELETE", "/api/v1/backends/flow-2?drain=0", "")
+            .status,
+        202
+    );
+    wait_for(Duration::from_secs(10), || proxy.backends().len() == 1);
+    assert_eq!(
+        proxy.admin_get("/api/v1/certificates"),
+        serde_json::json!([])
+    );
+
+    let metrics = proxy.admin("GET", "/metrics", "").text();
+    assert!(metrics.contains("# TYPE flowgate_backend_requests_total counter"));
+    assert!(metrics.contains(&format!(
+        "flowgate_backend_requests_total{{backend=\"{}\",service=\"flow\"}}",
+        backends[0]
+    )));
+    assert!(metrics.contains("flowgate_backend_request_duration_seconds_bucket"));
+}
+
+#[test]
+fn admin_added_backends_survive_a_restart() {
+    let mut fx = Fixture::new("persist");
+    let backends = three_instances(&mut fx);
+    let state = fx.dir.join("p-state");
+    let state_arg = state.to_str().unwrap().to_string();
+    let found = fx.start(
+        "p1",
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state_arg,
+        ],
+        &["listening on http://", "admin API on http://"],
+    );
+    let token = std::fs::read_to_string(state.join("admin-token")).unwrap();
+    let p1 = Proxy {
+        addr: found[0].parse().unwrap(),
+        admin: found[1].parse().unwrap(),
+        token: token.trim().into(),
+    };
+    for b in &backends {
+        assert_eq!(
+            p1.admin(
+                "POST",
+                "/api/v1/backends",
+                &format!("{{\"address\": \"{b}\"}}")
+            )
+            .status,
+            201
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the admin token must be private");
+    fx.signal("p1", "TERM");
+    assert_eq!(fx.wait_exit("p1", Duration::from_secs(15)), Some(0));
+    let found = fx.start(
+        "p2",
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state_arg,
+        ],
+        &["listening on http://", "admin API on http://"],
+    );
+    let p2 = Proxy {
+        addr: found[0].parse().unwrap(),
+        admin: found[1].parse().unwrap(),
+        token: token.trim().into(),
+    };
+    p2.wait_healthy(3);
+}
+
+#[test]
+fn sigterm_closes_sessions_with_1001_and_exits() {
+    let mut fx = Fixture::new("sigterm");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(&mut fx, &backend, &["--shutdown-grace", "3s"]);
+    let url = format!("http://{}", proxy.addr);
+    let run = loadgen_in_background(
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "20",
+            "--heartbeat",
+            "500ms",
+            "--rps",
+            "0",
+            "--duration",
+            "4s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 20);
+    fx.signal("proxy", "TERM");
+    assert_eq!(
+        fx.wait_exit("proxy", Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        fx.log("proxy")
+    );
+    let summary = run.join().unwrap();
+    assert_eq!(summary["ws_closed_by_server"]["1001"], 20, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_column_and_start_nothing() {
+    let fx = Fixture::new("config-errors");
+    let config = fx.dir.join("bad.toml");
+    let cases = [
+        (
+            "listen = [\"127.0.0.1:0\"]\n[service.flow]\nbackends = [\"a:1\"]\n[service.flow.websocket]\nidle_timeout = \"4s\"\n",
+            "bad.toml:4:1: idle_timeout (4s) must be greater than heartbeat_interval (5s)",
+        ),
+        (
+            "listen = [\"127.0.0.1:0\"]\n[service.flow]\nbalance = \"random\"\n",
+            "bad.toml:3:11",
+        ),
+        (
+            "listen = [\"nowhere\"]\n",
+            "bad.toml:1:11: listen 'nowhere' is not an IP address with a port",
+        ),
+        (
+            "listen = [\"127.0.0.1:0\"]\nlisten_typo = 1\n",
+            "bad.toml:2:1: unknown field `listen_typo`",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["proxy", "--config", config.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(expected),
+            "expected '{expected}' in: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "one sentence, not a dump: {stderr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).is_empty(),
+            "nothing may start"
+        );
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["proxy", "--listen", "127.0.0.1:0", "--idle-timeout", "5s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be greater than heartbeat_interval")
+    );
+}
+
+#[test]
+fn mc_simulator_answers_cors_only_for_flow_origins() {
+    let mut fx = Fixture::new("mc");
+    // JAVA_OPTS is how the real MC image is configured.
+    let found = fx.start_with_env(
+        "mc",
+        &["sim", "mc", "--listen", "127.0.0.1:0"],
+        &[("JAVA_OPTS", "-Xmx512m -Dhazelcast.mc.flow.addresses=https://flow.example.com,https://flow2.example.com")],
+        &["listening on http://"],
+    );
+    let addr: std::net::SocketAddr = found[0].parse().unwrap();
+    let preflight = |origin: &str| {
+        request(
+            addr,
+            "OPTIONS",
+            "/api/login",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+            ],
+            b"",
+        )
+    };
+    let ok = preflight("https://flow.example.com");
+    assert_eq!(ok.status, 204);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://flow.example.com")
+    );
+    assert_eq!(ok.header("vary"), Some("Origin"));
+    let other = preflight("https://evil.example.com");
+    assert_eq!(other.status, 403);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let simple = request(
+        addr,
+        "GET",
+        "/health",
+        &[("Origin", "https://flow2.example.com")],
+        b"",
+    );
+    assert_eq!(simple.status, 200);
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://flow2.example.com")
+    );
+    let foreign = request(
+        addr,
+        "GET",
+        "/health",
+        &[("Origin", "https://evil.example.com")],
+        b"",
+    );
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+}
