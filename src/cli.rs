@@ -9,9 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::ConfigError;
 use crate::config::duration;
-use crate::config::proxy::{
-    self, BackendSpec, Balance, HealthCheck, HostMatch, Limits, ProxyConfig, Route, Service,
-};
+use crate::config::proxy::{self, BackendSpec, Balance, HealthCheck, HostMatch, Limits, ProxyConfig, Route, Service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -224,12 +222,9 @@ impl ProxyArgs {
     fn quick_config(&self) -> Result<ProxyConfig, ConfigError> {
         let mut service = Service::new(proxy::DEFAULT_SERVICE);
         for address in &self.backend {
-            proxy::check_backend_address(address)
-                .map_err(|e| ConfigError::new(format!("--backend: {e}")))?;
+            proxy::check_backend_address(address).map_err(|e| ConfigError::new(format!("--backend: {e}")))?;
             if service.backends.iter().any(|b| &b.address == address) {
-                return Err(ConfigError::new(format!(
-                    "--backend {address} is given twice"
-                )));
+                return Err(ConfigError::new(format!("--backend {address} is given twice")));
             }
             service.backends.push(BackendSpec {
                 id: address.clone(),
@@ -253,9 +248,7 @@ impl ProxyArgs {
         } else {
             self.domain
                 .iter()
-                .map(|d| {
-                    HostMatch::parse(d).map_err(|e| ConfigError::new(format!("--domain: {e}")))
-                })
+                .map(|d| HostMatch::parse(d).map_err(|e| ConfigError::new(format!("--domain: {e}"))))
                 .collect::<Result<Vec<_>, _>>()?
         };
         let routes = hosts

@@ -28,9 +28,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
-/// Raises the soft open-file limit to the hard limit: a proxy or load
-/// generator holding thousands of sessions needs far more than the usual 1024.
+/// Raises the open-file limit as far as this process may: a proxy holding
+/// thousands of sessions (two descriptors each) or a load generator needs
+/// far more than the usual 1024. As root the hard limit itself is raised, up
+/// to the kernel's `fs.nr_open`. Returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20)
+        .min(1 << 20);
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -40,17 +47,35 @@ pub fn raise_fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 1024;
         }
-        if limit.rlim_cur < limit.rlim_max {
+        for target in [nr_open.max(limit.rlim_max), limit.rlim_max] {
+            if limit.rlim_cur >= target {
+                break;
+            }
             let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
+                rlim_cur: target,
+                rlim_max: target,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
+                return target;
             }
         }
     }
     limit.rlim_cur
+}
+
+/// True for "too many open files" (per process or system-wide): a local
+/// shortage, never the fault of the host being connected to.
+pub fn is_fd_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -65,10 +90,7 @@ mod tests {
         write_atomic(&path, b"one", 0o600).unwrap();
         write_atomic(&path, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -69,20 +69,13 @@ impl Histogram {
     /// Estimates quantile `q` (0..=1) by interpolating inside its bucket;
     /// `None` when nothing was recorded.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         quantile_of(&counts, q)
     }
 
     /// A copy of the counts, to compute quantiles over an interval later.
     pub fn snapshot(&self) -> Vec<u64> {
-        self.counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect()
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
     }
 }
 
@@ -102,9 +95,7 @@ pub fn quantile_of(counts: &[u64], q: f64) -> Option<Duration> {
             let low = if i == 0 { 0 } else { bounds()[i - 1] };
             let high = bounds().get(i).copied().unwrap_or(low * 2);
             let within = (rank - seen as f64) / count as f64;
-            return Some(Duration::from_micros(
-                low + ((high - low) as f64 * within) as u64,
-            ));
+            return Some(Duration::from_micros(low + ((high - low) as f64 * within) as u64));
         }
         seen += count;
     }

@@ -13,36 +13,42 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 /// The body type every handler returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(
-        "cannot listen on {addr}: the address is already in use; stop whatever holds it or choose another port"
-    )]
+    #[error("cannot listen on {addr}: the address is already in use; stop whatever holds it or choose another port")]
     InUse { addr: SocketAddr },
-    #[error(
-        "cannot listen on {addr}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-    )]
+    #[error("cannot listen on {addr}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE")]
     Denied { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
-    Other {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Other { addr: SocketAddr, source: std::io::Error },
 }
 
+/// Accept queue length asked of the kernel (which caps it at somaxconn).
+/// The usual 128 overflows when thousands of WebSocket clients connect at
+/// once, and an overflow costs a client a SYN retransmit (1 s or more).
+const BACKLOG: u32 = 4096;
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
-            std::io::ErrorKind::PermissionDenied => ServeError::Denied { addr },
-            _ => ServeError::Other { addr, source },
-        })
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
+        std::io::ErrorKind::PermissionDenied => ServeError::Denied { addr },
+        _ => ServeError::Other { addr, source },
+    })
 }
 
 /// Accepts connections forever, serving HTTP/1.1 and h2c with upgrades.

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn three_instances(fx: &mut Fixture) -> Vec<String> {
-    (1..=3)
-        .map(|i| fx.sim_flow(&format!("flow-{i}")).to_string())
-        .collect()
+    (1..=3).map(|i| fx.sim_flow(&format!("flow-{i}")).to_string()).collect()
 }
 
 fn backend_flags(backends: &[String]) -> Vec<String> {
@@ -47,10 +45,7 @@ fn requests_spread_evenly_over_three_instances() {
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     for (instance, count) in &seen {
-        assert!(
-            (90..=110).contains(count),
-            "{instance} got {count} of 300: {seen:?}"
-        );
+        assert!((90..=110).contains(count), "{instance} got {count} of 300: {seen:?}");
     }
 }
 
@@ -73,13 +68,7 @@ fn least_connections_and_sticky_cookie() {
         .to_string();
     let instance = first.json()["instance"].clone();
     for _ in 0..20 {
-        let r = request(
-            proxy.addr,
-            "GET",
-            "/api/sim/whoami",
-            &[("Cookie", &cookie)],
-            b"",
-        );
+        let r = request(proxy.addr, "GET", "/api/sim/whoami", &[("Cookie", &cookie)], b"");
         assert_eq!(r.json()["instance"], instance);
         assert!(
             r.header("set-cookie").is_none(),
@@ -111,10 +100,7 @@ fn forwarded_headers_reach_the_backend() {
         b"",
     );
     let headers = &r.json()["headers"];
-    assert_eq!(
-        headers["host"], "flow.example.com",
-        "Host must be preserved"
-    );
+    assert_eq!(headers["host"], "flow.example.com", "Host must be preserved");
     assert_eq!(headers["x-forwarded-proto"], "https");
     assert_eq!(headers["x-forwarded-port"], "443");
     assert_eq!(headers["x-forwarded-host"], "flow.example.com");
@@ -129,8 +115,7 @@ fn forwarded_headers_reach_the_backend() {
     let mut fx2 = Fixture::new("forwarded-plain");
     let backend = vec![fx2.sim_flow("flow-1").to_string()];
     let plain = proxy_over(&mut fx2, &backend, &[]);
-    let headers =
-        get(plain.addr, "/api/sim/whoami", Some("flow.example.com")).json()["headers"].clone();
+    let headers = get(plain.addr, "/api/sim/whoami", Some("flow.example.com")).json()["headers"].clone();
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-port"], plain.addr.port().to_string());
 }
@@ -177,9 +162,7 @@ fn websocket_counts_equal_what_clients_did_and_return_to_zero() {
     );
     let backends = proxy.backends();
     assert!(
-        backends
-            .iter()
-            .all(|b| b["ws_total"].as_u64().unwrap() >= 5),
+        backends.iter().all(|b| b["ws_total"].as_u64().unwrap() >= 5),
         "sessions not spread: {backends:?}"
     );
     assert!(backends.iter().all(|b| b["last_heartbeat_ms_ago"].is_u64()));
@@ -210,11 +193,7 @@ fn fx_sim_stats(addresses: &[String]) -> Vec<serde_json::Value> {
 fn text_heartbeats_match_the_configured_pattern() {
     let mut fx = Fixture::new("ws-text-heartbeat");
     let backend = vec![fx.sim_flow("flow-1").to_string()];
-    let proxy = proxy_over(
-        &mut fx,
-        &backend,
-        &["--heartbeat-pattern", "\"type\":\"hb\""],
-    );
+    let proxy = proxy_over(&mut fx, &backend, &["--heartbeat-pattern", "\"type\":\"hb\""]);
     let url = format!("http://{}", proxy.addr);
     let summary = loadgen(&[
         "--url",
@@ -244,19 +223,10 @@ fn killed_backend_costs_no_failed_gets() {
     let proxy = proxy_over(&mut fx, &backends, &[]);
     let url = format!("http://{}", proxy.addr);
     let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "0",
-            "--rps",
-            "400",
-            "--duration",
-            "4s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        ["--url", &url, "--ws-clients", "0", "--rps", "400", "--duration", "4s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     );
     std::thread::sleep(Duration::from_millis(1500));
     fx.kill("flow-2");
@@ -264,12 +234,7 @@ fn killed_backend_costs_no_failed_gets() {
     assert_eq!(summary["requests_failed"], 0, "{summary}");
     assert!(summary["requests_ok"].as_u64().unwrap() > 1000, "{summary}");
     wait_for(Duration::from_secs(10), || {
-        proxy
-            .backends()
-            .iter()
-            .filter(|b| b["state"] == "unhealthy")
-            .count()
-            == 1
+        proxy.backends().iter().filter(|b| b["state"] == "unhealthy").count() == 1
     });
 }
 
@@ -339,9 +304,7 @@ fn drain_closes_sessions_with_1001_and_fails_no_request() {
 #[test]
 fn reload_during_1000_open_sessions_closes_none() {
     let mut fx = Fixture::new("reload");
-    let backends: Vec<String> = (1..=2)
-        .map(|i| fx.sim_flow(&format!("flow-{i}")).to_string())
-        .collect();
+    let backends: Vec<String> = (1..=2).map(|i| fx.sim_flow(&format!("flow-{i}")).to_string()).collect();
     let config = fx.dir.join("proxy.toml");
     let write = |backends: &[String], idle: &str| {
         let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
@@ -396,11 +359,7 @@ fn reload_during_1000_open_sessions_closes_none() {
     let summary = run.join().unwrap();
     assert_eq!(summary["ws_opened"], 1000, "{summary}");
     assert_eq!(summary["ws_dropped"], 0, "{summary}");
-    assert_eq!(
-        summary["ws_closed_by_server"],
-        serde_json::json!({}),
-        "{summary}"
-    );
+    assert_eq!(summary["ws_closed_by_server"], serde_json::json!({}), "{summary}");
     assert_eq!(summary["requests_failed"], 0, "{summary}");
     assert_eq!(proxy.backends().len(), 2);
 }
@@ -414,22 +373,10 @@ fn unknown_hosts_connect_and_foreign_absolute_forms_are_refused() {
         &backend,
         &["--domain", "flow.example.com", "--domain", "*.flow.test"],
     );
-    assert_eq!(
-        get(proxy.addr, "/api/sim/whoami", Some("flow.example.com")).status,
-        200
-    );
-    assert_eq!(
-        get(proxy.addr, "/api/sim/whoami", Some("a.flow.test:8080")).status,
-        200
-    );
-    assert_eq!(
-        get(proxy.addr, "/api/sim/whoami", Some("evil.example")).status,
-        404
-    );
-    assert_eq!(
-        get(proxy.addr, "/api/sim/whoami", Some("flow.test")).status,
-        404
-    );
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", Some("flow.example.com")).status, 200);
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", Some("a.flow.test:8080")).status, 200);
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", Some("evil.example")).status, 404);
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", Some("flow.test")).status, 404);
     let raw = |text: &str| {
         let mut s = TcpStream::connect(proxy.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -443,9 +390,7 @@ fn unknown_hosts_connect_and_foreign_absolute_forms_are_refused() {
         405
     );
     assert_eq!(
-        raw(
-            "GET http://evil.example/ HTTP/1.1\r\nHost: flow.example.com\r\nConnection: close\r\n\r\n"
-        ),
+        raw("GET http://evil.example/ HTTP/1.1\r\nHost: flow.example.com\r\nConnection: close\r\n\r\n"),
         400
     );
     assert_eq!(
@@ -461,13 +406,8 @@ fn oversized_headers_get_431_and_slow_heads_get_408() {
     let backend = vec![fx.sim_flow("flow-1").to_string()];
     let proxy = proxy_over(&mut fx, &backend, &["--header-timeout", "1s"]);
     let big = "a".repeat(20_000);
-    assert_eq!(
-        request(proxy.addr, "GET", "/", &[("X-Big", &big)], b"").status,
-        431
-    );
-    let many: Vec<(String, String)> = (0..150)
-        .map(|i| (format!("X-H{i}"), "1".to_string()))
-        .collect();
+    assert_eq!(request(proxy.addr, "GET", "/", &[("X-Big", &big)], b"").status, 431);
+    let many: Vec<(String, String)> = (0..150).map(|i| (format!("X-H{i}"), "1".to_string())).collect();
     let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(request(proxy.addr, "GET", "/", &refs, b"").status, 431);
     let started = Instant::now();
@@ -525,21 +465,10 @@ fn admin_api_needs_the_token_and_manages_backends() {
         })
         .collect();
     assert_eq!(seen.len(), 2);
-    assert_eq!(
-        proxy.admin("DELETE", "/api/v1/backends/unknown", "").status,
-        404
-    );
-    assert_eq!(
-        proxy
-            .admin("DELETE", "/api/v1/backends/flow-2?drain=0", "")
-            .status,
-        202
-    );
+    assert_eq!(proxy.admin("DELETE", "/api/v1/backends/unknown", "").status, 404);
+    assert_eq!(proxy.admin("DELETE", "/api/v1/backends/flow-2?drain=0", "").status, 202);
     wait_for(Duration::from_secs(10), || proxy.backends().len() == 1);
-    assert_eq!(
-        proxy.admin_get("/api/v1/certificates"),
-        serde_json::json!([])
-    );
+    assert_eq!(proxy.admin_get("/api/v1/certificates"), serde_json::json!([]));
 
     let metrics = proxy.admin("GET", "/metrics", "").text();
     assert!(metrics.contains("# TYPE flowgate_backend_requests_total counter"));
@@ -577,12 +506,8 @@ fn admin_added_backends_survive_a_restart() {
     };
     for b in &backends {
         assert_eq!(
-            p1.admin(
-                "POST",
-                "/api/v1/backends",
-                &format!("{{\"address\": \"{b}\"}}")
-            )
-            .status,
+            p1.admin("POST", "/api/v1/backends", &format!("{{\"address\": \"{b}\"}}"))
+                .status,
             201
         );
     }
@@ -683,28 +608,16 @@ fn config_errors_name_file_line_and_column_and_start_nothing() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(
-            stderr.contains(expected),
-            "expected '{expected}' in: {stderr}"
-        );
-        assert_eq!(
-            stderr.trim().lines().count(),
-            1,
-            "one sentence, not a dump: {stderr}"
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).is_empty(),
-            "nothing may start"
-        );
+        assert!(stderr.contains(expected), "expected '{expected}' in: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one sentence, not a dump: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "nothing may start");
     }
     let out = std::process::Command::new(BIN)
         .args(["proxy", "--listen", "127.0.0.1:0", "--idle-timeout", "5s"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("must be greater than heartbeat_interval")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be greater than heartbeat_interval"));
 }
 
 #[test]
@@ -714,7 +627,10 @@ fn mc_simulator_answers_cors_only_for_flow_origins() {
     let found = fx.start_with_env(
         "mc",
         &["sim", "mc", "--listen", "127.0.0.1:0"],
-        &[("JAVA_OPTS", "-Xmx512m -Dhazelcast.mc.flow.addresses=https://flow.example.com,https://flow2.example.com")],
+        &[(
+            "JAVA_OPTS",
+            "-Xmx512m -Dhazelcast.mc.flow.addresses=https://flow.example.com,https://flow2.example.com",
+        )],
         &["listening on http://"],
     );
     let addr: std::net::SocketAddr = found[0].parse().unwrap();
@@ -723,10 +639,7 @@ fn mc_simulator_answers_cors_only_for_flow_origins() {
             addr,
             "OPTIONS",
             "/api/login",
-            &[
-                ("Origin", origin),
-                ("Access-Control-Request-Method", "POST"),
-            ],
+            &[("Origin", origin), ("Access-Control-Request-Method", "POST")],
             b"",
         )
     };
@@ -740,24 +653,12 @@ fn mc_simulator_answers_cors_only_for_flow_origins() {
     let other = preflight("https://evil.example.com");
     assert_eq!(other.status, 403);
     assert_eq!(other.header("access-control-allow-origin"), None);
-    let simple = request(
-        addr,
-        "GET",
-        "/health",
-        &[("Origin", "https://flow2.example.com")],
-        b"",
-    );
+    let simple = request(addr, "GET", "/health", &[("Origin", "https://flow2.example.com")], b"");
     assert_eq!(simple.status, 200);
     assert_eq!(
         simple.header("access-control-allow-origin"),
         Some("https://flow2.example.com")
     );
-    let foreign = request(
-        addr,
-        "GET",
-        "/health",
-        &[("Origin", "https://evil.example.com")],
-        b"",
-    );
+    let foreign = request(addr, "GET", "/health", &[("Origin", "https://evil.example.com")], b"");
     assert_eq!(foreign.header("access-control-allow-origin"), None);
 }

@@ -15,21 +15,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "'{text}' is not a duration; write it like 5s, 250ms, 2m or 1h"
-            ));
+            return Err(format!("'{text}' is not a duration; write it like 5s, 250ms, 2m or 1h"));
         }
         let value: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("'{text}' has a number too large for a duration"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -44,9 +38,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
                 ));
             }
             other => {
-                return Err(format!(
-                    "'{text}' has an unknown unit '{other}'; use ms, s, m, h or d"
-                ));
+                return Err(format!("'{text}' has an unknown unit '{other}'; use ms, s, m, h or d"));
             }
         };
         total = total.saturating_add(part);

@@ -99,13 +99,11 @@ impl HostMatch {
             None => (false, pattern.clone()),
         };
         let valid = !name.is_empty()
-            && name.split('.').all(|label| {
-                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+            && name
+                .split('.')
+                .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid {
-            return Err(format!(
-                "'{pattern}' is not a host name or a '*.domain' pattern"
-            ));
+            return Err(format!("'{pattern}' is not a host name or a '*.domain' pattern"));
         }
         Ok(if suffix {
             HostMatch::Suffix(format!(".{name}"))
@@ -119,9 +117,7 @@ impl HostMatch {
         match self {
             HostMatch::Any => true,
             HostMatch::Exact(name) => host == name,
-            HostMatch::Suffix(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
-            }
+            HostMatch::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
         }
     }
 }
@@ -226,9 +222,7 @@ pub fn check_backend_address(address: &str) -> Result<(), String> {
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!(
-            "backend '{address}' has an invalid port '{port}'; {hint}"
-        )),
+        _ => Err(format!("backend '{address}' has an invalid port '{port}'; {hint}")),
     }
 }
 
@@ -250,9 +244,7 @@ impl ProxyConfig {
     /// the WebSocket timing rule. Used for flags and files alike.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
-            return Err(
-                ConfigError::new("no listener configured").with_hint("add --listen 0.0.0.0:80")
-            );
+            return Err(ConfigError::new("no listener configured").with_hint("add --listen 0.0.0.0:80"));
         }
         for route in &self.routes {
             if !self.services.contains_key(&route.service) {
@@ -388,27 +380,15 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
 
     let defaults = Limits::default();
     let limits = Limits {
-        max_connections: raw
-            .limits
-            .max_connections
-            .unwrap_or(defaults.max_connections),
+        max_connections: raw.limits.max_connections.unwrap_or(defaults.max_connections),
         header_read_timeout: raw
             .limits
             .header_read_timeout
             .map_or(defaults.header_read_timeout, |d| d.0),
-        max_header_bytes: raw
-            .limits
-            .max_header_bytes
-            .unwrap_or(defaults.max_header_bytes),
+        max_header_bytes: raw.limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
         max_headers: raw.limits.max_headers.unwrap_or(defaults.max_headers),
-        shutdown_grace: raw
-            .limits
-            .shutdown_grace
-            .map_or(defaults.shutdown_grace, |d| d.0),
-        connect_timeout: raw
-            .limits
-            .connect_timeout
-            .map_or(defaults.connect_timeout, |d| d.0),
+        shutdown_grace: raw.limits.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
+        connect_timeout: raw.limits.connect_timeout.map_or(defaults.connect_timeout, |d| d.0),
     };
 
     let mut services = BTreeMap::new();
@@ -483,29 +463,18 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
     Ok(config)
 }
 
-fn parse_socket_addr(
-    source: &Source<'_>,
-    entry: &Spanned<String>,
-    what: &str,
-) -> Result<SocketAddr, ConfigError> {
+fn parse_socket_addr(source: &Source<'_>, entry: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
     entry.get_ref().parse().map_err(|_| {
         source
             .error_at(
                 entry.span(),
-                format!(
-                    "{what} '{}' is not an IP address with a port",
-                    entry.get_ref()
-                ),
+                format!("{what} '{}' is not an IP address with a port", entry.get_ref()),
             )
             .with_hint("write it like 0.0.0.0:80 or 127.0.0.1:9901")
     })
 }
 
-fn service_from_file(
-    source: &Source<'_>,
-    name: &str,
-    file: FileService,
-) -> Result<Service, ConfigError> {
+fn service_from_file(source: &Source<'_>, name: &str, file: FileService) -> Result<Service, ConfigError> {
     let mut service = Service::new(name);
     for (index, entry) in file.backends.iter().enumerate() {
         check_backend_address(entry.get_ref()).map_err(|e| source.error_at(entry.span(), e))?;
@@ -516,11 +485,7 @@ fn service_from_file(
         {
             return Err(source.error_at(
                 entry.span(),
-                format!(
-                    "backend '{}' is listed twice (entry {})",
-                    entry.get_ref(),
-                    index + 1
-                ),
+                format!("backend '{}' is listed twice (entry {})", entry.get_ref(), index + 1),
             ));
         }
         service.backends.push(BackendSpec {
@@ -593,10 +558,7 @@ idle_timeout = "10m"
         assert_eq!(flow.backends.len(), 2);
         assert_eq!(flow.balance, Balance::LeastConnections);
         assert_eq!(flow.websocket.idle_timeout, Duration::from_secs(600));
-        assert_eq!(
-            config.routes[0].host,
-            HostMatch::Suffix(".example.com".into())
-        );
+        assert_eq!(config.routes[0].host, HostMatch::Suffix(".example.com".into()));
     }
 
     #[test]
@@ -605,10 +567,7 @@ idle_timeout = "10m"
         let err = parse(text, Some(Path::new("p.toml"))).unwrap_err();
         let shown = err.to_string();
         assert!(shown.starts_with("p.toml:"), "{shown}");
-        assert!(
-            shown.contains("must be greater than heartbeat_interval"),
-            "{shown}"
-        );
+        assert!(shown.contains("must be greater than heartbeat_interval"), "{shown}");
         assert!(err.hint.is_some());
     }
 

@@ -146,11 +146,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
     let now = proxy.clock.now_ms();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/api/v1/backends") => {
-            let views: Vec<BackendView> = proxy
-                .all_backends()
-                .iter()
-                .map(|b| BackendView::of(b, now))
-                .collect();
+            let views: Vec<BackendView> = proxy.all_backends().iter().map(|b| BackendView::of(b, now)).collect();
             serve::json(StatusCode::OK, &views)
         }
         (Method::POST, "/api/v1/backends") => add_backend(&proxy, req).await,
@@ -210,17 +206,9 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
             );
             response
         }
-        (
-            _,
-            "/api/v1/backends"
-            | "/api/v1/sessions"
-            | "/api/v1/events"
-            | "/api/v1/certificates"
-            | "/metrics",
-        ) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this path",
-        ),
+        (_, "/api/v1/backends" | "/api/v1/sessions" | "/api/v1/events" | "/api/v1/certificates" | "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             "no such admin endpoint; see the admin API in README.md",
@@ -238,25 +226,13 @@ async fn add_backend(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Bod
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!(
-                    "expected {{\"address\": \"host:port\"}} (optional \"id\", \"service\"): {e}"
-                ),
+                &format!("expected {{\"address\": \"host:port\"}} (optional \"id\", \"service\"): {e}"),
             );
         }
     };
-    match proxy.add_backend(
-        add.service.as_deref(),
-        add.id.as_deref(),
-        &add.address,
-        true,
-    ) {
-        Ok(backend) => serve::json(
-            StatusCode::CREATED,
-            &BackendView::of(&backend, proxy.clock.now_ms()),
-        ),
-        Err(e @ super::ProxyError::DuplicateBackend(_)) => {
-            error(StatusCode::CONFLICT, &e.to_string())
-        }
+    match proxy.add_backend(add.service.as_deref(), add.id.as_deref(), &add.address, true) {
+        Ok(backend) => serve::json(StatusCode::CREATED, &BackendView::of(&backend, proxy.clock.now_ms())),
+        Err(e @ super::ProxyError::DuplicateBackend(_)) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
@@ -295,11 +271,7 @@ fn events(proxy: &Proxy) -> Response<Body> {
     let mut receiver = proxy.events.subscribe();
     let (sender, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
-        if sender
-            .send(Bytes::from_static(b": flowgate events\n\n"))
-            .await
-            .is_err()
-        {
+        if sender.send(Bytes::from_static(b": flowgate events\n\n")).await.is_err() {
             return;
         }
         let mut keepalive = tokio::time::interval(Duration::from_secs(15));
@@ -319,10 +291,7 @@ fn events(proxy: &Proxy) -> Response<Body> {
     });
     let mut response = Response::new(EventBody { rx }.boxed());
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -340,10 +309,7 @@ impl hyper::body::Body for EventBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         self.rx
             .poll_recv(cx)
             .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))

@@ -124,13 +124,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(
-        id: &str,
-        address: &str,
-        service: &str,
-        dynamic: bool,
-        initial: BackendState,
-    ) -> Self {
+    pub fn new(id: &str, address: &str, service: &str, dynamic: bool, initial: BackendState) -> Self {
         Backend {
             id: id.into(),
             address: address.into(),
@@ -179,14 +173,12 @@ impl Backend {
     }
 
     pub fn start_draining(&self) {
-        self.state
-            .store(BackendState::Draining as u8, Ordering::Release);
+        self.state.store(BackendState::Draining as u8, Ordering::Release);
     }
 
     /// Whether the balancer may send new work here now.
     pub fn is_eligible(&self, now_ms: u64) -> bool {
-        self.state() == BackendState::Healthy
-            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.state() == BackendState::Healthy && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     pub fn is_ejected(&self, now_ms: u64) -> bool {
@@ -196,13 +188,8 @@ impl Backend {
     /// Records a failed connect: ejects the backend for a backoff that doubles
     /// with each consecutive failure (1 s up to 30 s).
     pub fn record_connect_failure(&self, now_ms: u64) -> Duration {
-        self.counters
-            .connect_failures
-            .fetch_add(1, Ordering::Relaxed);
-        let failures = self
-            .consecutive_failures
-            .fetch_add(1, Ordering::Relaxed)
-            .min(5);
+        self.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed).min(5);
         let backoff = Duration::from_secs(1 << failures).min(Duration::from_secs(30));
         self.ejected_until_ms
             .store(now_ms + backoff.as_millis() as u64, Ordering::Relaxed);
@@ -218,8 +205,7 @@ impl Backend {
 
     /// Load used by least-connections: open requests plus open sessions.
     pub fn load(&self) -> u64 {
-        self.counters.active_requests.load(Ordering::Relaxed)
-            + self.counters.ws_active.load(Ordering::Relaxed)
+        self.counters.active_requests.load(Ordering::Relaxed) + self.counters.ws_active.load(Ordering::Relaxed)
     }
 
     /// Asks every WebSocket session on this backend to close (code 1001).
@@ -236,14 +222,8 @@ pub struct InFlight {
 
 impl InFlight {
     pub fn start(backend: &Arc<Backend>) -> Self {
-        backend
-            .counters
-            .active_requests
-            .fetch_add(1, Ordering::Relaxed);
-        backend
-            .counters
-            .requests_total
-            .fetch_add(1, Ordering::Relaxed);
+        backend.counters.active_requests.fetch_add(1, Ordering::Relaxed);
+        backend.counters.requests_total.fetch_add(1, Ordering::Relaxed);
         InFlight {
             backend: backend.clone(),
         }
@@ -252,10 +232,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend
-            .counters
-            .active_requests
-            .fetch_sub(1, Ordering::Relaxed);
+        self.backend.counters.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -284,13 +261,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_dropped() {
-        let b = Arc::new(Backend::new(
-            "a",
-            "a:1",
-            "flow",
-            false,
-            BackendState::Healthy,
-        ));
+        let b = Arc::new(Backend::new("a", "a:1", "flow", false, BackendState::Healthy));
         let guard = InFlight::start(&b);
         assert_eq!(b.load(), 1);
         drop(guard);

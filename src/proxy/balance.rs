@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::backend::Backend;
+use super::backend::{Backend, BackendState};
 use crate::config::proxy::{Balance, Service};
 
 /// A service's settings and its current backends.
@@ -44,26 +44,24 @@ impl Pool {
 
     /// Picks a backend for new work, skipping those in `exclude` (already
     /// tried for this request). A sticky id wins while its backend is eligible.
-    pub fn pick(
-        &self,
-        now_ms: u64,
-        sticky: Option<&str>,
-        exclude: &[Arc<Backend>],
-    ) -> Option<Arc<Backend>> {
+    ///
+    /// When connect failures have ejected every healthy backend, the ejected
+    /// ones are tried anyway: a burst of failed connects (a full accept
+    /// queue, say) must not turn into 503s for everyone.
+    pub fn pick(&self, now_ms: u64, sticky: Option<&str>, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
         let guard = self.backends.read().unwrap_or_else(|e| e.into_inner());
-        let usable =
-            |b: &&Arc<Backend>| b.is_eligible(now_ms) && !exclude.iter().any(|x| Arc::ptr_eq(x, b));
+        let untried = |b: &Arc<Backend>| !exclude.iter().any(|x| Arc::ptr_eq(x, b));
+        let eligible = |b: &&Arc<Backend>| b.is_eligible(now_ms) && untried(b);
         if let Some(id) = sticky {
-            if let Some(b) = guard
-                .iter()
-                .filter(usable)
-                .find(|b| sticky_value(&b.id) == id)
-            {
+            if let Some(b) = guard.iter().filter(eligible).find(|b| sticky_value(&b.id) == id) {
                 return Some(b.clone());
             }
         }
         let balance = self.settings.read().map(|s| s.balance).unwrap_or_default();
-        choose(balance, &guard, &self.next, usable)
+        choose(balance, &guard, &self.next, eligible).or_else(|| {
+            let healthy = |b: &&Arc<Backend>| b.state() == BackendState::Healthy && untried(b);
+            choose(balance, &guard, &self.next, healthy)
+        })
     }
 }
 
@@ -112,7 +110,7 @@ pub fn sticky_value(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::backend::{BackendState, InFlight};
+    use crate::proxy::backend::InFlight;
 
     fn pool(balance: Balance, n: usize) -> Pool {
         let mut service = Service::new("flow");
@@ -172,5 +170,18 @@ mod tests {
             p.pick(1, None, &[p.backends()[0].clone(), p.backends()[1].clone()])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn ejected_backends_are_tried_when_no_other_is_left() {
+        let p = pool(Balance::RoundRobin, 2);
+        for b in p.backends() {
+            b.record_connect_failure(1);
+        }
+        assert!(p.pick(2, None, &[]).is_some(), "all ejected: try them rather than fail");
+        p.backends()[0].set_health(false);
+        assert_eq!(p.pick(2, None, &[]).unwrap().id, "b1");
+        p.backends()[1].set_health(false);
+        assert!(p.pick(2, None, &[]).is_none(), "unhealthy backends are never used");
     }
 }

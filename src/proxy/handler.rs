@@ -46,11 +46,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-pub async fn handle(
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::CONNECT {
         return serve::text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -91,11 +87,10 @@ pub fn request_host<B>(req: &Request<B>) -> Result<String, String> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(strip_port);
-    let authority = req.uri().host().map(|h| {
-        h.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase()
-    });
+    let authority = req
+        .uri()
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
     match (authority, header) {
         (Some(a), Some(h)) if a != h => Err(format!(
             "request target names host '{a}' but the Host header says '{h}'"
@@ -142,20 +137,12 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Rewrites request headers for the backend: hop-by-hop headers go, Host
 /// stays, and the X-Forwarded-* set says what the client used.
-pub fn prepare_request_headers(
-    headers: &mut HeaderMap,
-    uri: &Uri,
-    conn: &ConnInfo,
-    settings: &Service,
-) {
+pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) {
     remove_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
     if !headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in the :authority pseudo-header.
-        if let Some(value) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             headers.insert(header::HOST, value);
         }
     }
@@ -261,10 +248,7 @@ async fn forward(
                 backend.record_connect_success();
                 backend.latency.record(started.elapsed());
                 if response.status().is_server_error() {
-                    backend
-                        .counters
-                        .responses_5xx
-                        .fetch_add(1, Ordering::Relaxed);
+                    backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
                 }
                 let (mut head, incoming) = response.into_parts();
                 remove_hop_by_hop(&mut head.headers);
@@ -287,12 +271,7 @@ async fn forward(
                 drop(in_flight);
                 let connect = error.is_connect();
                 if connect {
-                    let backoff = backend.record_connect_failure(now);
-                    proxy.events.send(ProxyEvent::BackendState {
-                        backend: backend.id.clone(),
-                        state: "unhealthy",
-                        reason: format!("connect failed, ejected for {}s", backoff.as_secs()),
-                    });
+                    eject(proxy, &backend, now, &error);
                 }
                 let retry = bodyless && (connect || is_idempotent(&parts.method));
                 tracing::debug!(backend = %backend.id, retry, "upstream request failed: {error:?}");
@@ -301,16 +280,39 @@ async fn forward(
                     backend.counters.retries.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                backend
-                    .counters
-                    .responses_5xx
-                    .fetch_add(1, Ordering::Relaxed);
+                backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
                 return serve::text(
                     StatusCode::BAD_GATEWAY,
                     format!("backend {} failed: {}", backend.id, describe(&error)),
                 );
             }
         }
+    }
+}
+
+/// Records a failed connect: the backend is skipped for a backoff.
+pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &hyper_util::client::legacy::Error) {
+    if crate::fsutil::is_fd_exhaustion(error) {
+        tracing::warn!(
+            "out of file descriptors: cannot connect to {}; raise the limit (ulimit -n) or lower max_connections",
+            backend.address
+        );
+        return;
+    }
+    let was_ejected = backend.is_ejected(now_ms);
+    let backoff = backend.record_connect_failure(now_ms);
+    if !was_ejected {
+        let reason = format!(
+            "connect failed ({}), ejected for {}s",
+            describe(error),
+            backoff.as_secs()
+        );
+        tracing::warn!(backend = %backend.id, "{reason}");
+        proxy.events.send(ProxyEvent::BackendState {
+            backend: backend.id.clone(),
+            state: "unhealthy",
+            reason,
+        });
     }
 }
 
@@ -336,10 +338,7 @@ impl hyper::body::Body for TrackedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -371,14 +370,8 @@ mod tests {
             request_host(&request("/", Some("Flow.Example.com:8443"))).unwrap(),
             "flow.example.com"
         );
-        assert_eq!(
-            request_host(&request("http://a.example/", None)).unwrap(),
-            "a.example"
-        );
-        assert_eq!(
-            request_host(&request("/", Some("[::1]:80"))).unwrap(),
-            "::1"
-        );
+        assert_eq!(request_host(&request("http://a.example/", None)).unwrap(), "a.example");
+        assert_eq!(request_host(&request("/", Some("[::1]:80"))).unwrap(), "::1");
         assert!(request_host(&request("http://evil.example/", Some("flow.example.com"))).is_err());
         assert!(request_host(&request("/", None)).is_err());
     }
@@ -402,22 +395,12 @@ mod tests {
                 service: "flow".into(),
             },
         ];
+        assert_eq!(find_route(&routes, "mc.example.com", "/x").unwrap().service, "mc");
         assert_eq!(
-            find_route(&routes, "mc.example.com", "/x").unwrap().service,
-            "mc"
-        );
-        assert_eq!(
-            find_route(&routes, "flow.example.com", "/api/x")
-                .unwrap()
-                .service,
+            find_route(&routes, "flow.example.com", "/api/x").unwrap().service,
             "api"
         );
-        assert_eq!(
-            find_route(&routes, "flow.example.com", "/")
-                .unwrap()
-                .service,
-            "flow"
-        );
+        assert_eq!(find_route(&routes, "flow.example.com", "/").unwrap().service, "flow");
         assert!(find_route(&routes[..1], "other.example.com", "/").is_none());
     }
 

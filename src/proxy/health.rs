@@ -84,15 +84,11 @@ async fn probe(proxy: &Proxy, backend: &Backend, check: &HealthCheck) -> Result<
         .map_err(|e| format!("bad health URI: {e}"))?;
     let mut request = Request::new(serve::empty());
     *request.uri_mut() = uri;
-    request.headers_mut().insert(
-        header::USER_AGENT,
-        header::HeaderValue::from_static("flowgate-health"),
-    );
+    request
+        .headers_mut()
+        .insert(header::USER_AGENT, header::HeaderValue::from_static("flowgate-health"));
     match tokio::time::timeout(check.timeout, proxy.client.request(request)).await {
-        Err(_) => Err(format!(
-            "{} did not answer within {:?}",
-            check.path, check.timeout
-        )),
+        Err(_) => Err(format!("{} did not answer within {:?}", check.path, check.timeout)),
         Ok(Err(e)) => Err(format!("{} failed: {e}", check.path)),
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(format!("{} answered {}", check.path, response.status())),

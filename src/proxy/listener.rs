@@ -48,11 +48,7 @@ pub async fn run(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo {
-            client,
-            scheme,
-            port,
-        });
+        let conn = Arc::new(ConnInfo { client, scheme, port });
         let proxy = proxy.clone();
         let watcher = watcher();
         tokio::spawn(async move {
@@ -66,18 +62,12 @@ pub async fn run(
 }
 
 /// Serves one client connection over any transport.
-pub async fn serve_connection<IO>(
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnInfo>,
-    mut io: IO,
-    watcher: Option<Watcher>,
-) where
+pub async fn serve_connection<IO>(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, mut io: IO, watcher: Option<Watcher>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = proxy.config().limits.clone();
-    let head = match read_first_head(&mut io, limits.max_header_bytes, limits.header_read_timeout)
-        .await
-    {
+    let head = match read_first_head(&mut io, limits.max_header_bytes, limits.header_read_timeout).await {
         FirstHead::Ready(bytes) => bytes,
         FirstHead::Closed => return,
         FirstHead::TimedOut => {
@@ -127,11 +117,7 @@ enum FirstHead {
 
 /// Reads until the first request head is complete (or the buffer is as large
 /// as a head may be, which hyper then refuses with 431), within `timeout`.
-async fn read_first_head<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> FirstHead {
+async fn read_first_head<IO: AsyncRead + Unpin>(io: &mut IO, limit: usize, timeout: std::time::Duration) -> FirstHead {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
@@ -147,9 +133,7 @@ async fn read_first_head<IO: AsyncRead + Unpin>(
             }
         }
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(FirstHead::TimedOut)
+    tokio::time::timeout(timeout, read).await.unwrap_or(FirstHead::TimedOut)
 }
 
 /// A stream that first replays bytes already read from it.
@@ -160,11 +144,7 @@ struct Prefixed<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = buf.remaining().min(self.prefix.len() - self.pos);
             let start = self.pos;
@@ -181,11 +161,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

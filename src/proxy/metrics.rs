@@ -8,10 +8,7 @@ use super::Proxy;
 use super::backend::{Backend, BackendState, Counters};
 
 fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 type Field = fn(&Counters) -> &AtomicU64;
@@ -94,13 +91,7 @@ const BACKEND_SERIES: [(&str, &str, &str, Field); 12] = [
 pub fn render(proxy: &Proxy) -> String {
     let backends = proxy.all_backends();
     let mut out = String::with_capacity(4096);
-    let labels = |b: &Backend| {
-        format!(
-            "backend=\"{}\",service=\"{}\"",
-            escape(&b.id),
-            escape(&b.service)
-        )
-    };
+    let labels = |b: &Backend| format!("backend=\"{}\",service=\"{}\"", escape(&b.id), escape(&b.service));
     for (name, kind, help, field) in BACKEND_SERIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for b in &backends {

@@ -101,10 +101,7 @@ impl Proxy {
     }
 
     pub fn config(&self) -> Arc<ProxyConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn pool(&self, service: &str) -> Option<Arc<Pool>> {
@@ -153,10 +150,7 @@ impl Proxy {
         let config = self.config();
         let service = match service {
             Some(name) => name.to_string(),
-            None => config
-                .default_service()
-                .ok_or(ProxyError::NoService)?
-                .to_string(),
+            None => config.default_service().ok_or(ProxyError::NoService)?.to_string(),
         };
         let pool = self
             .pool(&service)
@@ -174,8 +168,7 @@ impl Proxy {
             // same id cannot both succeed.
             let all_ids: Vec<String> = self.all_backends().iter().map(|b| b.id.clone()).collect();
             let mut backends = pool.backends.write().unwrap_or_else(|e| e.into_inner());
-            if all_ids.contains(&id) || backends.iter().any(|b| b.id == id || b.address == address)
-            {
+            if all_ids.contains(&id) || backends.iter().any(|b| b.id == id || b.address == address) {
                 return Err(ProxyError::DuplicateBackend(id));
             }
             backends.push(backend.clone());
@@ -196,11 +189,7 @@ impl Proxy {
     /// Drains a backend: no new work at once; in-flight requests may finish
     /// and WebSocket sessions may end by themselves within `window`; then the
     /// remaining sessions get close code 1001 and the backend is removed.
-    pub fn remove_backend(
-        self: &Arc<Self>,
-        id: &str,
-        window: Duration,
-    ) -> Result<Arc<Backend>, ProxyError> {
+    pub fn remove_backend(self: &Arc<Self>, id: &str, window: Duration) -> Result<Arc<Backend>, ProxyError> {
         let backend = self
             .find_backend(id)
             .ok_or_else(|| ProxyError::UnknownBackend(id.into()))?;
@@ -227,20 +216,15 @@ impl Proxy {
         let tick = Duration::from_millis(25);
         let counters = &backend.counters;
         // In-flight requests first, then sessions that end by themselves.
-        while counters.active_requests.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while counters.active_requests.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(tick).await;
         }
-        while counters.ws_active.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(tick).await;
         }
         backend.close_all_sessions();
         let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-        while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < grace
-        {
+        while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < grace {
             tokio::time::sleep(tick).await;
         }
         if let Some(pool) = self.pool(&backend.service) {
@@ -283,9 +267,7 @@ impl Proxy {
             }
             for spec in &service.backends {
                 if pool.find(&spec.id).is_none() {
-                    if let Err(e) =
-                        self.add_backend(Some(name), Some(&spec.id), &spec.address, false)
-                    {
+                    if let Err(e) = self.add_backend(Some(name), Some(&spec.id), &spec.address, false) {
                         tracing::warn!("backend {} not added: {e}", spec.address);
                     }
                 }
@@ -337,9 +319,7 @@ impl Proxy {
         match serde_json::from_slice::<Vec<DynamicBackend>>(&bytes) {
             Ok(list) => {
                 for b in list {
-                    if let Err(e) =
-                        self.add_backend(Some(&b.service), Some(&b.id), &b.address, true)
-                    {
+                    if let Err(e) = self.add_backend(Some(&b.service), Some(&b.id), &b.address, true) {
                         tracing::warn!("saved backend {} not restored: {e}", b.address);
                     }
                 }

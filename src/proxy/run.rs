@@ -80,7 +80,18 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
 /// Runs the proxy until SIGTERM or SIGINT.
 pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     prepare_state_dir(&config.state_dir)?;
-    crate::fsutil::raise_fd_limit();
+    let mut config = config;
+    let fd_limit = crate::fsutil::raise_fd_limit();
+    // Each proxied connection may hold two descriptors (client and backend);
+    // keep some for listeners, idle pooled connections and health checks.
+    let affordable = (fd_limit.saturating_sub(1024) / 2).max(64) as usize;
+    if config.limits.max_connections > affordable {
+        tracing::warn!(
+            "max_connections lowered from {} to {affordable}: the open-file limit is {fd_limit} (raise it with ulimit -n)",
+            config.limits.max_connections
+        );
+        config.limits.max_connections = affordable;
+    }
     let (token, token_file) = admin_token(&config)?;
 
     let mut listeners = Vec::new();
@@ -91,10 +102,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         Some(addr) => Some(crate::serve::bind(addr).await?),
         None => None,
     };
-    let listen: Vec<SocketAddr> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let listen: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let state_dir = config.state_dir.clone();
     let grace = config.limits.shutdown_grace;
@@ -113,12 +121,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
         };
-        tokio::spawn(super::listener::run(
-            proxy.clone(),
-            listener,
-            "http",
-            watcher,
-        ));
+        tokio::spawn(super::listener::run(proxy.clone(), listener, "http", watcher));
     }
     if let Some(listener) = admin {
         let proxy = proxy.clone();
@@ -140,10 +143,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         println!("flowgate proxy listening on http://{addr}");
     }
     if let Some(addr) = admin_addr {
-        println!(
-            "admin API on http://{addr} (token in {})",
-            token_file.display()
-        );
+        println!("admin API on http://{addr} (token in {})", token_file.display());
     }
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -159,24 +159,17 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    tracing::info!(
-        "shutting down: no new connections; waiting up to {grace:?} for requests and sessions"
-    );
+    tracing::info!("shutting down: no new connections; waiting up to {grace:?} for requests and sessions");
     proxy.shutting_down.send_replace(true);
     let tracker = graceful.lock().ok().and_then(|mut g| g.take());
     if let Some(tracker) = tracker {
-        if tokio::time::timeout(grace, tracker.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, tracker.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open after {grace:?}");
         }
     }
     // Sessions got their 1001 close; give the close handshakes a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3).min(grace);
-    while proxy.all_backends().iter().any(|b| b.load() > 0)
-        && tokio::time::Instant::now() < deadline
-    {
+    while proxy.all_backends().iter().any(|b| b.load() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = std::fs::remove_file(&info_path);
@@ -188,21 +181,19 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
 pub fn reload(proxy: &Arc<Proxy>) -> Result<ReloadSummary, String> {
     let current = proxy.config();
     let Some(path) = current.source.clone() else {
-        return Err("the proxy was started from flags, so there is no file to reload; start it with --config FILE".into());
+        return Err(
+            "the proxy was started from flags, so there is no file to reload; start it with --config FILE".into(),
+        );
     };
     let mut next = match proxy::load(&path) {
         Ok(config) => config,
         Err(e) => {
-            proxy.events.send(ProxyEvent::ConfigRejected {
-                error: e.to_string(),
-            });
+            proxy.events.send(ProxyEvent::ConfigRejected { error: e.to_string() });
             return Err(e.to_string());
         }
     };
     if next.listen != current.listen || next.admin != current.admin {
-        tracing::warn!(
-            "listen and admin addresses change only on restart; keeping the current ones"
-        );
+        tracing::warn!("listen and admin addresses change only on restart; keeping the current ones");
         next.listen = current.listen.clone();
         next.admin = current.admin;
     }

@@ -81,15 +81,12 @@ pub async fn upgrade(
             }
             Err(error) => {
                 if error.is_connect() {
-                    backend.record_connect_failure(now);
+                    super::handler::eject(&proxy, &backend, now, &error);
                 }
                 tried.push(backend);
                 // The handshake is a GET without a body: always safe to retry.
                 if tried.len() >= 3 {
-                    return serve::text(
-                        StatusCode::BAD_GATEWAY,
-                        format!("WebSocket handshake failed: {error}"),
-                    );
+                    return serve::text(StatusCode::BAD_GATEWAY, format!("WebSocket handshake failed: {error}"));
                 }
             }
         }
@@ -110,11 +107,7 @@ pub async fn upgrade(
         let (client, upstream) = match tokio::join!(client_upgrade, backend_upgrade) {
             (Ok(c), Ok(u)) => (c, u),
             (c, u) => {
-                tracing::debug!(
-                    "upgrade did not complete: client {:?}, backend {:?}",
-                    c.err(),
-                    u.err()
-                );
+                tracing::debug!("upgrade did not complete: client {:?}, backend {:?}", c.err(), u.err());
                 return;
             }
         };
@@ -162,9 +155,7 @@ pub fn is_heartbeat(frame: &FrameSeen<'_>, patterns: &[String]) -> bool {
         Opcode::Ping | Opcode::Pong => true,
         Opcode::Text => {
             let text = String::from_utf8_lossy(frame.prefix);
-            patterns
-                .iter()
-                .any(|p| !p.is_empty() && text.contains(p.as_str()))
+            patterns.iter().any(|p| !p.is_empty() && text.contains(p.as_str()))
         }
         _ => false,
     }
@@ -230,12 +221,7 @@ async fn copy(
             // Frames written between two frames of the stream only: the taps
             // say where the boundaries are.
             if !down.injected && (down.tap.at_boundary() || !down.following) && !down.eof {
-                let close = frame::encode(
-                    Opcode::Close,
-                    true,
-                    &frame::close_payload(1001, reason),
-                    None,
-                );
+                let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), None);
                 if client.write_all(&close).await.is_err() {
                     break;
                 }
@@ -243,12 +229,7 @@ async fn copy(
             }
             if !up.injected && (up.tap.at_boundary() || !up.following) && !up.eof {
                 let key = crate::websocket::random_bytes::<4>();
-                let close = frame::encode(
-                    Opcode::Close,
-                    true,
-                    &frame::close_payload(1001, reason),
-                    Some(key),
-                );
+                let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), Some(key));
                 if upstream.write_all(&close).await.is_err() {
                     break;
                 }

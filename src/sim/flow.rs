@@ -51,10 +51,7 @@ struct Stats {
 pub async fn run(args: SimFlowArgs) -> anyhow::Result<()> {
     let listener = serve::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    println!(
-        "flowgate sim flow '{}' listening on http://{addr}",
-        args.name
-    );
+    println!("flowgate sim flow '{}' listening on http://{addr}", args.name);
     let sim = Arc::new(FlowSim {
         name: args.name,
         healthy: AtomicBool::new(true),
@@ -110,20 +107,12 @@ async fn handle(sim: Arc<FlowSim>, req: Request<Incoming>, peer: SocketAddr) -> 
                 .unwrap_or(100)
                 .min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            serve::json(
-                StatusCode::OK,
-                &json!({"instance": sim.name, "delayed_ms": ms}),
-            )
+            serve::json(StatusCode::OK, &json!({"instance": sim.name, "delayed_ms": ms}))
         }
-        (Method::POST | Method::PUT, "/api/sim/echo") => {
-            match serve::read_body(req.into_body(), 64 << 20).await {
-                Ok(body) => serve::json(
-                    StatusCode::OK,
-                    &json!({"instance": sim.name, "bytes": body.len()}),
-                ),
-                Err(e) => serve::text(StatusCode::BAD_REQUEST, e),
-            }
-        }
+        (Method::POST | Method::PUT, "/api/sim/echo") => match serve::read_body(req.into_body(), 64 << 20).await {
+            Ok(body) => serve::json(StatusCode::OK, &json!({"instance": sim.name, "bytes": body.len()})),
+            Err(e) => serve::text(StatusCode::BAD_REQUEST, e),
+        },
         (Method::GET, "/") => {
             let mut response = serve::text(StatusCode::OK, page(&sim.name));
             response.headers_mut().insert(
@@ -161,10 +150,7 @@ fn page(name: &str) -> String {
 }
 
 fn accept_websocket(sim: Arc<FlowSim>, mut req: Request<Incoming>) -> Response<Body> {
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| k.as_bytes().to_vec());
+    let key = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
     let version_ok = req
         .headers()
         .get("sec-websocket-version")
@@ -220,9 +206,7 @@ where
             }
             Opcode::Text | Opcode::Binary | Opcode::Continuation => {
                 c.messages.fetch_add(1, Ordering::Relaxed);
-                if frame.opcode == Opcode::Text
-                    && frame.payload.windows(9).any(|w| w == b"heartbeat")
-                {
+                if frame.opcode == Opcode::Text && frame.payload.windows(9).any(|w| w == b"heartbeat") {
                     c.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 peer.send(frame.opcode, frame.fin, &frame.payload).await?;

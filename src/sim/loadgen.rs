@@ -38,9 +38,7 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str, host: Option<&str>, resolve: &[String]) -> anyhow::Result<Target> {
-        let uri: hyper::Uri = url
-            .parse()
-            .with_context(|| format!("'{url}' is not a URL"))?;
+        let uri: hyper::Uri = url.parse().with_context(|| format!("'{url}' is not a URL"))?;
         let default_port = match uri.scheme_str() {
             Some("http") | Some("ws") => 80,
             Some("https") | Some("wss") => {
@@ -58,10 +56,7 @@ impl Target {
         let host_header = match host {
             Some(h) => h.to_string(),
             None if port == default_port => name.clone(),
-            None => uri
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| name.clone()),
+            None => uri.authority().map(|a| a.to_string()).unwrap_or_else(|| name.clone()),
         };
         let addr = match resolved(resolve, &name, port)? {
             Some(addr) => addr,
@@ -80,13 +75,9 @@ fn resolved(entries: &[String], host: &str, port: u16) -> anyhow::Result<Option<
     for entry in entries {
         let mut parts = entry.splitn(3, ':');
         let (Some(h), Some(p), Some(a)) = (parts.next(), parts.next(), parts.next()) else {
-            bail!(
-                "--resolve '{entry}' must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1"
-            );
+            bail!("--resolve '{entry}' must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1");
         };
-        let p: u16 = p
-            .parse()
-            .with_context(|| format!("--resolve '{entry}': bad port"))?;
+        let p: u16 = p.parse().with_context(|| format!("--resolve '{entry}': bad port"))?;
         if h.eq_ignore_ascii_case(host) && p == port {
             let ip: IpAddr = a
                 .trim_start_matches('[')
@@ -215,11 +206,7 @@ pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
             source: source_address(target.addr, index, args.source_addresses),
             deadline,
         };
-        tasks.push(tokio::spawn(run_session(
-            session,
-            stats.clone(),
-            opening.clone(),
-        )));
+        tasks.push(tokio::spawn(run_session(session, stats.clone(), opening.clone())));
     }
     if args.rps > 0.0 {
         tasks.push(tokio::spawn(http_load(
@@ -278,10 +265,7 @@ async fn report_progress(stats: Arc<Stats>, started: Instant) {
 fn print_summary(s: &Summary) {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
     println!("loadgen summary ({:.1} s)", s.duration_s);
-    println!(
-        "  HTTP requests     {} ok, {} failed",
-        s.requests_ok, s.requests_failed
-    );
+    println!("  HTTP requests     {} ok, {} failed", s.requests_ok, s.requests_failed);
     println!(
         "  HTTP latency      p50 {}, p99 {}",
         ms(s.latency_p50_ms),
@@ -292,11 +276,7 @@ fn print_summary(s: &Summary) {
         s.ws_opened, s.ws_failed, s.ws_dropped, s.ws_peak_open, s.ws_reconnects
     );
     if !s.ws_closed_by_server.is_empty() {
-        let codes: Vec<String> = s
-            .ws_closed_by_server
-            .iter()
-            .map(|(c, n)| format!("{c}: {n}"))
-            .collect();
+        let codes: Vec<String> = s.ws_closed_by_server.iter().map(|(c, n)| format!("{c}: {n}")).collect();
         println!("  closed by server  {}", codes.join(", "));
     }
     println!(
@@ -428,15 +408,10 @@ async fn run_session(plan: SessionPlan, stats: Arc<Stats>, opening: Arc<Semaphor
     }
 }
 
-async fn heartbeat_loop(
-    plan: &SessionPlan,
-    mut peer: Peer<TcpStream>,
-    stats: &Stats,
-) -> SessionEnd {
+async fn heartbeat_loop(plan: &SessionPlan, mut peer: Peer<TcpStream>, stats: &Stats) -> SessionEnd {
     let epoch = Instant::now();
     // Spread the first heartbeat over the interval so sessions don't beat in step.
-    let offset = u64::from_le_bytes(crate::websocket::random_bytes::<8>())
-        % plan.heartbeat.as_millis().max(1) as u64;
+    let offset = u64::from_le_bytes(crate::websocket::random_bytes::<8>()) % plan.heartbeat.as_millis().max(1) as u64;
     let mut next_beat = tokio::time::Instant::now() + Duration::from_millis(offset);
     loop {
         tokio::select! {
@@ -510,17 +485,10 @@ fn parse_beat(payload: &[u8], text: bool) -> Option<u64> {
     stamp.parse().ok()
 }
 
-async fn http_load(
-    target: Target,
-    path: String,
-    rps: f64,
-    deadline: tokio::time::Instant,
-    stats: Arc<Stats>,
-) {
+async fn http_load(target: Target, path: String, rps: f64, deadline: tokio::time::Instant, stats: Arc<Stats>) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, Body> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build(connector);
     let uri: hyper::Uri = match format!("http://{}{}", target.addr, path).parse() {
         Ok(u) => u,
         Err(e) => {
@@ -619,10 +587,7 @@ mod tests {
     #[test]
     fn source_addresses_spread_only_on_loopback() {
         let lo: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(
-            source_address(lo, 17, 16),
-            Some("127.0.0.2".parse().unwrap())
-        );
+        assert_eq!(source_address(lo, 17, 16), Some("127.0.0.2".parse().unwrap()));
         assert_eq!(source_address("10.0.0.1:80".parse().unwrap(), 3, 16), None);
     }
 

@@ -20,8 +20,7 @@ pub async fn run(args: SimMcArgs) -> anyhow::Result<()> {
         .flow_addresses
         .clone()
         .or_else(|| system_property(&java_opts, FLOW_ADDRESSES_PROPERTY));
-    let origins: Arc<Vec<String>> =
-        Arc::new(configured.as_deref().map(parse_origins).unwrap_or_default());
+    let origins: Arc<Vec<String>> = Arc::new(configured.as_deref().map(parse_origins).unwrap_or_default());
     if origins.is_empty() {
         tracing::warn!(
             "no Flow origins configured: no CORS preflight will succeed (set -D{FLOW_ADDRESSES_PROPERTY}=https://flow.example.com in JAVA_OPTS)"
@@ -72,10 +71,8 @@ fn handle(origins: &[String], req: Request<Incoming>) -> Response<Body> {
         .and_then(|o| o.to_str().ok())
         .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
     let allowed = origin.as_ref().filter(|o| origins.contains(o));
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut response = if preflight {
         if allowed.is_none() {
             // What Spring-based MC answers to a preflight from an unknown origin.
@@ -91,10 +88,7 @@ fn handle(origins: &[String], req: Request<Incoming>) -> Response<Body> {
             if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
             }
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("1800"),
-            );
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("1800"));
             r
         }
     } else {
@@ -102,10 +96,7 @@ fn handle(origins: &[String], req: Request<Incoming>) -> Response<Body> {
             "/health" => serve::json(StatusCode::OK, &json!({"status": "UP"})),
             "/api/sim/config" => serve::json(StatusCode::OK, &json!({ "flow_addresses": origins })),
             "/" => serve::text(StatusCode::OK, "Management Center simulator"),
-            other => serve::text(
-                StatusCode::NOT_FOUND,
-                format!("MC simulator has no {other}"),
-            ),
+            other => serve::text(StatusCode::NOT_FOUND, format!("MC simulator has no {other}")),
         }
     };
     let h = response.headers_mut();
@@ -131,8 +122,7 @@ mod tests {
             system_property(opts, FLOW_ADDRESSES_PROPERTY).as_deref(),
             Some("https://flow.example.com,https://b.example.com")
         );
-        let quoted =
-            "-Dhazelcast.mc.flow.addresses=\"https://a.example.com, https://b.example.com\"";
+        let quoted = "-Dhazelcast.mc.flow.addresses=\"https://a.example.com, https://b.example.com\"";
         assert_eq!(
             parse_origins(&system_property(quoted, FLOW_ADDRESSES_PROPERTY).unwrap()).len(),
             2

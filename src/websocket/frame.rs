@@ -263,10 +263,7 @@ mod tests {
 
     #[test]
     fn rejects_non_minimal_lengths() {
-        assert_eq!(
-            parse_header(&[0x82, 126, 0, 5]),
-            Err(FrameError::NonMinimalLength)
-        );
+        assert_eq!(parse_header(&[0x82, 126, 0, 5]), Err(FrameError::NonMinimalLength));
         let mut long = vec![0x82, 127];
         long.extend_from_slice(&1000u64.to_be_bytes());
         assert_eq!(parse_header(&long), Err(FrameError::NonMinimalLength));

@@ -61,14 +61,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
     /// Safe to cancel: partial frames stay buffered for the next call.
     pub async fn read(&mut self) -> io::Result<Option<Frame>> {
         loop {
-            if let Some((header, used)) =
-                frame::parse_header(&self.buf).map_err(|e| invalid(e.to_string()))?
-            {
+            if let Some((header, used)) = frame::parse_header(&self.buf).map_err(|e| invalid(e.to_string()))? {
                 if header.payload_len > MAX_FRAME {
-                    return Err(invalid(format!(
-                        "frame of {} bytes is too large",
-                        header.payload_len
-                    )));
+                    return Err(invalid(format!("frame of {} bytes is too large", header.payload_len)));
                 }
                 let total = used + header.payload_len as usize;
                 if self.buf.len() >= total {
@@ -185,15 +180,9 @@ mod tests {
         let mut server = Peer::new(b, Role::Server, &[]);
         client.send(Opcode::Text, true, b"hello").await.unwrap();
         let got = server.read().await.unwrap().unwrap();
-        assert_eq!(
-            (got.opcode, got.payload.as_slice()),
-            (Opcode::Text, &b"hello"[..])
-        );
+        assert_eq!((got.opcode, got.payload.as_slice()), (Opcode::Text, &b"hello"[..]));
         server.send_close(1001, "bye").await.unwrap();
-        assert_eq!(
-            client.read().await.unwrap().unwrap().close_code(),
-            Some(1001)
-        );
+        assert_eq!(client.read().await.unwrap().unwrap().close_code(), Some(1001));
         drop(server);
         assert_eq!(client.read().await.unwrap(), None);
     }

@@ -77,11 +77,7 @@ impl FrameTap {
     /// Feeds the next bytes of the stream, calling `on_frame` for every frame
     /// completed by them. After an error the stream cannot be followed any
     /// more; the caller should stop feeding this tap.
-    pub fn feed(
-        &mut self,
-        mut data: &[u8],
-        on_frame: &mut impl FnMut(&FrameSeen<'_>),
-    ) -> Result<(), FrameError> {
+    pub fn feed(&mut self, mut data: &[u8], on_frame: &mut impl FnMut(&FrameSeen<'_>)) -> Result<(), FrameError> {
         while !data.is_empty() {
             if self.frame.is_none() {
                 data = self.take_header(data)?;
@@ -130,10 +126,7 @@ impl FrameTap {
                 self.check_sequence(&header)?;
                 self.header_len = 0;
                 self.prefix_len = 0;
-                self.frame = Some(InFrame {
-                    header,
-                    consumed: 0,
-                });
+                self.frame = Some(InFrame { header, consumed: 0 });
                 Ok(&data[used - before..])
             }
         }
@@ -141,12 +134,8 @@ impl FrameTap {
 
     fn check_sequence(&mut self, header: &FrameHeader) -> Result<(), FrameError> {
         match header.opcode {
-            Opcode::Continuation if self.message.is_none() => {
-                Err(FrameError::UnexpectedContinuation)
-            }
-            Opcode::Text | Opcode::Binary if self.message.is_some() => {
-                Err(FrameError::UnfinishedMessage)
-            }
+            Opcode::Continuation if self.message.is_none() => Err(FrameError::UnexpectedContinuation),
+            Opcode::Text | Opcode::Binary if self.message.is_some() => Err(FrameError::UnfinishedMessage),
             _ => Ok(()),
         }
     }
@@ -241,17 +230,9 @@ mod tests {
     fn follows_fragmented_messages_with_interleaved_control_frames() {
         let mut stream = encode(Opcode::Text, false, b"heart", Some([1, 1, 1, 1]));
         stream.extend(encode(Opcode::Ping, true, b"", Some([2, 2, 2, 2])));
-        stream.extend(encode(
-            Opcode::Continuation,
-            true,
-            b"beat",
-            Some([3, 3, 3, 3]),
-        ));
+        stream.extend(encode(Opcode::Continuation, true, b"beat", Some([3, 3, 3, 3])));
         let seen = run(&mut FrameTap::new(), &[&stream]).unwrap();
-        let kinds: Vec<_> = seen
-            .iter()
-            .map(|s| (s.opcode, s.message_opcode, s.fin))
-            .collect();
+        let kinds: Vec<_> = seen.iter().map(|s| (s.opcode, s.message_opcode, s.fin)).collect();
         assert_eq!(
             kinds,
             vec![
@@ -303,14 +284,7 @@ mod tests {
             for _ in 0..rng.below(12) + 1 {
                 let control = rng.below(4) == 0;
                 let (opcode, fin) = if control {
-                    (
-                        if rng.below(2) == 0 {
-                            Opcode::Ping
-                        } else {
-                            Opcode::Pong
-                        },
-                        true,
-                    )
+                    (if rng.below(2) == 0 { Opcode::Ping } else { Opcode::Pong }, true)
                 } else {
                     let fin = rng.below(3) != 0;
                     match in_message {
@@ -368,11 +342,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-                assert_eq!(
-                    tap.at_boundary(),
-                    boundaries.contains(&end),
-                    "round {round} at {end}"
-                );
+                assert_eq!(tap.at_boundary(), boundaries.contains(&end), "round {round} at {end}");
                 pos = end;
             }
             assert_eq!(seen, expected, "round {round}");

@@ -38,13 +38,7 @@ impl Fixture {
     }
 
     /// Like [`Fixture::start`], with extra environment variables.
-    pub fn start_with_env(
-        &mut self,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        ready: &[&str],
-    ) -> Vec<String> {
+    pub fn start_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)], ready: &[&str]) -> Vec<String> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let mut child = Command::new(BIN)
             .args(args)
@@ -79,8 +73,7 @@ impl Fixture {
                     }
                     Err(_) => {
                         let _ = child.kill();
-                        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
-                            .unwrap_or_default();
+                        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
                         panic!("{name} did not print '{marker}' in time; its log:\n{log}");
                     }
                 }
@@ -116,11 +109,7 @@ impl Fixture {
         let state_str = state.to_str().unwrap().to_string();
         args.push(&state_str);
         args.extend_from_slice(extra);
-        let found = self.start(
-            name,
-            &args,
-            &["listening on http://", "admin API on http://"],
-        );
+        let found = self.start(name, &args, &["listening on http://", "admin API on http://"]);
         self.proxy_from(found, &state)
     }
 
@@ -136,11 +125,7 @@ impl Fixture {
             "--state-dir",
             state.to_str().unwrap(),
         ];
-        let found = self.start(
-            name,
-            &args,
-            &["listening on http://", "admin API on http://"],
-        );
+        let found = self.start(name, &args, &["listening on http://", "admin API on http://"]);
         self.proxy_from(found, &state)
     }
 
@@ -229,36 +214,23 @@ impl Proxy {
             self.admin,
             method,
             path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
             body.as_bytes(),
         )
     }
 
     pub fn backends(&self) -> Vec<serde_json::Value> {
-        self.admin_get("/api/v1/backends")
-            .as_array()
-            .unwrap()
-            .clone()
+        self.admin_get("/api/v1/backends").as_array().unwrap().clone()
     }
 
     /// Sum of one numeric field over all backends.
     pub fn total(&self, field: &str) -> u64 {
-        self.backends()
-            .iter()
-            .map(|b| b[field].as_u64().unwrap_or(0))
-            .sum()
+        self.backends().iter().map(|b| b[field].as_u64().unwrap_or(0)).sum()
     }
 
     pub fn wait_healthy(&self, count: usize) {
         wait_for(Duration::from_secs(15), || {
-            self.backends()
-                .iter()
-                .filter(|b| b["state"] == "healthy")
-                .count()
-                == count
+            self.backends().iter().filter(|b| b["state"] == "healthy").count() == count
         });
     }
 }
@@ -274,8 +246,7 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -286,17 +257,9 @@ impl Response {
 }
 
 /// One HTTP/1.1 request on a fresh connection (Connection: close).
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -304,10 +267,7 @@ pub fn request(
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
@@ -326,12 +286,7 @@ pub fn parse_response(raw: &[u8]) -> Response {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "no complete response head in {:?}",
-                String::from_utf8_lossy(raw)
-            )
-        });
+        .unwrap_or_else(|| panic!("no complete response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
@@ -353,18 +308,13 @@ pub fn parse_response(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response { status, headers, body }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
