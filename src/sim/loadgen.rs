@@ -417,13 +417,7 @@ async fn heartbeat_loop(plan: &SessionPlan, mut peer: Peer<TcpStream>, stats: &S
         tokio::select! {
             frame = peer.read() => match frame {
                 Ok(Some(frame)) => match frame.opcode {
-                    Opcode::Pong | Opcode::Text => {
-                        if let Some(sent_us) = parse_beat(&frame.payload, frame.opcode == Opcode::Text) {
-                            stats.heartbeats_acked.fetch_add(1, Ordering::Relaxed);
-                            let now_us = epoch.elapsed().as_micros() as u64;
-                            Stats::sample(&stats.heartbeat_rtt_us, Duration::from_micros(now_us.saturating_sub(sent_us)));
-                        }
-                    }
+                    Opcode::Pong | Opcode::Text => record_answer(stats, epoch, &frame),
                     Opcode::Ping => {
                         let _ = peer.send(Opcode::Pong, true, &frame.payload).await;
                     }
@@ -460,7 +454,8 @@ async fn heartbeat_loop(plan: &SessionPlan, mut peer: Peer<TcpStream>, stats: &S
                     loop {
                         match peer.read().await {
                             Ok(Some(f)) if f.opcode == Opcode::Close => return true,
-                            Ok(Some(_)) => continue,
+                            // Answers to heartbeats sent just before the end.
+                            Ok(Some(f)) => record_answer(stats, epoch, &f),
                             _ => return false,
                         }
                     }
@@ -471,6 +466,18 @@ async fn heartbeat_loop(plan: &SessionPlan, mut peer: Peer<TcpStream>, stats: &S
                 };
             }
         }
+    }
+}
+
+/// Counts a pong or echoed text that answers one of our heartbeats.
+fn record_answer(stats: &Stats, epoch: Instant, frame: &peer::Frame) {
+    if let Some(sent_us) = parse_beat(&frame.payload, frame.opcode == Opcode::Text) {
+        stats.heartbeats_acked.fetch_add(1, Ordering::Relaxed);
+        let now_us = epoch.elapsed().as_micros() as u64;
+        Stats::sample(
+            &stats.heartbeat_rtt_us,
+            Duration::from_micros(now_us.saturating_sub(sent_us)),
+        );
     }
 }
 
