@@ -86,10 +86,16 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     // keep some for listeners, idle pooled connections and health checks.
     let affordable = (fd_limit.saturating_sub(1024) / 2).max(64) as usize;
     if config.limits.max_connections > affordable {
-        tracing::warn!(
-            "max_connections lowered from {} to {affordable}: the open-file limit is {fd_limit} (raise it with ulimit -n)",
+        let message = format!(
+            "serving at most {affordable} connections (not {}): the open-file limit is {fd_limit}; raise it with ulimit -n",
             config.limits.max_connections
         );
+        // Only a limit the operator chose deserves a warning.
+        if config.limits.max_connections == crate::config::proxy::Limits::default().max_connections {
+            tracing::info!("{message}");
+        } else {
+            tracing::warn!("{message}");
+        }
         config.limits.max_connections = affordable;
     }
     let (token, token_file) = admin_token(&config)?;
