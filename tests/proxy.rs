@@ -217,22 +217,51 @@ fn text_heartbeats_match_the_configured_pattern() {
 }
 
 #[test]
-fn killed_backend_costs_no_failed_gets() {
+fn killed_backend_costs_no_failed_gets_and_its_sessions_get_1001() {
     let mut fx = Fixture::new("kill");
     let backends = three_instances(&mut fx);
     let proxy = proxy_over(&mut fx, &backends, &[]);
     let url = format!("http://{}", proxy.addr);
     let run = loadgen_in_background(
-        ["--url", &url, "--ws-clients", "0", "--rps", "400", "--duration", "4s"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        [
+            "--url",
+            &url,
+            "--ws-clients",
+            "30",
+            "--heartbeat",
+            "500ms",
+            "--rps",
+            "400",
+            "--duration",
+            "5s",
+            "--reconnect",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let on_victim = proxy
+        .backends()
+        .iter()
+        .find(|b| b["address"] == backends[1].as_str())
+        .unwrap()["ws_active"]
+        .as_u64()
+        .unwrap();
     fx.kill("flow-2");
     let summary = run.join().unwrap();
     assert_eq!(summary["requests_failed"], 0, "{summary}");
     assert!(summary["requests_ok"].as_u64().unwrap() > 1000, "{summary}");
+    assert_eq!(
+        summary["ws_dropped"], 0,
+        "sessions must be closed properly, not cut: {summary}"
+    );
+    assert_eq!(
+        summary["ws_closed_by_server"]["1001"].as_u64(),
+        Some(on_victim),
+        "{summary}"
+    );
     wait_for(Duration::from_secs(10), || {
         proxy.backends().iter().filter(|b| b["state"] == "unhealthy").count() == 1
     });

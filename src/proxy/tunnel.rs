@@ -284,7 +284,18 @@ async fn copy(
                 idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 if n == 0 {
                     down.eof = true;
-                    let _ = client.shutdown().await;
+                    if !down.sent_close && !down.injected && down.tap.at_boundary() && !up.eof {
+                        // The backend vanished without a close frame: tell the
+                        // client properly, so it reconnects instead of seeing
+                        // an abnormal closure, and swallow its close reply.
+                        let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, "backend went away"), None);
+                        let _ = client.write_all(&close).await;
+                        up.injected = true;
+                        closing.get_or_insert("backend went away");
+                        close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
+                    } else {
+                        let _ = client.shutdown().await;
+                    }
                     continue;
                 }
                 let data = &upstream_buf[..n];
