@@ -691,3 +691,71 @@ fn mc_simulator_answers_cors_only_for_flow_origins() {
     let foreign = request(addr, "GET", "/health", &[("Origin", "https://evil.example.com")], b"");
     assert_eq!(foreign.header("access-control-allow-origin"), None);
 }
+
+#[test]
+fn event_stream_reports_sessions_heartbeats_and_backend_changes() {
+    let mut fx = Fixture::new("events");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends[..1], &[]);
+    let mut stream = TcpStream::connect(proxy.admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let head = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let wanted = [
+            "text/event-stream",
+            "event: websocket_opened",
+            "event: heartbeat",
+            "event: websocket_closed",
+            "event: backend_added",
+            "event: backend_state",
+        ];
+        while !wanted.iter().all(|w| seen.contains(w)) {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("http://{}", proxy.addr);
+    let summary = loadgen(&[
+        "--url",
+        &url,
+        "--ws-clients",
+        "2",
+        "--heartbeat",
+        "200ms",
+        "--rps",
+        "0",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(summary["ws_opened"], 2);
+    let r = proxy.admin(
+        "POST",
+        "/api/v1/backends",
+        &format!("{{\"address\": \"{}\"}}", backends[1]),
+    );
+    assert_eq!(r.status, 201);
+    let seen = reader.join().unwrap();
+    for wanted in [
+        "text/event-stream",
+        "event: websocket_opened",
+        "event: heartbeat",
+        "event: websocket_closed",
+    ] {
+        assert!(seen.contains(wanted), "no '{wanted}' in the stream:\n{seen}");
+    }
+    assert!(seen.contains("event: backend_added"), "{seen}");
+    assert!(
+        seen.contains("\"state\":\"healthy\""),
+        "the new backend's health change is reported: {seen}"
+    );
+}

@@ -146,3 +146,42 @@ def test_drain_closes_the_session_with_1001(deployment):
             assert ws.close_code == 1001
 
     asyncio.run(run())
+
+
+def test_idle_sessions_are_closed_after_the_idle_timeout():
+    procs = []
+    state = tempfile.mkdtemp(prefix="flowgate-pytest-")
+    try:
+        sim, (addr,) = start(["sim", "flow", "--listen", "127.0.0.1:0"], ["listening on http://"])
+        procs.append(sim)
+        proxy, (listen, admin_addr) = start(
+            ["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--state-dir", state,
+             "--backend", addr, "--idle-timeout", "2s", "--heartbeat-interval", "1s"],
+            ["listening on http://", "admin API on http://"],
+        )
+        procs.append(proxy)
+        with open(os.path.join(state, "admin-token")) as f:
+            deployment = {"admin": admin_addr, "token": f.read().strip()}
+        wait_healthy(deployment, 1)
+
+        async def run():
+            async with connect(f"ws://{listen}/", ping_interval=None) as quiet, \
+                    connect(f"ws://{listen}/", ping_interval=None) as chatty:
+                started = time.monotonic()
+                # One session heartbeats every second and must stay open; the
+                # other says nothing and must be closed with 1001 after ~2 s.
+                for _ in range(4):
+                    await chatty.ping()
+                    await asyncio.sleep(1)
+                with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+                    await asyncio.wait_for(quiet.recv(), timeout=5)
+                assert quiet.close_code == 1001
+                assert 1.5 < time.monotonic() - started < 7
+                await chatty.send("still here")
+                assert await chatty.recv() == "still here"
+
+        asyncio.run(run())
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
