@@ -759,3 +759,79 @@ fn event_stream_reports_sessions_heartbeats_and_backend_changes() {
         "the new backend's health change is reported: {seen}"
     );
 }
+
+#[test]
+fn h2c_clients_keep_alive_upstream_and_backends_by_name() {
+    let mut fx = Fixture::new("h2c");
+    let sim = fx.sim_flow("flow-1");
+    // A DNS name, resolved when connecting (as Docker's names are).
+    let by_name = format!("localhost:{}", sim.port());
+    let proxy = proxy_over(&mut fx, &[by_name], &[]);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            "-H",
+            "Host: flow.example.com",
+        ])
+        .arg(format!("http://{}/api/sim/whoami", proxy.addr))
+        .output()
+        .expect("curl is needed for this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "curl did not speak HTTP/2: {text}");
+    let whoami: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        whoami["headers"]["host"], "flow.example.com",
+        "Host comes from :authority"
+    );
+    assert_eq!(whoami["headers"]["x-forwarded-proto"], "http");
+
+    // Sequential requests reuse pooled upstream connections.
+    let peers: std::collections::HashSet<String> = (0..20)
+        .map(|_| {
+            get(proxy.addr, "/api/sim/whoami", None).json()["peer"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        peers.len() <= 2,
+        "no keep-alive upstream: {} connections for 20 requests",
+        peers.len()
+    );
+}
+
+#[test]
+fn max_connections_holds_further_clients_until_a_slot_frees() {
+    let mut fx = Fixture::new("max-conn");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(&mut fx, &backend, &["--max-connections", "2"]);
+    let keep_alive = |addr| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        s
+    };
+    let first = keep_alive(proxy.addr);
+    let _second = keep_alive(proxy.addr);
+    let mut third = TcpStream::connect(proxy.addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    third
+        .write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "a third connection was served beyond the limit"
+    );
+    drop(first);
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
