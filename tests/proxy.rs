@@ -125,24 +125,7 @@ fn websocket_counts_equal_what_clients_did_and_return_to_zero() {
     let mut fx = Fixture::new("ws-counts");
     let backends = three_instances(&mut fx);
     let proxy = proxy_over(&mut fx, &backends, &[]);
-    let url = format!("http://{}", proxy.addr);
-    let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "30",
-            "--heartbeat",
-            "300ms",
-            "--rps",
-            "0",
-            "--duration",
-            "3s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    let run = Load::to(proxy.addr).sessions(30, "300ms").duration("3s").spawn();
     // While the sessions are open, the admin API sees all of them.
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 30);
     let sessions = proxy.admin_get("/api/v1/sessions");
@@ -194,21 +177,11 @@ fn text_heartbeats_match_the_configured_pattern() {
     let mut fx = Fixture::new("ws-text-heartbeat");
     let backend = vec![fx.sim_flow("flow-1").to_string()];
     let proxy = proxy_over(&mut fx, &backend, &["--heartbeat-pattern", "\"type\":\"hb\""]);
-    let url = format!("http://{}", proxy.addr);
-    let summary = loadgen(&[
-        "--url",
-        &url,
-        "--ws-clients",
-        "5",
-        "--heartbeat",
-        "200ms",
-        "--heartbeat-text",
-        "{\"type\":\"hb\"}",
-        "--rps",
-        "0",
-        "--duration",
-        "2s",
-    ]);
+    let summary = Load::to(proxy.addr)
+        .sessions(5, "200ms")
+        .duration("2s")
+        .text_heartbeats("{\"type\":\"hb\"}")
+        .run();
     let sent = summary["heartbeats_sent"].as_u64().unwrap();
     assert!(sent >= 20);
     assert_eq!(summary["heartbeats_acknowledged"].as_u64().unwrap(), sent);
@@ -221,25 +194,12 @@ fn killed_backend_costs_no_failed_gets_and_its_sessions_get_1001() {
     let mut fx = Fixture::new("kill");
     let backends = three_instances(&mut fx);
     let proxy = proxy_over(&mut fx, &backends, &[]);
-    let url = format!("http://{}", proxy.addr);
-    let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "30",
-            "--heartbeat",
-            "500ms",
-            "--rps",
-            "400",
-            "--duration",
-            "5s",
-            "--reconnect",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    let run = Load::to(proxy.addr)
+        .sessions(30, "500ms")
+        .rps(400)
+        .duration("5s")
+        .flag("--reconnect")
+        .spawn();
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 30);
     std::thread::sleep(Duration::from_millis(500));
     let on_victim = proxy
@@ -272,25 +232,12 @@ fn drain_closes_sessions_with_1001_and_fails_no_request() {
     let mut fx = Fixture::new("drain");
     let backends = three_instances(&mut fx);
     let proxy = proxy_over(&mut fx, &backends, &[]);
-    let url = format!("http://{}", proxy.addr);
-    let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "60",
-            "--heartbeat",
-            "500ms",
-            "--rps",
-            "200",
-            "--duration",
-            "5s",
-            "--reconnect",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    let run = Load::to(proxy.addr)
+        .sessions(60, "500ms")
+        .rps(200)
+        .duration("5s")
+        .flag("--reconnect")
+        .spawn();
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 60);
     // A slow request in flight on the drained backend must still finish.
     let victim = backends[1].clone();
@@ -349,24 +296,7 @@ fn reload_during_1000_open_sessions_closes_none() {
     write(&backends[..1], "1h");
     let proxy = fx.proxy_with_config("proxy", &config);
     proxy.wait_healthy(1);
-    let url = format!("http://{}", proxy.addr);
-    let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "1000",
-            "--heartbeat",
-            "1s",
-            "--rps",
-            "50",
-            "--duration",
-            "8s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    let run = Load::to(proxy.addr).sessions(1000, "1s").rps(50).duration("8s").spawn();
     wait_for(Duration::from_secs(20), || proxy.total("ws_active") == 1000);
     // Reload by signal with a second backend and another idle timeout, then
     // by the admin API.
@@ -513,26 +443,7 @@ fn admin_added_backends_survive_a_restart() {
     let mut fx = Fixture::new("persist");
     let backends = three_instances(&mut fx);
     let state = fx.dir.join("p-state");
-    let state_arg = state.to_str().unwrap().to_string();
-    let found = fx.start(
-        "p1",
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--state-dir",
-            &state_arg,
-        ],
-        &["listening on http://", "admin API on http://"],
-    );
-    let token = std::fs::read_to_string(state.join("admin-token")).unwrap();
-    let p1 = Proxy {
-        addr: found[0].parse().unwrap(),
-        admin: found[1].parse().unwrap(),
-        token: token.trim().into(),
-    };
+    let p1 = fx.proxy_in("p1", &state, &[]);
     for b in &backends {
         assert_eq!(
             p1.admin("POST", "/api/v1/backends", &format!("{{\"address\": \"{b}\"}}"))
@@ -549,24 +460,8 @@ fn admin_added_backends_survive_a_restart() {
     assert_eq!(mode, 0o600, "the admin token must be private");
     fx.signal("p1", "TERM");
     assert_eq!(fx.wait_exit("p1", Duration::from_secs(15)), Some(0));
-    let found = fx.start(
-        "p2",
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--state-dir",
-            &state_arg,
-        ],
-        &["listening on http://", "admin API on http://"],
-    );
-    let p2 = Proxy {
-        addr: found[0].parse().unwrap(),
-        admin: found[1].parse().unwrap(),
-        token: token.trim().into(),
-    };
+    let p2 = fx.proxy_in("p2", &state, &[]);
+    assert_eq!(p2.token, p1.token, "the token is kept across restarts");
     p2.wait_healthy(3);
 }
 
@@ -575,24 +470,7 @@ fn sigterm_closes_sessions_with_1001_and_exits() {
     let mut fx = Fixture::new("sigterm");
     let backend = vec![fx.sim_flow("flow-1").to_string()];
     let proxy = proxy_over(&mut fx, &backend, &["--shutdown-grace", "3s"]);
-    let url = format!("http://{}", proxy.addr);
-    let run = loadgen_in_background(
-        [
-            "--url",
-            &url,
-            "--ws-clients",
-            "20",
-            "--heartbeat",
-            "500ms",
-            "--rps",
-            "0",
-            "--duration",
-            "4s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    let run = Load::to(proxy.addr).sessions(20, "500ms").duration("4s").spawn();
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 20);
     fx.signal("proxy", "TERM");
     assert_eq!(
@@ -724,19 +602,7 @@ fn event_stream_reports_sessions_heartbeats_and_backend_changes() {
         seen
     });
     std::thread::sleep(Duration::from_millis(300));
-    let url = format!("http://{}", proxy.addr);
-    let summary = loadgen(&[
-        "--url",
-        &url,
-        "--ws-clients",
-        "2",
-        "--heartbeat",
-        "200ms",
-        "--rps",
-        "0",
-        "--duration",
-        "1s",
-    ]);
+    let summary = Load::to(proxy.addr).sessions(2, "200ms").duration("1s").run();
     assert_eq!(summary["ws_opened"], 2);
     let r = proxy.admin(
         "POST",

@@ -181,18 +181,22 @@ mod tests {
         prefix: Vec<u8>,
     }
 
+    impl Seen {
+        fn of(f: &FrameSeen<'_>) -> Self {
+            Seen {
+                opcode: f.opcode,
+                message_opcode: f.message_opcode,
+                fin: f.fin,
+                len: f.payload_len,
+                prefix: f.prefix.to_vec(),
+            }
+        }
+    }
+
     fn run(tap: &mut FrameTap, chunks: &[&[u8]]) -> Result<Vec<Seen>, FrameError> {
         let mut seen = Vec::new();
         for chunk in chunks {
-            tap.feed(chunk, &mut |f| {
-                seen.push(Seen {
-                    opcode: f.opcode,
-                    message_opcode: f.message_opcode,
-                    fin: f.fin,
-                    len: f.payload_len,
-                    prefix: f.prefix.to_vec(),
-                })
-            })?;
+            tap.feed(chunk, &mut |f| seen.push(Seen::of(f)))?;
         }
         Ok(seen)
     }
@@ -332,16 +336,7 @@ mod tests {
                 let max_step = if rng.below(4) == 0 { 20 } else { 5000 };
                 let step = (rng.below(max_step) + 1) as usize;
                 let end = (pos + step).min(stream.len());
-                tap.feed(&stream[pos..end], &mut |f| {
-                    seen.push(Seen {
-                        opcode: f.opcode,
-                        message_opcode: f.message_opcode,
-                        fin: f.fin,
-                        len: f.payload_len,
-                        prefix: f.prefix.to_vec(),
-                    })
-                })
-                .unwrap();
+                tap.feed(&stream[pos..end], &mut |f| seen.push(Seen::of(f))).unwrap();
                 assert_eq!(tap.at_boundary(), boundaries.contains(&end), "round {round} at {end}");
                 pos = end;
             }

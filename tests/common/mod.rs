@@ -98,6 +98,12 @@ impl Fixture {
     /// A proxy with the given extra flags; listener and admin on free ports.
     pub fn proxy(&mut self, name: &str, extra: &[&str]) -> Proxy {
         let state = self.dir.join(format!("{name}-state"));
+        self.proxy_in(name, &state, extra)
+    }
+
+    /// A proxy keeping its state in `state` (to restart one on the same state).
+    pub fn proxy_in(&mut self, name: &str, state: &Path, extra: &[&str]) -> Proxy {
+        let state_str = state.to_str().unwrap().to_string();
         let mut args = vec![
             "proxy",
             "--listen",
@@ -105,12 +111,11 @@ impl Fixture {
             "--admin",
             "127.0.0.1:0",
             "--state-dir",
+            &state_str,
         ];
-        let state_str = state.to_str().unwrap().to_string();
-        args.push(&state_str);
         args.extend_from_slice(extra);
         let found = self.start(name, &args, &["listening on http://", "admin API on http://"]);
-        self.proxy_from(found, &state)
+        self.proxy_from(found, state)
     }
 
     /// A proxy from a config file (its listener must be 127.0.0.1:0).
@@ -335,33 +340,87 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) {
     panic!("condition not met within {timeout:?}");
 }
 
-/// Runs `flowgate loadgen ARGS --json` and returns its summary.
-pub fn loadgen(args: &[&str]) -> serde_json::Value {
-    let output = Command::new(BIN)
-        .arg("loadgen")
-        .args(args)
-        .arg("--json")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "loadgen printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+/// A `flowgate loadgen` run against a proxy: no sessions and no requests
+/// unless asked, for 2 s.
+pub struct Load {
+    args: Vec<String>,
 }
 
-/// Starts loadgen in the background; join the thread for its summary.
-pub fn loadgen_in_background(args: Vec<String>) -> std::thread::JoinHandle<serde_json::Value> {
-    std::thread::spawn(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        loadgen(&refs)
-    })
+impl Load {
+    pub fn to(addr: SocketAddr) -> Self {
+        let args = [
+            "--url",
+            &format!("http://{addr}"),
+            "--ws-clients",
+            "0",
+            "--rps",
+            "0",
+            "--duration",
+            "2s",
+        ];
+        Load {
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn set(mut self, flag: &str, value: &str) -> Self {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) => self.args[i + 1] = value.to_string(),
+            None => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+        self
+    }
+
+    /// `count` WebSocket sessions, each heartbeating every `heartbeat`.
+    pub fn sessions(self, count: u32, heartbeat: &str) -> Self {
+        self.set("--ws-clients", &count.to_string())
+            .set("--heartbeat", heartbeat)
+    }
+
+    pub fn rps(self, rps: u32) -> Self {
+        self.set("--rps", &rps.to_string())
+    }
+
+    pub fn duration(self, duration: &str) -> Self {
+        self.set("--duration", duration)
+    }
+
+    /// Heartbeats as this text message instead of pings.
+    pub fn text_heartbeats(self, text: &str) -> Self {
+        self.set("--heartbeat-text", text)
+    }
+
+    /// Any other loadgen flag, such as `--reconnect`.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_string());
+        self
+    }
+
+    /// Runs to the end and returns the JSON summary.
+    pub fn run(self) -> serde_json::Value {
+        let output = Command::new(BIN)
+            .arg("loadgen")
+            .args(&self.args)
+            .arg("--json")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "loadgen failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "loadgen printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    /// Runs in the background; join the thread for the summary.
+    pub fn spawn(self) -> std::thread::JoinHandle<serde_json::Value> {
+        std::thread::spawn(move || self.run())
+    }
 }
