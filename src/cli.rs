@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::ConfigError;
 use crate::config::duration;
-use crate::config::proxy::{self, BackendSpec, Balance, HealthCheck, HostMatch, Limits, ProxyConfig, Route, Service};
+use crate::config::proxy::{
+    self, BackendSpec, Balance, HealthCheck, HostMatch, Limits, ProxyConfig, Route, Service, TlsMode, TlsModeName,
+    TlsSettings,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +56,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     SIGHUP reloads --config without closing connections; SIGTERM drains and exits.")]
 pub struct ProxyArgs {
     /// Proxy configuration file (TOML); the flags below cannot be mixed with it.
-    #[arg(long, conflicts_with_all = ["listen", "backend", "domain"])]
+    #[arg(long, conflicts_with_all = ["listen", "backend", "domain", "tls", "tls_listen"])]
     pub config: Option<PathBuf>,
     /// Address to accept clients on (repeatable), e.g. 0.0.0.0:80.
     #[arg(long)]
@@ -64,6 +67,25 @@ pub struct ProxyArgs {
     /// Host name to route (repeatable; `*.example.com` allowed). Default: every host.
     #[arg(long)]
     pub domain: Vec<String>,
+    /// Terminate TLS: `self-signed` (a local CA in the state dir; clients trust
+    /// <state-dir>/ca.pem) or `files` (--cert and --key).
+    #[arg(long, value_enum, requires = "tls_listen")]
+    pub tls: Option<TlsModeName>,
+    /// Address to accept TLS clients on (repeatable), e.g. 0.0.0.0:443.
+    #[arg(long, requires = "tls")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain, server certificate first (with --tls files).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate (with --tls files).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Do not redirect plain-HTTP requests to HTTPS.
+    #[arg(long)]
+    pub no_redirect: bool,
+    /// HTTPS port named in redirects (default: the first --tls-listen port).
+    #[arg(long)]
+    pub redirect_port: Option<u16>,
     /// Admin API address [default: 127.0.0.1:9901]; `off` disables it.
     #[arg(long)]
     pub admin: Option<String>,
@@ -259,8 +281,37 @@ impl ProxyArgs {
                 service: service.name.clone(),
             })
             .collect();
+        let tls = match self.tls {
+            None => None,
+            Some(name) => {
+                let mode = match (name, &self.cert, &self.key) {
+                    (TlsModeName::SelfSigned, None, None) => TlsMode::SelfSigned,
+                    (TlsModeName::SelfSigned, _, _) => {
+                        return Err(ConfigError::new(
+                            "--cert and --key go with --tls files, not --tls self-signed",
+                        ));
+                    }
+                    (TlsModeName::Files, Some(cert), Some(key)) => TlsMode::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    (TlsModeName::Files, _, _) => {
+                        return Err(ConfigError::new("--tls files needs --cert FILE and --key FILE")
+                            .with_hint("--cert fullchain.pem --key privkey.pem"));
+                    }
+                };
+                Some(TlsSettings {
+                    listen: self.tls_listen.clone(),
+                    mode,
+                    domains: Vec::new(),
+                    redirect_http: !self.no_redirect,
+                    redirect_port: self.redirect_port,
+                })
+            }
+        };
         let config = ProxyConfig {
             listen: self.listen.clone(),
+            tls,
             admin: proxy::DEFAULT_ADMIN.parse().ok(),
             admin_token_file: None,
             state_dir: proxy::default_state_dir(),

@@ -12,4 +12,5 @@ pub mod histogram;
 pub mod proxy;
 pub mod serve;
 pub mod sim;
+pub mod tls;
 pub mod websocket;

@@ -43,9 +43,40 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 // ---------------------------------------------------------------------------
 // The validated configuration.
 
+/// Where TLS certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A local CA in the state dir issues them (clients trust `<state-dir>/ca.pem`).
+    SelfSigned,
+    /// A PEM chain and key made elsewhere, watched for changes.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub listen: Vec<SocketAddr>,
+    pub mode: TlsMode,
+    /// Names the certificate must cover; default: the routes' exact hosts.
+    pub domains: Vec<String>,
+    /// Plain-HTTP requests get 308 to HTTPS (ACME challenges excepted).
+    pub redirect_http: bool,
+    /// The HTTPS port named in redirects (the public one, when a container
+    /// publishes the listener under another port); default: the first TLS
+    /// listener's.
+    pub redirect_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsModeName {
+    SelfSigned,
+    Files,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsSettings>,
     pub admin: Option<SocketAddr>,
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
@@ -243,8 +274,17 @@ impl ProxyConfig {
     /// Checks what the types alone cannot: references between sections and
     /// the WebSocket timing rule. Used for flags and files alike.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
+        let tls_listeners = self.tls.as_ref().map_or(0, |t| t.listen.len());
+        if self.listen.is_empty() && tls_listeners == 0 {
             return Err(ConfigError::new("no listener configured").with_hint("add --listen 0.0.0.0:80"));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.listen.is_empty() {
+                return Err(ConfigError::new("TLS is on but has no listener").with_hint("add --tls-listen 0.0.0.0:443"));
+            }
+            if tls.domains.is_empty() && matches!(tls.mode, TlsMode::Files { .. }) {
+                tracing::debug!("no TLS domains: the certificate's names are not checked");
+            }
         }
         for route in &self.routes {
             if !self.services.contains_key(&route.service) {
@@ -258,6 +298,19 @@ impl ProxyConfig {
             check_websocket(&service.websocket).map_err(ConfigError::new)?;
         }
         Ok(())
+    }
+
+    /// Exact host names of the routes: what a certificate must cover when
+    /// no TLS domains are given.
+    pub fn route_hosts(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter_map(|r| match &r.host {
+                HostMatch::Exact(name) => Some(name.clone()),
+                HostMatch::Suffix(suffix) => Some(format!("*{suffix}")),
+                HostMatch::Any => None,
+            })
+            .collect()
     }
 
     /// The default service for backends added without naming one.
@@ -275,9 +328,25 @@ impl ProxyConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileTls {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    mode: Spanned<TlsModeName>,
+    #[serde(default)]
+    domains: Vec<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    redirect_http: bool,
+    redirect_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
     listen: Vec<Spanned<String>>,
+    tls: Option<FileTls>,
     admin: Option<Spanned<String>>,
     admin_token_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -446,8 +515,40 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
         }
     }
 
+    let tls = match raw.tls {
+        None => None,
+        Some(t) => {
+            let mut listen = Vec::new();
+            for entry in &t.listen {
+                listen.push(parse_socket_addr(&source, entry, "tls.listen")?);
+            }
+            let mode = match (t.mode.get_ref(), t.cert, t.key) {
+                (TlsModeName::SelfSigned, _, _) => TlsMode::SelfSigned,
+                (TlsModeName::Files, Some(cert), Some(key)) => TlsMode::Files {
+                    cert: relative_to(file, cert),
+                    key: relative_to(file, key),
+                },
+                (TlsModeName::Files, _, _) => {
+                    return Err(source
+                        .error_at(t.mode.span(), "mode = \"files\" needs both cert and key")
+                        .with_hint(
+                            "cert = \"fullchain.pem\" and key = \"privkey.pem\" (paths relative to this file)",
+                        ));
+                }
+            };
+            Some(TlsSettings {
+                listen,
+                mode,
+                domains: t.domains,
+                redirect_http: t.redirect_http,
+                redirect_port: t.redirect_port,
+            })
+        }
+    };
+
     let config = ProxyConfig {
         listen,
+        tls,
         admin,
         admin_token_file: raw.admin_token_file,
         state_dir: raw.state_dir.unwrap_or_else(default_state_dir),
@@ -461,6 +562,14 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
         e
     })?;
     Ok(config)
+}
+
+/// Paths in a file are relative to the file's directory.
+fn relative_to(file: Option<&Path>, path: PathBuf) -> PathBuf {
+    match file.and_then(Path::parent) {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    }
 }
 
 fn parse_socket_addr(source: &Source<'_>, entry: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
@@ -602,6 +711,30 @@ idle_timeout = "10m"
         .unwrap_err();
         assert_eq!(err.position, Some((3, 13)));
         assert!(err.message.contains("no port"));
+    }
+
+    #[test]
+    fn tls_files_need_cert_and_key_and_paths_are_relative() {
+        let err = parse(
+            "[tls]\nlisten = [\"127.0.0.1:443\"]\nmode = \"files\"\n",
+            Some(Path::new("/etc/fg/p.toml")),
+        )
+        .unwrap_err();
+        assert_eq!(err.position, Some((3, 8)));
+        let config = parse(
+            "[tls]\nlisten = [\"127.0.0.1:443\"]\nmode = \"files\"\ncert = \"c.pem\"\nkey = \"/k.pem\"\n",
+            Some(Path::new("/etc/fg/p.toml")),
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(
+            tls.mode,
+            TlsMode::Files {
+                cert: "/etc/fg/c.pem".into(),
+                key: "/k.pem".into()
+            }
+        );
+        assert!(tls.redirect_http);
     }
 
     #[test]

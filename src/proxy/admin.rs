@@ -192,8 +192,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
             serve::json(StatusCode::OK, &sessions)
         }
         (Method::GET, "/api/v1/events") => events(&proxy),
-        // TLS arrives with the certificates work; a plain-HTTP proxy has none.
-        (Method::GET, "/api/v1/certificates") => serve::json(StatusCode::OK, &Vec::<()>::new()),
+        (Method::GET, "/api/v1/certificates") => serve::json(StatusCode::OK, &certificates(&proxy)),
         (Method::POST, "/api/v1/reload") => match super::run::reload(&proxy) {
             Ok(summary) => serve::json(StatusCode::OK, &summary),
             Err(e) => error(StatusCode::BAD_REQUEST, &e),
@@ -235,6 +234,33 @@ async fn add_backend(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Bod
         Err(e @ super::ProxyError::DuplicateBackend(_)) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateView {
+    #[serde(flatten)]
+    pub info: crate::tls::CertInfo,
+    pub days_left: i64,
+    pub next_renewal: Option<String>,
+    pub last_error: Option<String>,
+}
+
+fn certificates(proxy: &Proxy) -> Vec<CertificateView> {
+    let now = crate::tls::now_unix();
+    proxy
+        .certs
+        .certificates()
+        .iter()
+        .map(|c| {
+            let status = proxy.certs.status(c.info.source);
+            CertificateView {
+                info: c.info.clone(),
+                days_left: (c.info.not_after_unix - now).div_euclid(86_400),
+                next_renewal: status.next_renewal,
+                last_error: status.last_error,
+            }
+        })
+        .collect()
 }
 
 /// `5`, `0.5` (seconds) or a duration such as `500ms`.

@@ -42,6 +42,7 @@ pub enum ProxyEvent {
     ConfigRejected {
         error: String,
     },
+    Certificate(crate::tls::CertEvent),
 }
 
 impl ProxyEvent {
@@ -55,6 +56,7 @@ impl ProxyEvent {
             ProxyEvent::Heartbeat { .. } => "heartbeat",
             ProxyEvent::ConfigReloaded { .. } => "config_reloaded",
             ProxyEvent::ConfigRejected { .. } => "config_rejected",
+            ProxyEvent::Certificate(_) => "certificate",
         }
     }
 }

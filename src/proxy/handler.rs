@@ -61,6 +61,19 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return serve::text(StatusCode::NOT_FOUND, format!("no route for host '{host}'"));
     };
+    if conn.scheme == "http" {
+        if let Some(tls) = &config.tls {
+            if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PATH) {
+                return match proxy.certs.http_challenge(token) {
+                    Some(answer) => serve::text(StatusCode::OK, answer),
+                    None => serve::text(StatusCode::NOT_FOUND, "no such ACME challenge"),
+                };
+            }
+            if tls.redirect_http {
+                return redirect_to_https(&req, &host, tls);
+            }
+        }
+    }
     let Some(pool) = proxy.pool(&route.service) else {
         return serve::text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +89,30 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         return super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky).await;
     }
     forward(&proxy, &conn, &pool, &settings, req, sticky.as_deref()).await
+}
+
+/// Where ACME HTTP-01 validation asks for its token (RFC 8555, 8.3).
+pub const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
+/// 308 to the same host and path over HTTPS (308 keeps the method and body).
+fn redirect_to_https<B>(req: &Request<B>, host: &str, tls: &crate::config::proxy::TlsSettings) -> Response<Body> {
+    let port = tls
+        .redirect_port
+        .or_else(|| tls.listen.first().map(|a| a.port()))
+        .unwrap_or(443);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let authority = if port == 443 { host } else { format!("{host}:{port}") };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{authority}{path}");
+    let mut response = serve::text(StatusCode::PERMANENT_REDIRECT, format!("use {location}"));
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// The request's host, lower-case and without a port. Absolute-form

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
 use super::handler::{self, ConnInfo};
@@ -24,9 +25,10 @@ use crate::websocket::peer::find_head_end;
 pub async fn run(
     proxy: Arc<Proxy>,
     listener: TcpListener,
-    scheme: &'static str,
+    tls: Option<TlsAcceptor>,
     watcher: impl Fn() -> Option<Watcher>,
 ) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = proxy.config().limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -51,10 +53,19 @@ pub async fn run(
         let conn = Arc::new(ConnInfo { client, scheme, port });
         let proxy = proxy.clone();
         let watcher = watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             proxy.connections_active.fetch_add(1, Ordering::Relaxed);
             proxy.connections_total.fetch_add(1, Ordering::Relaxed);
-            serve_connection(proxy.clone(), conn, stream, watcher).await;
+            match tls {
+                None => serve_connection(proxy.clone(), conn, stream, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(proxy.clone(), conn, stream, watcher).await,
+                    Ok(Err(e)) => tracing::debug!("TLS handshake with {client} failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
+                },
+            }
             proxy.connections_active.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });

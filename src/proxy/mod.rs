@@ -55,6 +55,8 @@ pub enum ProxyError {
 
 pub struct Proxy {
     config: RwLock<Arc<ProxyConfig>>,
+    /// Certificates the TLS listeners serve (empty without TLS).
+    pub certs: Arc<crate::tls::CertStore>,
     pools: RwLock<BTreeMap<String, Arc<Pool>>>,
     pub events: EventBus,
     pub clock: Clock,
@@ -86,6 +88,7 @@ impl Proxy {
             .build(connector);
         let proxy = Arc::new(Proxy {
             config: RwLock::new(Arc::new(config.clone())),
+            certs: crate::tls::CertStore::new(),
             pools: RwLock::new(BTreeMap::new()),
             events: EventBus::default(),
             clock: Clock::new(),

@@ -15,14 +15,19 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Proxy;
 use super::events::ProxyEvent;
-use crate::config::proxy::{self, ProxyConfig};
+use crate::config::proxy::{self, ProxyConfig, TlsMode};
 use crate::fsutil::write_atomic;
+use crate::tls::CertEvent;
+use crate::tls::files::{self, CertFiles};
+use crate::tls::local_ca::{self, LocalCa};
+use tokio_rustls::TlsAcceptor;
 
 /// What a running proxy writes to `<state-dir>/proxy.json`.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct RuntimeInfo {
     pub pid: u32,
     pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub admin_token_file: PathBuf,
 }
@@ -104,16 +109,30 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     for addr in &config.listen {
         listeners.push(crate::serve::bind(*addr).await?);
     }
+    let mut tls_listeners = Vec::new();
+    for addr in config.tls.iter().flat_map(|t| t.listen.iter()) {
+        tls_listeners.push(crate::serve::bind(*addr).await?);
+    }
     let admin = match config.admin {
         Some(addr) => Some(crate::serve::bind(addr).await?),
         None => None,
     };
     let listen: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let tls_listen: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let state_dir = config.state_dir.clone();
     let grace = config.limits.shutdown_grace;
 
+    let tls = config.tls.clone();
+    let domains = match &tls {
+        Some(t) if !t.domains.is_empty() => t.domains.clone(),
+        _ => config.route_hosts(),
+    };
     let proxy = Proxy::new(config, token);
+    let acceptor = match &tls {
+        Some(settings) => Some(start_tls(&proxy, &settings.mode, &domains, &state_dir)?),
+        None => None,
+    };
     proxy.restore_dynamic();
 
     // Listeners ask for a watcher per connection; shutdown takes the
@@ -127,7 +146,17 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
         };
-        tokio::spawn(super::listener::run(proxy.clone(), listener, "http", watcher));
+        tokio::spawn(super::listener::run(proxy.clone(), listener, None, watcher));
+    }
+    for listener in tls_listeners {
+        let graceful = graceful.clone();
+        let watcher = move || {
+            graceful
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
+        };
+        tokio::spawn(super::listener::run(proxy.clone(), listener, acceptor.clone(), watcher));
     }
     if let Some(listener) = admin {
         let proxy = proxy.clone();
@@ -139,6 +168,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let info = RuntimeInfo {
         pid: std::process::id(),
         listen: listen.clone(),
+        tls_listen: tls_listen.clone(),
         admin: admin_addr,
         admin_token_file: token_file.clone(),
     };
@@ -147,6 +177,15 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     for addr in &listen {
         println!("flowgate proxy listening on http://{addr}");
+    }
+    for addr in &tls_listen {
+        println!("flowgate proxy listening on https://{addr}");
+    }
+    if matches!(tls.as_ref().map(|t| &t.mode), Some(TlsMode::SelfSigned)) {
+        println!(
+            "clients trust the local CA at {}",
+            LocalCa::ca_path(&state_dir).display()
+        );
     }
     if let Some(addr) = admin_addr {
         println!("admin API on http://{addr} (token in {})", token_file.display());
@@ -180,6 +219,37 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&info_path);
     Ok(())
+}
+
+/// Loads the first certificates (a failure here stops the start: nothing
+/// would be served) and starts keeping them fresh.
+fn start_tls(proxy: &Arc<Proxy>, mode: &TlsMode, domains: &[String], state_dir: &Path) -> anyhow::Result<TlsAcceptor> {
+    let store = proxy.certs.clone();
+    let mut events = store.subscribe();
+    let bus = proxy.events.clone();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            bus.send(ProxyEvent::Certificate(event));
+        }
+    });
+    match mode {
+        TlsMode::SelfSigned => {
+            let ca = Arc::new(LocalCa::load_or_create(state_dir)?);
+            let info = ca.ensure_leaf(domains, &store)?;
+            store.notify(CertEvent::installed(&info, "local CA"));
+            local_ca::spawn_renewal(ca, domains.to_vec(), store.clone());
+        }
+        TlsMode::Files { cert, key } => {
+            let pair = CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let info = files::load(&pair, domains, &store)?;
+            store.notify(CertEvent::installed(&info, "loaded from files"));
+            files::spawn_watch(pair, domains.to_vec(), store.clone());
+        }
+    }
+    Ok(TlsAcceptor::from(crate::tls::server_config(store)?))
 }
 
 /// Reads the configuration file again and applies it; open connections and
