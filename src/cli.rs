@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy core: the WebSocket-aware load balancer.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Run a simulator of Flow or Management Center.
     #[command(subcommand)]
     Sim(SimCommand),
