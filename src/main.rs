@@ -35,11 +35,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One sentence: the error and its causes, joined.
+            // One sentence: the error and its causes, joined, skipping causes
+            // a message already quotes.
             let mut message = e.to_string();
             for cause in e.chain().skip(1) {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message.push_str(": ");
+                    message.push_str(&cause);
+                }
             }
             eprintln!("flowgate: {message}");
             ExitCode::FAILURE

@@ -185,3 +185,41 @@ def test_idle_sessions_are_closed_after_the_idle_timeout():
         for proc in procs:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+
+
+def test_wss_through_tls_termination_with_the_local_ca():
+    import ssl
+
+    procs = []
+    state = tempfile.mkdtemp(prefix="flowgate-pytest-")
+    try:
+        sim, (addr,) = start(["sim", "flow", "--listen", "127.0.0.1:0"], ["listening on http://"])
+        procs.append(sim)
+        proxy, (_, tls_listen, admin_addr) = start(
+            ["proxy", "--listen", "127.0.0.1:0", "--tls", "self-signed", "--tls-listen", "127.0.0.1:0",
+             "--domain", "flow.example.com", "--admin", "127.0.0.1:0", "--state-dir", state, "--backend", addr],
+            ["listening on http://", "listening on https://", "admin API on http://"],
+        )
+        procs.append(proxy)
+        with open(os.path.join(state, "admin-token")) as f:
+            deployment = {"admin": admin_addr, "token": f.read().strip()}
+        wait_healthy(deployment, 1)
+        context = ssl.create_default_context(cafile=os.path.join(state, "ca.pem"))
+        host, port = tls_listen.rsplit(":", 1)
+
+        async def run():
+            # The certificate names flow.example.com; connect to loopback with that SNI.
+            async with connect(f"wss://flow.example.com:{port}/api/ws", ssl=context, ping_interval=None,
+                               host=host, port=int(port)) as ws:
+                await ws.send("over tls")
+                assert await ws.recv() == "over tls"
+                await (await ws.ping(b"hb"))
+
+        asyncio.run(run())
+        backends = admin(deployment, "GET", "/api/v1/backends")
+        assert backends[0]["ws_total"] == 1
+        assert backends[0]["heartbeats_total"] == 1
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()

@@ -90,17 +90,16 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     // Each proxied connection may hold two descriptors (client and backend);
     // keep some for listeners, idle pooled connections and health checks.
     let affordable = (fd_limit.saturating_sub(1024) / 2).max(64) as usize;
+    // Logged once the start has succeeded, so a failed start says one thing.
+    let mut capacity_note = None;
     if config.limits.max_connections > affordable {
         let message = format!(
             "serving at most {affordable} connections (not {}): the open-file limit is {fd_limit}; raise it with ulimit -n",
             config.limits.max_connections
         );
         // Only a limit the operator chose deserves a warning.
-        if config.limits.max_connections == crate::config::proxy::Limits::default().max_connections {
-            tracing::info!("{message}");
-        } else {
-            tracing::warn!("{message}");
-        }
+        let chosen = config.limits.max_connections != crate::config::proxy::Limits::default().max_connections;
+        capacity_note = Some((chosen, message));
         config.limits.max_connections = affordable;
     }
     let (token, token_file) = admin_token(&config)?;
@@ -123,6 +122,12 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let state_dir = config.state_dir.clone();
     let grace = config.limits.shutdown_grace;
 
+    // Record what was bound (a port 0 became a real one): redirects and
+    // reloads need the real addresses.
+    config.listen = listen.clone();
+    if let Some(t) = config.tls.as_mut() {
+        t.listen = tls_listen.clone();
+    }
     let tls = config.tls.clone();
     let domains = match &tls {
         Some(t) if !t.domains.is_empty() => t.domains.clone(),
@@ -189,6 +194,12 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     }
     if let Some(addr) = admin_addr {
         println!("admin API on http://{addr} (token in {})", token_file.display());
+    }
+
+    match capacity_note {
+        Some((true, message)) => tracing::warn!("{message}"),
+        Some((false, message)) => tracing::info!("{message}"),
+        None => {}
     }
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -268,11 +279,24 @@ pub fn reload(proxy: &Arc<Proxy>) -> Result<ReloadSummary, String> {
             return Err(e.to_string());
         }
     };
-    if next.listen != current.listen || next.admin != current.admin {
-        tracing::warn!("listen and admin addresses change only on restart; keeping the current ones");
-        next.listen = current.listen.clone();
-        next.admin = current.admin;
+    // Listeners, the admin API and TLS are set up at start; a reload keeps
+    // them (port 0 in the file matches whatever port was bound).
+    let same = |file: &[SocketAddr], bound: &[SocketAddr]| {
+        file.len() == bound.len()
+            && file
+                .iter()
+                .zip(bound)
+                .all(|(f, b)| f.ip() == b.ip() && (f.port() == 0 || f.port() == b.port()))
+    };
+    let file_tls_listen = next.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let bound_tls_listen = current.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let tls_mode_changed = next.tls.as_ref().map(|t| &t.mode) != current.tls.as_ref().map(|t| &t.mode);
+    if !same(&next.listen, &current.listen) || !same(&file_tls_listen, &bound_tls_listen) || tls_mode_changed {
+        tracing::warn!("listeners and TLS settings change only on restart; keeping the current ones");
     }
+    next.listen = current.listen.clone();
+    next.admin = current.admin;
+    next.tls = current.tls.clone();
     next.state_dir = current.state_dir.clone();
     let summary = ReloadSummary {
         services: next.services.len(),

@@ -29,8 +29,9 @@ fn read(path: &Path) -> Result<String, TlsError> {
 pub fn load(files: &CertFiles, domains: &[String], store: &CertStore) -> Result<CertInfo, TlsError> {
     let chain_pem = read(&files.cert)?;
     let key_pem = read(&files.key)?;
+    // Order first: with the issuer first, the key would seem not to match.
+    check_chain_order(&parse_chain(&chain_pem, &files.cert)?, &files.cert)?;
     let key = certified_key(&chain_pem, &key_pem, &files.cert)?;
-    check_chain_order(&key.cert, &files.cert)?;
     let info = CertInfo::inspect(key.cert[0].as_ref(), Source::Files)?;
     let cert = files.cert.display();
     for domain in domains {
@@ -70,6 +71,13 @@ pub fn load(files: &CertFiles, domains: &[String], store: &CertStore) -> Result<
         info: info.clone(),
     });
     Ok(info)
+}
+
+fn parse_chain(pem: &str, origin: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Invalid(format!("{}: bad PEM certificate: {e}", origin.display())))
 }
 
 /// Each certificate must be issued by the next one: leaf first, then its

@@ -1,0 +1,378 @@
+//! End-to-end tests of TLS termination: the local CA and certificate files,
+//! checked with curl and openssl as real clients.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl over TLS, trusting `ca`, resolving `host` to the proxy.
+fn curl(proxy: &Proxy, tls: std::net::SocketAddr, ca: &Path, host: &str, path: &str) -> (String, String) {
+    let out = run(Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", tls.port())])
+        .arg(format!("https://{host}:{}{path}", tls.port())));
+    let _ = proxy;
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    (body.to_string(), status.to_string())
+}
+
+/// The TLS listener's address, from `<state-dir>/proxy.json`.
+fn tls_addr(state: &Path) -> std::net::SocketAddr {
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("proxy.json")).unwrap()).unwrap();
+    info["tls_listen"][0].as_str().unwrap().parse().unwrap()
+}
+
+/// What openssl s_client sees: the chain's subjects, ALPN and verification.
+fn s_client(tls: std::net::SocketAddr, servername: &str, ca: &Path, extra: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &tls.to_string(),
+            "-servername",
+            servername,
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ])
+        .args(["-alpn", "h2,http/1.1", "-showcerts"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn self_signed_serves_h2_with_a_trusted_chain_and_redirects_plain_http() {
+    let mut fx = Fixture::new("tls-self-signed");
+    let backend = fx.sim_flow("flow-1").to_string();
+    let state = fx.dir.join("state");
+    let proxy = fx.proxy_in(
+        "proxy",
+        &state,
+        &[
+            "--tls",
+            "self-signed",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--domain",
+            "flow.example.com",
+            "--backend",
+            &backend,
+        ],
+    );
+    proxy.wait_healthy(1);
+    let tls = tls_addr(&state);
+    let ca = state.join("ca.pem");
+
+    let (body, status) = curl(&proxy, tls, &ca, "flow.example.com", "/api/sim/whoami");
+    assert_eq!(status, "200 2", "h2 over TLS expected");
+    let headers = serde_json::from_str::<serde_json::Value>(&body).unwrap()["headers"].clone();
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-port"], tls.port().to_string());
+
+    let seen = s_client(tls, "flow.example.com", &ca, &[]);
+    assert!(seen.contains("Verify return code: 0 (ok)"), "{seen}");
+    assert!(seen.contains("ALPN protocol: h2"), "{seen}");
+    let leaf = seen.find("s:CN = flow.example.com").expect("leaf first");
+    let issuer = seen.find("s:CN = flowgate local CA").expect("then the CA");
+    assert!(leaf < issuer, "{seen}");
+    let old = s_client(tls, "flow.example.com", &ca, &["-tls1_1"]);
+    assert!(
+        old.contains("no peer certificate available"),
+        "TLS 1.1 must be refused: {old}"
+    );
+    assert!(seen.contains("TLSv1.3"), "TLS 1.3 expected: {seen}");
+
+    // Plain HTTP: 308 to HTTPS, except ACME's challenge path; unknown hosts 404.
+    let r = get(proxy.addr, "/api/x?y=1", Some("flow.example.com"));
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://flow.example.com:{}/api/x?y=1", tls.port()).as_str())
+    );
+    assert_eq!(
+        get(proxy.addr, "/.well-known/acme-challenge/none", Some("flow.example.com")).status,
+        404
+    );
+    assert_eq!(get(proxy.addr, "/", Some("other.example.com")).status, 404);
+
+    let certs = proxy.admin_get("/api/v1/certificates");
+    let cert = &certs[0];
+    assert_eq!(cert["source"], "self-signed");
+    assert_eq!(cert["issuer"], "flowgate local CA");
+    assert!(
+        cert["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "flow.example.com")
+    );
+    assert!(cert["days_left"].as_i64().unwrap() >= 89);
+    assert!(cert["next_renewal"].is_string());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// A CA and certificates made with openssl, as an operator would.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let pki = Pki { dir: dir.join("pki") };
+        std::fs::create_dir_all(&pki.dir).unwrap();
+        run(Command::new("openssl")
+            .current_dir(&pki.dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Test Ops CA",
+            ])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ]));
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Issues `name`.pem (leaf then CA) and `name`.key for the DNS names.
+    fn issue(&self, name: &str, dns: &[&str], days: u32) {
+        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        std::fs::write(
+            self.path("ext.cnf"),
+            format!("subjectAltName={}\nextendedKeyUsage=serverAuth\n", sans.join(",")),
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .current_dir(&self.dir)
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                "leaf.csr",
+                "-subj",
+                &format!("/CN={}", dns[0]),
+            ]));
+        run(Command::new("openssl")
+            .current_dir(&self.dir)
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+            ])
+            .args(["-out", "leaf.pem", "-days", &days.to_string(), "-extfile", "ext.cnf"]));
+        let chain = std::fs::read_to_string(self.path("leaf.pem")).unwrap()
+            + &std::fs::read_to_string(self.path("ca.pem")).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), chain).unwrap();
+    }
+}
+
+fn proxy_exit_error(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("proxy")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the proxy started although it should not have");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing may listen: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[test]
+fn certificate_files_are_checked_served_and_hot_reloaded() {
+    let mut fx = Fixture::new("tls-files");
+    let pki = Pki::new(&fx.dir);
+    pki.issue("good", &["flow.example.com"], 20);
+    let backend = fx.sim_flow("flow-1").to_string();
+    let state = fx.dir.join("state");
+    let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
+    std::fs::copy(pki.path("good.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("good.key"), &key).unwrap();
+    let files_args = |cert: &Path, key: &Path| -> Vec<String> {
+        [
+            "--tls",
+            "files",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--domain",
+            "flow.example.com",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ])
+        .collect()
+    };
+    let mut args = files_args(&cert, &key);
+    args.extend(["--backend".to_string(), backend.clone()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = fx.proxy_in("proxy", &state, &refs);
+    proxy.wait_healthy(1);
+    let tls = tls_addr(&state);
+    let ca = pki.path("ca.pem");
+    let (_, status) = curl(&proxy, tls, &ca, "flow.example.com", "/api/sim/whoami");
+    assert_eq!(status, "200 2");
+    let first = proxy.admin_get("/api/v1/certificates")[0].clone();
+    assert_eq!(first["source"], "files");
+    assert_eq!(first["issuer"], "Test Ops CA");
+
+    // New files are picked up without a restart; open connections are untouched.
+    pki.issue("next", &["flow.example.com"], 25);
+    std::fs::copy(pki.path("next.key"), &key).unwrap();
+    std::fs::copy(pki.path("next.pem"), &cert).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        proxy.admin_get("/api/v1/certificates")[0]["serial"] != first["serial"]
+    });
+    let (_, status) = curl(&proxy, tls, &ca, "flow.example.com", "/api/sim/whoami");
+    assert_eq!(status, "200 2");
+    let second = proxy.admin_get("/api/v1/certificates")[0]["serial"].clone();
+
+    // A broken update (key of another certificate) is refused; the current
+    // certificate keeps serving and the error is reported.
+    std::fs::copy(pki.path("good.key"), &key).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        proxy.admin_get("/api/v1/certificates")[0]["last_error"].is_string()
+    });
+    let now = proxy.admin_get("/api/v1/certificates")[0].clone();
+    assert_eq!(now["serial"], second);
+    assert!(now["last_error"].as_str().unwrap().contains("does not belong"), "{now}");
+    let (_, status) = curl(&proxy, tls, &ca, "flow.example.com", "/api/sim/whoami");
+    assert_eq!(status, "200 2");
+}
+
+#[test]
+fn bad_certificate_files_stop_the_start_with_the_reason() {
+    let fx = Fixture::new("tls-bad-files");
+    let pki = Pki::new(&fx.dir);
+    pki.issue("a", &["flow.example.com"], 20);
+    pki.issue("b", &["other.example.com"], 20);
+    let state = fx.dir.join("state");
+    let state = state.to_str().unwrap();
+    let p = |name: &str| pki.path(name).display().to_string();
+    let base = |cert: &str, key: &str| -> Vec<String> {
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--state-dir",
+            state,
+            "--tls",
+            "files",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--domain".into(),
+            "flow.example.com".into(),
+            "--cert".into(),
+            cert.into(),
+            "--key".into(),
+            key.into(),
+        ])
+        .collect()
+    };
+    let check = |args: Vec<String>, expected: &str| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = proxy_exit_error(&refs);
+        assert!(err.contains(expected), "expected '{expected}' in: {err}");
+        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    };
+    check(base(&p("missing.pem"), &p("a.key")), "missing.pem");
+    check(base(&p("a.pem"), &p("b.key")), "does not belong to the certificate");
+    check(base(&p("b.pem"), &p("b.key")), "does not cover flow.example.com");
+    // Chain out of order: the CA first, then the leaf.
+    let text = std::fs::read_to_string(pki.path("a.pem")).unwrap();
+    let split = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
+    std::fs::write(pki.path("swapped.pem"), format!("{}{}", &text[split..], &text[..split])).unwrap();
+    check(base(&p("swapped.pem"), &p("a.key")), "out of order");
+    std::fs::write(pki.path("empty.pem"), "nothing here\n").unwrap();
+    check(base(&p("empty.pem"), &p("a.key")), "no PEM certificate");
+    let err = proxy_exit_error(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls",
+        "files",
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("--cert"), "{err}");
+}
