@@ -68,7 +68,8 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub domain: Vec<String>,
     /// Terminate TLS: `self-signed` (a local CA in the state dir; clients trust
-    /// <state-dir>/ca.pem) or `files` (--cert and --key).
+    /// <state-dir>/ca.pem), `files` (--cert and --key) or `acme` (Let's Encrypt
+    /// or --acme-directory; needs --domain).
     #[arg(long, value_enum, requires = "tls_listen")]
     pub tls: Option<TlsModeName>,
     /// Address to accept TLS clients on (repeatable), e.g. 0.0.0.0:443.
@@ -80,6 +81,21 @@ pub struct ProxyArgs {
     /// PEM private key of the certificate (with --tls files).
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// ACME directory: `production` or `staging` (Let's Encrypt), or a URL.
+    #[arg(long, default_value = "production")]
+    pub acme_directory: String,
+    /// Contact e-mail for the ACME account (expiry notices).
+    #[arg(long)]
+    pub acme_email: Option<String>,
+    /// CA bundle to trust for the ACME server itself (a private CA, Pebble).
+    #[arg(long)]
+    pub acme_ca: Option<PathBuf>,
+    /// How the CA validates the domains: http-01 (port 80) or tls-alpn-01 (port 443).
+    #[arg(long, value_enum, default_value = "http-01")]
+    pub acme_challenge: crate::tls::acme::ChallengeKind,
+    /// Renew this long before expiry (default: when a third of the lifetime is left).
+    #[arg(long, value_parser = parse_duration)]
+    pub renew_before: Option<Duration>,
     /// Do not redirect plain-HTTP requests to HTTPS.
     #[arg(long)]
     pub no_redirect: bool,
@@ -286,6 +302,16 @@ impl ProxyArgs {
             Some(name) => {
                 let mode = match (name, &self.cert, &self.key) {
                     (TlsModeName::SelfSigned, None, None) => TlsMode::SelfSigned,
+                    (TlsModeName::Acme, None, None) => TlsMode::Acme(crate::tls::acme::AcmeSettings {
+                        directory: self.acme_directory.clone(),
+                        email: self.acme_email.clone(),
+                        ca: self.acme_ca.clone(),
+                        challenge: self.acme_challenge,
+                        renew_before: self.renew_before,
+                    }),
+                    (TlsModeName::Acme, _, _) => {
+                        return Err(ConfigError::new("--cert and --key go with --tls files, not --tls acme"));
+                    }
                     (TlsModeName::SelfSigned, _, _) => {
                         return Err(ConfigError::new(
                             "--cert and --key go with --tls files, not --tls self-signed",

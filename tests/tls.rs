@@ -3,21 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// curl over TLS, trusting `ca`, resolving `host` to the proxy.
 fn curl(proxy: &Proxy, tls: std::net::SocketAddr, ca: &Path, host: &str, path: &str) -> (String, String) {
@@ -142,96 +132,6 @@ fn self_signed_serves_h2_with_a_trusted_chain_and_redirects_plain_http() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-}
-
-/// A CA and certificates made with openssl, as an operator would.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let pki = Pki { dir: dir.join("pki") };
-        std::fs::create_dir_all(&pki.dir).unwrap();
-        run(Command::new("openssl")
-            .current_dir(&pki.dir)
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args([
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=Test Ops CA",
-            ])
-            .args([
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ]));
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Issues `name`.pem (leaf then CA) and `name`.key for the DNS names.
-    fn issue(&self, name: &str, dns: &[&str], days: u32) {
-        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-        std::fs::write(
-            self.path("ext.cnf"),
-            format!("subjectAltName={}\nextendedKeyUsage=serverAuth\n", sans.join(",")),
-        )
-        .unwrap();
-        run(Command::new("openssl")
-            .current_dir(&self.dir)
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args([
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                "leaf.csr",
-                "-subj",
-                &format!("/CN={}", dns[0]),
-            ]));
-        run(Command::new("openssl")
-            .current_dir(&self.dir)
-            .args([
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-            ])
-            .args(["-out", "leaf.pem", "-days", &days.to_string(), "-extfile", "ext.cnf"]));
-        let chain = std::fs::read_to_string(self.path("leaf.pem")).unwrap()
-            + &std::fs::read_to_string(self.path("ca.pem")).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), chain).unwrap();
-    }
 }
 
 fn proxy_exit_error(args: &[&str]) -> String {

@@ -50,6 +50,8 @@ pub enum TlsMode {
     SelfSigned,
     /// A PEM chain and key made elsewhere, watched for changes.
     Files { cert: PathBuf, key: PathBuf },
+    /// Issued and renewed by an ACME CA (Let's Encrypt by default).
+    Acme(crate::tls::acme::AcmeSettings),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,7 @@ pub struct TlsSettings {
 pub enum TlsModeName {
     SelfSigned,
     Files,
+    Acme,
 }
 
 #[derive(Debug, Clone)]
@@ -282,8 +285,22 @@ impl ProxyConfig {
             if tls.listen.is_empty() {
                 return Err(ConfigError::new("TLS is on but has no listener").with_hint("add --tls-listen 0.0.0.0:443"));
             }
-            if tls.domains.is_empty() && matches!(tls.mode, TlsMode::Files { .. }) {
-                tracing::debug!("no TLS domains: the certificate's names are not checked");
+            let domains = if tls.domains.is_empty() {
+                self.route_hosts()
+            } else {
+                tls.domains.clone()
+            };
+            if matches!(tls.mode, TlsMode::Acme(_)) {
+                if domains.is_empty() {
+                    return Err(ConfigError::new("ACME needs the domain names to certify")
+                        .with_hint("add --domain flow.example.com (or domains = [...] under [tls])"));
+                }
+                if let Some(wildcard) = domains.iter().find(|d| d.starts_with('*')) {
+                    return Err(ConfigError::new(format!(
+                        "ACME cannot certify {wildcard} with HTTP-01 or TLS-ALPN-01 challenges"
+                    ))
+                    .with_hint("list the exact host names instead"));
+                }
             }
         }
         for route in &self.routes {
@@ -339,6 +356,11 @@ struct FileTls {
     #[serde(default = "default_true")]
     redirect_http: bool,
     redirect_port: Option<u16>,
+    acme_directory: Option<String>,
+    acme_email: Option<String>,
+    acme_ca: Option<PathBuf>,
+    acme_challenge: Option<crate::tls::acme::ChallengeKind>,
+    renew_before: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -524,6 +546,13 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
             }
             let mode = match (t.mode.get_ref(), t.cert, t.key) {
                 (TlsModeName::SelfSigned, _, _) => TlsMode::SelfSigned,
+                (TlsModeName::Acme, _, _) => TlsMode::Acme(crate::tls::acme::AcmeSettings {
+                    directory: t.acme_directory.unwrap_or_else(|| "production".into()),
+                    email: t.acme_email,
+                    ca: t.acme_ca.map(|p| relative_to(file, p)),
+                    challenge: t.acme_challenge.unwrap_or(crate::tls::acme::ChallengeKind::Http01),
+                    renew_before: t.renew_before.map(|d| d.0),
+                }),
                 (TlsModeName::Files, Some(cert), Some(key)) => TlsMode::Files {
                     cert: relative_to(file, cert),
                     key: relative_to(file, key),

@@ -193,6 +193,20 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
         }
         (Method::GET, "/api/v1/events") => events(&proxy),
         (Method::GET, "/api/v1/certificates") => serve::json(StatusCode::OK, &certificates(&proxy)),
+        (Method::POST, "/api/v1/certificates/renew") => match proxy.acme.get() {
+            Some(issuer) => {
+                let force = matches!(serve::query_param(query.as_deref(), "force"), Some("" | "1" | "true"));
+                issuer.renew_now(force);
+                serve::json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"renewing": true, "force": force}),
+                )
+            }
+            None => error(
+                StatusCode::CONFLICT,
+                "only ACME certificates are renewed on request; this proxy has none",
+            ),
+        },
         (Method::POST, "/api/v1/reload") => match super::run::reload(&proxy) {
             Ok(summary) => serve::json(StatusCode::OK, &summary),
             Err(e) => error(StatusCode::BAD_REQUEST, &e),

@@ -57,6 +57,8 @@ pub struct Proxy {
     config: RwLock<Arc<ProxyConfig>>,
     /// Certificates the TLS listeners serve (empty without TLS).
     pub certs: Arc<crate::tls::CertStore>,
+    /// The ACME issuer, in `acme` mode (for `cert renew`).
+    pub acme: std::sync::OnceLock<Arc<crate::tls::acme::AcmeIssuer>>,
     pools: RwLock<BTreeMap<String, Arc<Pool>>>,
     pub events: EventBus,
     pub clock: Clock,
@@ -89,6 +91,7 @@ impl Proxy {
         let proxy = Arc::new(Proxy {
             config: RwLock::new(Arc::new(config.clone())),
             certs: crate::tls::CertStore::new(),
+            acme: std::sync::OnceLock::new(),
             pools: RwLock::new(BTreeMap::new()),
             events: EventBus::default(),
             clock: Clock::new(),

@@ -18,6 +18,7 @@ use super::events::ProxyEvent;
 use crate::config::proxy::{self, ProxyConfig, TlsMode};
 use crate::fsutil::write_atomic;
 use crate::tls::CertEvent;
+use crate::tls::acme::AcmeIssuer;
 use crate::tls::files::{self, CertFiles};
 use crate::tls::local_ca::{self, LocalCa};
 use tokio_rustls::TlsAcceptor;
@@ -258,6 +259,20 @@ fn start_tls(proxy: &Arc<Proxy>, mode: &TlsMode, domains: &[String], state_dir: 
             let info = files::load(&pair, domains, &store)?;
             store.notify(CertEvent::installed(&info, "loaded from files"));
             files::spawn_watch(pair, domains.to_vec(), store.clone());
+        }
+        TlsMode::Acme(settings) => {
+            let issuer = AcmeIssuer::new(settings.clone(), domains.to_vec(), state_dir, store.clone());
+            // Serve what is on disk at once; issuance needs the listeners up
+            // (they answer the challenges), so it runs in the background.
+            if !issuer.install_from_disk() {
+                tracing::info!(
+                    "no certificate yet for {}: ordering one from {}",
+                    domains.join(", "),
+                    settings.directory_url()
+                );
+            }
+            let _ = proxy.acme.set(issuer.clone());
+            issuer.spawn();
         }
     }
     Ok(TlsAcceptor::from(crate::tls::server_config(store)?))

@@ -6,6 +6,7 @@
 //! its certificate from the store at that moment, so a renewed certificate
 //! serves new connections at once and never touches open ones.
 
+pub mod acme;
 pub mod files;
 pub mod local_ca;
 

@@ -424,3 +424,240 @@ impl Load {
         std::thread::spawn(move || self.run())
     }
 }
+
+/// Runs a command that must succeed; returns its standard output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A CA and certificates made with openssl, as an operator would.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let pki = Pki { dir: dir.join("pki") };
+        std::fs::create_dir_all(&pki.dir).unwrap();
+        run(Command::new("openssl")
+            .current_dir(&pki.dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Test Ops CA",
+            ])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ]));
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Issues `name`.pem (leaf then CA) and `name`.key for the DNS names
+    /// (entries that parse as IP addresses become IP names).
+    pub fn issue(&self, name: &str, dns: &[&str], days: u32) {
+        let sans: Vec<String> = dns
+            .iter()
+            .map(|d| {
+                if d.parse::<std::net::IpAddr>().is_ok() {
+                    format!("IP:{d}")
+                } else {
+                    format!("DNS:{d}")
+                }
+            })
+            .collect();
+        std::fs::write(
+            self.path("ext.cnf"),
+            format!("subjectAltName={}\nextendedKeyUsage=serverAuth\n", sans.join(",")),
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .current_dir(&self.dir)
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                "leaf.csr",
+                "-subj",
+                &format!("/CN={}", dns[0]),
+            ]));
+        run(Command::new("openssl")
+            .current_dir(&self.dir)
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+            ])
+            .args(["-out", "leaf.pem", "-days", &days.to_string(), "-extfile", "ext.cnf"]));
+        let chain = std::fs::read_to_string(self.path("leaf.pem")).unwrap()
+            + &std::fs::read_to_string(self.path("ca.pem")).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), chain).unwrap();
+    }
+}
+
+/// A port that was free a moment ago (for programs that cannot report the
+/// port they bound, such as Pebble, which must be told the proxy's ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16) {
+    wait_for(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// A Pebble ACME server with pebble-challtestsrv as its DNS (every name is
+/// 127.0.0.1), validating HTTP-01 and TLS-ALPN-01 on the given proxy ports.
+pub struct Pebble {
+    pub directory: String,
+    /// The CA of Pebble's own HTTPS listener, for --acme-ca.
+    pub listener_ca: PathBuf,
+    pub management: u16,
+}
+
+impl Pebble {
+    /// The root that signs the certificates Pebble issues, as PEM.
+    pub fn issuing_root(&self) -> String {
+        run(Command::new("curl")
+            .args(["-s", "--cacert", self.listener_ca.to_str().unwrap()])
+            .arg(format!("https://localhost:{}/roots/0", self.management)))
+    }
+}
+
+impl Fixture {
+    /// Starts any program, logging its output to `<name>.log`.
+    pub fn start_program(&mut self, name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} (tests/run installs it): {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    /// Starts Pebble. `validity` shortens the certificates it issues;
+    /// `nonce_reject` is the percentage of nonces it rejects.
+    pub fn pebble(&mut self, http_port: u16, tls_port: u16, validity: Option<u64>, nonce_reject: u32) -> Pebble {
+        self.pebble_on(free_port(), http_port, tls_port, validity, nonce_reject)
+    }
+
+    /// Pebble on a given ACME port (to start it after its clients).
+    pub fn pebble_at(&mut self, acme: u16, http_port: u16, tls_port: u16, nonce_reject: u32) -> Pebble {
+        self.pebble_on(acme, http_port, tls_port, None, nonce_reject)
+    }
+
+    fn pebble_on(
+        &mut self,
+        acme: u16,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<u64>,
+        nonce_reject: u32,
+    ) -> Pebble {
+        let pki = Pki::new(&self.dir.join("pebble"));
+        pki.issue("listener", &["localhost", "127.0.0.1"], 30);
+        let (management, dns) = (free_port(), free_port());
+        let mut config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": pki.path("listener.pem"),
+            "privateKey": pki.path("listener.key"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        if let Some(seconds) = validity {
+            config["pebble"]["certificateValidityPeriod"] = seconds.into();
+        }
+        let config_path = self.dir.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let dns_addr = format!("127.0.0.1:{dns}");
+        let chall_management = format!("127.0.0.1:{}", free_port());
+        self.start_program(
+            "challtestsrv",
+            "pebble-challtestsrv",
+            &[
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-dns01",
+                &dns_addr,
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &chall_management,
+            ],
+            &[],
+        );
+        let reject = nonce_reject.to_string();
+        self.start_program(
+            "pebble",
+            "pebble",
+            &["-config", config_path.to_str().unwrap(), "-dnsserver", &dns_addr],
+            &[("PEBBLE_VA_NOSLEEP", "1"), ("PEBBLE_WFE_NONCEREJECT", &reject)],
+        );
+        wait_for_port(acme);
+        wait_for_port(management);
+        Pebble {
+            directory: format!("https://localhost:{acme}/dir"),
+            listener_ca: pki.path("ca.pem"),
+            management,
+        }
+    }
+}
