@@ -41,6 +41,43 @@ pub enum Command {
     Sim(SimCommand),
     /// Simulate Flow UI users: WebSocket sessions with heartbeats plus HTTP load.
     Loadgen(LoadgenArgs),
+    /// Certificates of a running proxy: their state, or renew now.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Show the certificates the proxy serves: names, issuer, expiry, next renewal, last error.
+    Status(CertStatusArgs),
+    /// Renew the ACME certificate now if it is due (or always, with --force), and wait for it.
+    Renew(CertRenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertStatusArgs {
+    /// The running proxy's state dir (default: the proxy's default).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertRenewArgs {
+    /// The running proxy's state dir (default: the proxy's default).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Renew even when the certificate is not due.
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for the new certificate.
+    #[arg(long, value_parser = parse_duration, default_value = "2m")]
+    pub timeout: Duration,
+    /// Print the new certificate as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

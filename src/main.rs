@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flowgate::cli::{Cli, Command, SimCommand};
+use flowgate::cli::{CertCommand, Cli, Command, SimCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
             Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,
             Command::Loadgen(args) => flowgate::sim::loadgen::run(args).await,
+            Command::Cert(CertCommand::Status(args)) => flowgate::tls::command::status(args).await,
+            Command::Cert(CertCommand::Renew(args)) => flowgate::tls::command::renew(args).await,
         }
     });
     match result {

@@ -275,3 +275,66 @@ fn renewal_swaps_the_certificate_while_a_websocket_session_stays_open() {
     std::fs::write(&root_path, &root).unwrap();
     assert_eq!(curl_h2(p.tls_port, &root_path), "200 2");
 }
+
+#[test]
+fn cert_status_and_renew_commands_talk_to_the_running_proxy() {
+    let mut fx = Fixture::new("acme-cli");
+    let ports = (free_port(), free_port());
+    let pebble = fx.pebble(ports.0, ports.1, None, 0);
+    let state = fx.dir.join("state");
+    let p = acme_proxy(&mut fx, "proxy", &state, ports, &pebble, &[]);
+    let first = wait_issued(&p.proxy, Duration::from_secs(30));
+    let cert = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("cert")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = cert(&["status"]);
+    assert!(ok);
+    assert!(
+        out.contains("flow.example.com (acme)") && out.contains("Pebble"),
+        "{out}"
+    );
+    let (ok, out, _) = cert(&["status", "--json"]);
+    assert!(ok);
+    let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(parsed[0]["serial"], first["serial"]);
+
+    // Not due yet: nothing happens without --force.
+    let (ok, out, _) = cert(&["renew"]);
+    assert!(ok);
+    assert!(out.contains("not due for renewal until"), "{out}");
+    assert_eq!(acme_certificate(&p.proxy).unwrap()["serial"], first["serial"]);
+    let (ok, out, err) = cert(&["renew", "--force", "--json"]);
+    assert!(ok, "{err}");
+    let renewed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(renewed["serial"], first["serial"]);
+
+    // Without a running proxy: one sentence that says what to do.
+    let (ok, _, err) = {
+        let out = Command::new(BIN)
+            .args(["cert", "status", "--state-dir"])
+            .arg(fx.dir.join("nowhere"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok);
+    assert!(
+        err.contains("no running proxy found") && err.contains("--state-dir"),
+        "{err}"
+    );
+}

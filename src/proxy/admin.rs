@@ -196,11 +196,11 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
         (Method::POST, "/api/v1/certificates/renew") => match proxy.acme.get() {
             Some(issuer) => {
                 let force = matches!(serve::query_param(query.as_deref(), "force"), Some("" | "1" | "true"));
-                issuer.renew_now(force);
-                serve::json(
-                    StatusCode::ACCEPTED,
-                    &serde_json::json!({"renewing": true, "force": force}),
-                )
+                let (due, renew_at) = issuer.due();
+                if force || due {
+                    issuer.renew_now(force);
+                }
+                renew_answer(force || due, renew_at)
             }
             None => error(
                 StatusCode::CONFLICT,
@@ -248,6 +248,14 @@ async fn add_backend(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Bod
         Err(e @ super::ProxyError::DuplicateBackend(_)) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+fn renew_answer(renewing: bool, renew_at: Option<i64>) -> Response<Body> {
+    let status = if renewing { StatusCode::ACCEPTED } else { StatusCode::OK };
+    serve::json(
+        status,
+        &serde_json::json!({"renewing": renewing, "due_at": renew_at.map(crate::tls::rfc3339)}),
+    )
 }
 
 #[derive(Debug, Serialize)]

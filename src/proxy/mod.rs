@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod client;
 pub mod events;
 pub mod handler;
 pub mod health;

@@ -183,6 +183,18 @@ impl AcmeIssuer {
         }
     }
 
+    /// Whether a certificate is missing or due for renewal, and when the
+    /// current one is due.
+    pub fn due(&self) -> (bool, Option<i64>) {
+        match self.on_disk() {
+            Some((_, info)) => {
+                let at = self.renew_at(&info);
+                (now_unix() >= at, Some(at))
+            }
+            None => (true, None),
+        }
+    }
+
     /// Asks the renewal loop to renew now (`force`: even when not due).
     pub fn renew_now(&self, force: bool) {
         if force {

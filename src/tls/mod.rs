@@ -7,6 +7,7 @@
 //! serves new connections at once and never touches open ones.
 
 pub mod acme;
+pub mod command;
 pub mod files;
 pub mod local_ca;
 

@@ -1,0 +1,89 @@
+//! A client of a running proxy's admin API, found through the runtime file
+//! it writes to its state dir. Commands such as `cert status` use it; so will
+//! the deployer and the dashboard.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use http_body_util::BodyExt;
+use hyper::{Method, Request, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::run::RuntimeInfo;
+use crate::serve::{self, Body};
+
+pub struct AdminClient {
+    addr: SocketAddr,
+    token: String,
+    client: Client<HttpConnector, Body>,
+}
+
+impl AdminClient {
+    /// Finds the proxy that runs with `state_dir`.
+    pub fn from_state_dir(state_dir: &Path) -> anyhow::Result<AdminClient> {
+        let info_path = state_dir.join("proxy.json");
+        let text = std::fs::read_to_string(&info_path).with_context(|| {
+            format!(
+                "no running proxy found: {} is missing; start `flowgate proxy` or pass the --state-dir it uses",
+                info_path.display()
+            )
+        })?;
+        let info: RuntimeInfo =
+            serde_json::from_str(&text).with_context(|| format!("{} is damaged", info_path.display()))?;
+        let Some(addr) = info.admin else {
+            bail!("the proxy runs without its admin API (admin = \"off\"); enable it to use this command");
+        };
+        let token = std::fs::read_to_string(&info.admin_token_file)
+            .with_context(|| format!("cannot read the admin token {}", info.admin_token_file.display()))?;
+        Ok(AdminClient {
+            addr,
+            token: token.trim().to_string(),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = Request::new(serve::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = format!("http://{}{path}", self.addr).parse()?;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {}", self.token).parse()?);
+        let response = self.client.request(request).await.with_context(|| {
+            format!(
+                "the proxy's admin API at {} does not answer; is the proxy running?",
+                self.addr
+            )
+        })?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        if status == 401 {
+            bail!("the admin API refused the token; the proxy was restarted with another --admin-token-file?");
+        }
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        match self.call(Method::GET, path).await? {
+            (200, value) => Ok(value),
+            (status, value) => bail!("GET {path} answered {status}: {}", error_text(&value)),
+        }
+    }
+
+    /// POSTs without a body; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call(Method::POST, path).await
+    }
+}
+
+/// The `error` field of an admin API answer, or the whole answer.
+pub fn error_text(value: &serde_json::Value) -> String {
+    value["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| value.to_string())
+}
