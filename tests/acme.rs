@@ -338,3 +338,38 @@ fn cert_status_and_renew_commands_talk_to_the_running_proxy() {
         "{err}"
     );
 }
+
+#[test]
+fn a_refused_order_is_reported_and_retried_while_plain_http_keeps_serving() {
+    let mut fx = Fixture::new("acme-refused");
+    let ports = (free_port(), free_port());
+    // Pebble validates HTTP-01 on a port where nothing listens.
+    let pebble = fx.pebble(free_port(), ports.1, None, 0);
+    let state = fx.dir.join("state");
+    let p = acme_proxy(&mut fx, "proxy", &state, ports, &pebble, &[]);
+    wait_for(Duration::from_secs(30), || {
+        fx.log("proxy").contains("certificate not issued")
+    });
+    let log = fx.log("proxy");
+    assert!(
+        log.contains("did not validate") || log.contains("Connection refused") || log.contains("connection refused"),
+        "{log}"
+    );
+    assert!(acme_certificate(&p.proxy).is_none());
+    let (ok, _, err) = {
+        let out = Command::new(BIN)
+            .args(["cert", "renew", "--timeout", "5s", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok);
+    assert!(err.contains("renew"), "{err}");
+    // Plain HTTP requests still reach Flow (here: redirected, as configured).
+    assert_eq!(get(p.proxy.addr, "/api/sim/whoami", Some(DOMAIN)).status, 308);
+}
