@@ -92,6 +92,9 @@ pub struct AcmeIssuer {
     /// Wakes the renewal loop (`cert renew`).
     wake: Notify,
     force: std::sync::atomic::AtomicBool,
+    /// When the CA's renewal information (ARI, RFC 9773) says to renew;
+    /// None while the CA offers none (then a third of the lifetime rules).
+    ari_renew_at: std::sync::Mutex<Option<i64>>,
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
@@ -110,6 +113,7 @@ impl AcmeIssuer {
             store,
             wake: Notify::new(),
             force: std::sync::atomic::AtomicBool::new(false),
+            ari_renew_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -153,11 +157,43 @@ impl AcmeIssuer {
         self.domains.iter().all(|d| info.covers(d)).then_some((ck, info))
     }
 
-    /// When the certificate described by `info` is due for renewal.
+    /// When the certificate described by `info` is due for renewal: the
+    /// CA's suggestion when it gives one, else the configured window, else
+    /// when a third of the lifetime is left.
     fn renew_at(&self, info: &CertInfo) -> i64 {
+        if let Some(at) = *self.ari_renew_at.lock().unwrap_or_else(|e| e.into_inner()) {
+            return at;
+        }
         match self.settings.renew_before {
             Some(before) => info.not_after_unix - before.as_secs() as i64,
             None => info.renew_at_unix(),
+        }
+    }
+
+    /// Asks the CA for the certificate's renewal window (ARI). Returns when
+    /// to ask again, or None when the CA offers no renewal information.
+    async fn check_renewal_info(&self) -> Option<Duration> {
+        let (key, _) = self.on_disk()?;
+        let der = key.cert.first()?.clone();
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        let account = self.account().await.ok()?;
+        match account.renewal_info(&id).await {
+            Ok((info, ask_again)) => {
+                let window = &info.suggested_window;
+                let at = pick_in_window(window.start.unix_timestamp(), window.end.unix_timestamp());
+                tracing::info!(
+                    "the CA suggests renewing between {} and {}",
+                    rfc3339(window.start.unix_timestamp()),
+                    rfc3339(window.end.unix_timestamp())
+                );
+                *self.ari_renew_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+                Some(ask_again.max(Duration::from_secs(60)))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => None,
+            Err(e) => {
+                tracing::debug!("no renewal information from the CA: {e}");
+                None
+            }
         }
     }
 
@@ -364,6 +400,8 @@ impl AcmeIssuer {
                 let wait = match self.ensure(force).await {
                     Ok(info) => {
                         failures = 0;
+                        // The CA's renewal window, where it offers one (ARI).
+                        let ask_again = self.check_renewal_info().await;
                         let renew_at = self.renew_at(&info);
                         self.store.set_status(
                             Source::Acme,
@@ -372,7 +410,8 @@ impl AcmeIssuer {
                                 last_error: None,
                             },
                         );
-                        Duration::from_secs((renew_at - now_unix()).clamp(1, 86_400) as u64)
+                        let until = Duration::from_secs((renew_at - now_unix()).clamp(1, 86_400) as u64);
+                        ask_again.map_or(until, |again| until.min(again))
                     }
                     Err(e) => {
                         failures += 1;
@@ -399,6 +438,16 @@ impl AcmeIssuer {
             }
         });
     }
+}
+
+/// A random moment inside the CA's suggested window, so that many clients
+/// do not all renew at its start (RFC 9773, 4.2).
+pub fn pick_in_window(start: i64, end: i64) -> i64 {
+    if end <= start {
+        return start;
+    }
+    let r = u64::from_le_bytes(crate::websocket::random_bytes::<8>());
+    start + (r % (end - start) as u64) as i64
 }
 
 /// Exponential backoff with ±25 % jitter: 2 s, 4 s, ... up to 6 h; at least
@@ -440,6 +489,16 @@ mod tests {
         }
         assert!(backoff(1, true) >= Duration::from_secs(2700));
         assert!(backoff(40, false) <= Duration::from_secs(6 * 3600 * 5 / 4));
+    }
+
+    #[test]
+    fn renewal_times_fall_inside_the_suggested_window() {
+        for _ in 0..100 {
+            let at = pick_in_window(1000, 2000);
+            assert!((1000..2000).contains(&at));
+        }
+        assert_eq!(pick_in_window(5, 5), 5);
+        assert_eq!(pick_in_window(9, 3), 9);
     }
 
     #[test]
