@@ -144,7 +144,9 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     // Listeners ask for a watcher per connection; shutdown takes the
     // tracker out and waits on it.
     let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
-    for listener in listeners {
+    let plain = listeners.into_iter().map(|l| (l, None));
+    let secure = tls_listeners.into_iter().map(|l| (l, acceptor.clone()));
+    for (listener, tls) in plain.chain(secure) {
         let graceful = graceful.clone();
         let watcher = move || {
             graceful
@@ -152,17 +154,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
         };
-        tokio::spawn(super::listener::run(proxy.clone(), listener, None, watcher));
-    }
-    for listener in tls_listeners {
-        let graceful = graceful.clone();
-        let watcher = move || {
-            graceful
-                .lock()
-                .ok()
-                .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
-        };
-        tokio::spawn(super::listener::run(proxy.clone(), listener, acceptor.clone(), watcher));
+        tokio::spawn(super::listener::run(proxy.clone(), listener, tls, watcher));
     }
     if let Some(listener) = admin {
         let proxy = proxy.clone();

@@ -441,21 +441,17 @@ pub struct Pki {
     pub dir: PathBuf,
 }
 
+/// openssl arguments for a new P-256 key, unencrypted.
+const NEW_EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
         let pki = Pki { dir: dir.join("pki") };
         std::fs::create_dir_all(&pki.dir).unwrap();
         run(Command::new("openssl")
             .current_dir(&pki.dir)
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
+            .args(["req", "-x509"])
+            .args(NEW_EC_KEY)
             .args([
                 "-keyout",
                 "ca.key",
@@ -499,15 +495,8 @@ impl Pki {
         .unwrap();
         run(Command::new("openssl")
             .current_dir(&self.dir)
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
+            .args(["req", "-new"])
+            .args(NEW_EC_KEY)
             .args([
                 "-keyout",
                 &format!("{name}.key"),
