@@ -222,7 +222,7 @@ pub struct SimMcArgs {
     after_help = "Example:\n  flowgate loadgen --url http://127.0.0.1:8080 --ws-clients 1000 --rps 200 --duration 30s --json"
 )]
 pub struct LoadgenArgs {
-    /// Base URL of the deployment (http:// or ws://).
+    /// Base URL of the deployment (http://, https://, ws:// or wss://).
     #[arg(long)]
     pub url: String,
     /// WebSocket sessions to hold open.
@@ -252,6 +252,13 @@ pub struct LoadgenArgs {
     /// Send to ADDR for HOST:PORT, like curl's --resolve.
     #[arg(long)]
     pub resolve: Vec<String>,
+    /// Trust the CA certificates in this PEM file for https:// and wss://
+    /// (a flowgate local CA: <state-dir>/ca.pem). Default: the system's roots.
+    #[arg(long, conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate (test servers only).
+    #[arg(long)]
+    pub insecure: bool,
     /// Reconnect sessions the server closes (as the Flow UI does).
     #[arg(long)]
     pub reconnect: bool,

@@ -276,3 +276,70 @@ fn bad_certificate_files_stop_the_start_with_the_reason() {
     ]);
     assert!(err.contains("--cert"), "{err}");
 }
+
+#[test]
+fn loadgen_runs_https_and_wss_trusting_the_local_ca() {
+    let mut fx = Fixture::new("tls-loadgen");
+    let backend = fx.sim_flow("flow-1").to_string();
+    let state = fx.dir.join("state");
+    let proxy = fx.proxy_in(
+        "proxy",
+        &state,
+        &[
+            "--tls",
+            "self-signed",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--domain",
+            "flow.example.com",
+            "--backend",
+            &backend,
+        ],
+    );
+    proxy.wait_healthy(1);
+    let tls = tls_addr(&state);
+    let url = format!("https://flow.example.com:{}", tls.port());
+    let resolve = format!("flow.example.com:{}:127.0.0.1", tls.port());
+    let ca = state.join("ca.pem");
+    let summary = Load::to(proxy.addr)
+        .set("--url", &url)
+        .set("--resolve", &resolve)
+        .set("--ca", ca.to_str().unwrap())
+        .sessions(20, "300ms")
+        .rps(100)
+        .duration("3s")
+        .run();
+    assert_eq!(summary["ws_opened"], 20, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert!(summary["requests_ok"].as_u64().unwrap() >= 250, "{summary}");
+    assert_eq!(
+        summary["heartbeats_acknowledged"], summary["heartbeats_sent"],
+        "{summary}"
+    );
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 0);
+    assert_eq!(
+        proxy.total("heartbeats_total"),
+        summary["heartbeats_sent"].as_u64().unwrap()
+    );
+
+    // Without trusting the local CA nothing gets through, and loadgen says why.
+    let untrusted = Load::to(proxy.addr)
+        .set("--url", &url)
+        .set("--resolve", &resolve)
+        .sessions(2, "1s")
+        .rps(5)
+        .duration("1s")
+        .run();
+    assert_eq!(untrusted["ws_opened"], 0, "{untrusted}");
+    assert_eq!(untrusted["requests_ok"], 0, "{untrusted}");
+    assert!(untrusted["errors"].to_string().contains("certificate"), "{untrusted}");
+    let insecure = Load::to(proxy.addr)
+        .set("--url", &url)
+        .set("--resolve", &resolve)
+        .flag("--insecure")
+        .sessions(2, "1s")
+        .duration("1s")
+        .run();
+    assert_eq!(insecure["ws_opened"], 2, "{insecure}");
+}

@@ -363,7 +363,8 @@ impl Load {
         }
     }
 
-    fn set(mut self, flag: &str, value: &str) -> Self {
+    /// Sets a loadgen option (replacing its value when already set).
+    pub fn set(mut self, flag: &str, value: &str) -> Self {
         match self.args.iter().position(|a| a == flag) {
             Some(i) => self.args[i + 1] = value.to_string(),
             None => self.args.extend([flag.to_string(), value.to_string()]),

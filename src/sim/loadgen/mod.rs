@@ -1,0 +1,240 @@
+//! `flowgate loadgen`: simulated Flow UI users. Each session opens a
+//! WebSocket, sends a heartbeat every interval (a ping, or a text message)
+//! and times the answer; meanwhile HTTP GETs go out at a fixed rate. The
+//! summary says what succeeded, what failed and how long it took.
+//!
+//! `target` says where and how to connect (TLS, `--resolve`), `session` is one
+//! simulated user, `http` the request load.
+
+mod http;
+mod session;
+mod target;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::cli::LoadgenArgs;
+pub use target::{Target, Trust};
+
+#[derive(Debug, Default)]
+struct Stats {
+    requests_ok: AtomicU64,
+    requests_failed: AtomicU64,
+    ws_opened: AtomicU64,
+    ws_failed: AtomicU64,
+    ws_dropped: AtomicU64,
+    ws_reconnects: AtomicU64,
+    ws_open: AtomicU64,
+    ws_peak_open: AtomicU64,
+    heartbeats_sent: AtomicU64,
+    heartbeats_acked: AtomicU64,
+    by_status: Mutex<BTreeMap<String, u64>>,
+    closed_by_server: Mutex<BTreeMap<u16, u64>>,
+    http_latency_us: Mutex<Vec<u32>>,
+    heartbeat_rtt_us: Mutex<Vec<u32>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Samples kept for percentiles; beyond this they are dropped (the counts
+/// still include them).
+const MAX_SAMPLES: usize = 2_000_000;
+
+impl Stats {
+    fn sample(list: &Mutex<Vec<u32>>, elapsed: Duration) {
+        let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() < MAX_SAMPLES {
+            list.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    fn count_status(&self, key: &str) {
+        *self
+            .by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default() += 1;
+    }
+
+    fn error(&self, what: String) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub duration_s: f64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub requests_by_status: BTreeMap<String, u64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub ws_opened: u64,
+    pub ws_failed: u64,
+    pub ws_dropped: u64,
+    pub ws_closed_by_server: BTreeMap<u16, u64>,
+    pub ws_reconnects: u64,
+    pub ws_peak_open: u64,
+    pub heartbeats_sent: u64,
+    pub heartbeats_acknowledged: u64,
+    pub heartbeat_rtt_p50_ms: Option<f64>,
+    pub heartbeat_rtt_p99_ms: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+fn take<T: Default>(m: &Mutex<T>) -> T {
+    std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn percentile(samples: &Mutex<Vec<u32>>, q: f64) -> Option<f64> {
+    let mut list = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if list.is_empty() {
+        return None;
+    }
+    list.sort_unstable();
+    let index = ((q * list.len() as f64).ceil() as usize).clamp(1, list.len()) - 1;
+    Some(list[index] as f64 / 1000.0)
+}
+
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.heartbeat.is_zero() {
+        bail!("--heartbeat must be more than 0");
+    }
+    if !(args.rps >= 0.0 && args.rps.is_finite()) {
+        bail!("--rps must be 0 or more");
+    }
+    let trust = match (&args.ca, args.insecure) {
+        (Some(path), _) => Trust::File(path.clone()),
+        (None, true) => Trust::Insecure,
+        (None, false) => Trust::System,
+    };
+    let target = Target::parse(&args.url, args.host.as_deref(), &args.resolve, &trust)?;
+    let fd_limit = crate::fsutil::raise_fd_limit();
+    if args.ws_clients as u64 + 256 > fd_limit {
+        bail!(
+            "{} sessions need more file descriptors than the limit of {fd_limit}; raise it (ulimit -n) or use fewer --ws-clients",
+            args.ws_clients
+        );
+    }
+    let summary = generate(&args, &target).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+/// Runs the load described by `args` against `target` and summarises it.
+pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + args.duration;
+    let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(args.ws_clients + 1);
+    for index in 0..args.ws_clients {
+        let session = session::SessionPlan {
+            target: target.clone(),
+            path: args.ws_path.clone(),
+            heartbeat: args.heartbeat,
+            heartbeat_text: args.heartbeat_text.clone(),
+            reconnect: args.reconnect,
+            source: target::source_address(target.addr, index, args.source_addresses),
+            deadline,
+        };
+        tasks.push(tokio::spawn(session::run(session, stats.clone(), opening.clone())));
+    }
+    if args.rps > 0.0 {
+        tasks.push(tokio::spawn(http::run(
+            target.clone(),
+            args.http_path.clone(),
+            args.rps,
+            deadline,
+            stats.clone(),
+        )));
+    }
+    let progress = (!args.json).then(|| tokio::spawn(report_progress(stats.clone(), started)));
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Summary {
+        duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        requests_ok: load(&stats.requests_ok),
+        requests_failed: load(&stats.requests_failed),
+        requests_by_status: take(&stats.by_status),
+        latency_p50_ms: percentile(&stats.http_latency_us, 0.5),
+        latency_p99_ms: percentile(&stats.http_latency_us, 0.99),
+        ws_opened: load(&stats.ws_opened),
+        ws_failed: load(&stats.ws_failed),
+        ws_dropped: load(&stats.ws_dropped),
+        ws_closed_by_server: take(&stats.closed_by_server),
+        ws_reconnects: load(&stats.ws_reconnects),
+        ws_peak_open: load(&stats.ws_peak_open),
+        heartbeats_sent: load(&stats.heartbeats_sent),
+        heartbeats_acknowledged: load(&stats.heartbeats_acked),
+        heartbeat_rtt_p50_ms: percentile(&stats.heartbeat_rtt_us, 0.5),
+        heartbeat_rtt_p99_ms: percentile(&stats.heartbeat_rtt_us, 0.99),
+        errors: take(&stats.errors),
+    }
+}
+
+async fn report_progress(stats: Arc<Stats>, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!(
+            "loadgen {:>4.0}s: {} sessions open, {} heartbeats acknowledged, {} requests ok, {} failed",
+            started.elapsed().as_secs_f64(),
+            stats.ws_open.load(Ordering::Relaxed),
+            stats.heartbeats_acked.load(Ordering::Relaxed),
+            stats.requests_ok.load(Ordering::Relaxed),
+            stats.requests_failed.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
+    println!("loadgen summary ({:.1} s)", s.duration_s);
+    println!("  HTTP requests     {} ok, {} failed", s.requests_ok, s.requests_failed);
+    println!(
+        "  HTTP latency      p50 {}, p99 {}",
+        ms(s.latency_p50_ms),
+        ms(s.latency_p99_ms)
+    );
+    println!(
+        "  WebSocket         {} opened, {} failed, {} dropped, peak {} open, {} reconnects",
+        s.ws_opened, s.ws_failed, s.ws_dropped, s.ws_peak_open, s.ws_reconnects
+    );
+    if !s.ws_closed_by_server.is_empty() {
+        let codes: Vec<String> = s.ws_closed_by_server.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        println!("  closed by server  {}", codes.join(", "));
+    }
+    println!(
+        "  heartbeats        {} sent, {} acknowledged",
+        s.heartbeats_sent, s.heartbeats_acknowledged
+    );
+    println!(
+        "  heartbeat RTT     p50 {}, p99 {}",
+        ms(s.heartbeat_rtt_p50_ms),
+        ms(s.heartbeat_rtt_p99_ms)
+    );
+    for (error, count) in &s.errors {
+        println!("  error x{count}: {error}");
+    }
+}
