@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod fsutil;
 pub mod histogram;
 pub mod proxy;

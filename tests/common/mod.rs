@@ -280,6 +280,21 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     parse_response(&raw)
 }
 
+/// A GET that gives None instead of failing when nothing (or nothing
+/// complete) answers: for waiting until a server is up.
+pub fn try_get(addr: SocketAddr, path: &str) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    raw.windows(4).any(|w| w == b"\r\n\r\n").then(|| parse_response(&raw))
+}
+
 pub fn get(addr: SocketAddr, path: &str, host: Option<&str>) -> Response {
     match host {
         Some(h) => request(addr, "GET", path, &[("Host", h)], b""),

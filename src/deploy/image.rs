@@ -1,0 +1,241 @@
+//! flowgate's own container image, built locally from the binary that runs
+//! (there is no registry to pull from): a `FROM scratch` image holding the
+//! binary, the shared libraries `ldd` lists, and the host's CA bundle. Its
+//! tag is a hash of those files, so it is rebuilt only when they change.
+
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures_util::StreamExt;
+
+use super::DeployError;
+
+pub const REPOSITORY: &str = "flowgate";
+/// Where the binary lives inside the image.
+pub const BINARY_IN_IMAGE: &str = "/usr/local/bin/flowgate";
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A file of the image: where it comes from and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    pub source: PathBuf,
+    pub target: String,
+}
+
+/// The libraries a dynamically linked binary needs, from `ldd` output.
+pub fn parse_ldd(output: &str) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for line in output.lines() {
+        let line = line.trim();
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or the loader
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file.
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            paths.push(PathBuf::from(path));
+        }
+    }
+    paths
+}
+
+/// Everything the image holds, for `binary`.
+pub fn image_files(binary: &Path) -> Result<Vec<ImageFile>, DeployError> {
+    let shown = binary.display().to_string();
+    let output = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| DeployError::Libraries {
+            binary: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(DeployError::Libraries {
+            binary: shown,
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    let mut files = vec![ImageFile {
+        source: binary.to_path_buf(),
+        target: BINARY_IN_IMAGE.into(),
+    }];
+    for library in parse_ldd(&String::from_utf8_lossy(&output.stdout)) {
+        files.push(ImageFile {
+            target: library.display().to_string(),
+            source: library,
+        });
+    }
+    // Let's Encrypt and other public CAs must be trusted inside the image too.
+    if Path::new(CA_BUNDLE).exists() {
+        files.push(ImageFile {
+            source: CA_BUNDLE.into(),
+            target: CA_BUNDLE.into(),
+        });
+    }
+    Ok(files)
+}
+
+const DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/usr/local/bin/flowgate\"]\n";
+
+/// The build context (a tar archive) and the image tag for `files`.
+pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String), DeployError> {
+    let mut tar = TarWriter::default();
+    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    tar.file("Dockerfile", DOCKERFILE.as_bytes(), 0o644);
+    hash.update(DOCKERFILE.as_bytes());
+    for file in files {
+        let data = std::fs::read(&file.source).map_err(|source| DeployError::Read {
+            path: file.source.display().to_string(),
+            source,
+        })?;
+        let name = format!("rootfs{}", file.target);
+        hash.update(name.as_bytes());
+        hash.update(&(data.len() as u64).to_le_bytes());
+        hash.update(&data);
+        tar.file(&name, &data, 0o755);
+    }
+    let digest: String = hash
+        .finish()
+        .as_ref()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((tar.finish(), format!("{REPOSITORY}:{digest}")))
+}
+
+/// Makes sure the image for `binary` exists, building it when not; returns
+/// its tag. `progress` receives the build's output lines.
+pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&str)) -> Result<String, DeployError> {
+    let files = image_files(binary)?;
+    let (context, tag) = build_context(&files)?;
+    if docker.inspect_image(&tag).await.is_ok() {
+        return Ok(tag);
+    }
+    progress(&format!(
+        "building {tag} from {} ({} files)",
+        binary.display(),
+        files.len()
+    ));
+    let options = BuildImageOptionsBuilder::default()
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(
+            &[("io.flowgate.image", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(message) = stream.next().await {
+        let info = message.map_err(|e| DeployError::Build {
+            tag: tag.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(error) = info.error_detail.and_then(|d| d.message) {
+            return Err(DeployError::Build { tag, reason: error });
+        }
+        if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+            progress(line);
+        }
+    }
+    docker.inspect_image(&tag).await.map_err(|e| DeployError::Build {
+        tag: tag.clone(),
+        reason: format!("the image is missing after the build: {e}"),
+    })?;
+    Ok(tag)
+}
+
+/// A minimal ustar writer: regular files only, names under 100 bytes, which
+/// is all a build context of a few files needs.
+#[derive(Default)]
+struct TarWriter {
+    out: Vec<u8>,
+}
+
+impl TarWriter {
+    fn file(&mut self, name: &str, data: &[u8], mode: u32) {
+        let mut header = [0u8; 512];
+        let octal = |field: &mut [u8], value: u64| {
+            let text = format!("{value:0width$o}", width = field.len() - 1);
+            field[..text.len()].copy_from_slice(text.as_bytes());
+        };
+        header[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
+        octal(&mut header[100..108], mode as u64);
+        octal(&mut header[108..116], 0);
+        octal(&mut header[116..124], 0);
+        octal(&mut header[124..136], data.len() as u64);
+        octal(&mut header[136..148], 0);
+        header[148..156].copy_from_slice(b"        ");
+        header[156] = b'0';
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        let checksum: u32 = header.iter().map(|&b| b as u32).sum();
+        let text = format!("{checksum:06o}\0 ");
+        header[148..156].copy_from_slice(text.as_bytes());
+        self.out.extend_from_slice(&header);
+        self.out.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend(std::iter::repeat_n(0u8, 1024));
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_libraries_from_ldd_output() {
+        let output = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x7f)\n\
+                      \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
+        assert_eq!(
+            parse_ldd(output),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_context_is_a_tar_that_tar_reads_and_the_tag_follows_the_content() {
+        let dir = std::env::temp_dir().join(format!("flowgate-tar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a");
+        std::fs::write(&a, vec![7u8; 1000]).unwrap();
+        let files = vec![ImageFile {
+            source: a.clone(),
+            target: "/usr/local/bin/flowgate".into(),
+        }];
+        let (context, tag) = build_context(&files).unwrap();
+        std::fs::write(dir.join("context.tar"), &context).unwrap();
+        let listing = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(dir.join("context.tar"))
+            .output()
+            .unwrap();
+        assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+        let text = String::from_utf8_lossy(&listing.stdout);
+        assert!(
+            text.contains("Dockerfile") && text.contains("rootfs/usr/local/bin/flowgate"),
+            "{text}"
+        );
+        assert!(text.contains("1000"), "size recorded: {text}");
+        let (_, same) = build_context(&files).unwrap();
+        assert_eq!(tag, same);
+        std::fs::write(&a, vec![8u8; 1000]).unwrap();
+        let (_, changed) = build_context(&files).unwrap();
+        assert_ne!(tag, changed);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
