@@ -3,6 +3,7 @@
 //! the planner and the executor that create and reconcile containers.
 
 pub mod image;
+pub mod plan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
