@@ -24,6 +24,10 @@ use crate::config::proxy::{
                   Start with `flowgate proxy --help`, `flowgate sim flow --help` or `flowgate loadgen --help`."
 )]
 pub struct Cli {
+    /// The deployment to act on: names and labels every Docker object.
+    #[arg(long, global = true, env = "FLOWGATE_PROJECT", default_value = "flowgate")]
+    pub project: String,
+
     /// Log filter for stderr, e.g. `info`, `debug`, `flowgate=trace` (also RUST_LOG).
     #[arg(long, global = true, env = "FLOWGATE_LOG", default_value = "info")]
     pub log: String,
@@ -34,6 +38,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create or reconcile the deployment on Docker, headless, with progress output.
+    Up(UpArgs),
+    /// Set the number of Flow instances (removed ones are drained first).
+    Scale {
+        /// How many Flow instances to run.
+        instances: u32,
+    },
+    /// Remove the deployment (volumes are kept unless --volumes).
+    Down(DownArgs),
+    /// One snapshot of the deployment: instances, health, sessions, rates.
+    Status(StatusArgs),
     /// Run the proxy core: the WebSocket-aware load balancer.
     Proxy(Box<ProxyArgs>),
     /// Run a simulator of Flow or Management Center.
@@ -44,6 +59,43 @@ pub enum Command {
     /// Certificates of a running proxy: their state, or renew now.
     #[command(subcommand)]
     Cert(CertCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  flowgate up --demo --instances 3 --http-port 8080 --https-port 8443\n  \
+    then https://flow.localhost:8443/ (trust the CA printed at the end)"
+)]
+pub struct UpArgs {
+    /// Number of Flow instances [default: 3, or what runs now].
+    #[arg(long)]
+    pub instances: Option<u32>,
+    /// Run flowgate's simulators instead of the Hazelcast images (no registry or licence needed).
+    #[arg(long)]
+    pub demo: bool,
+    /// Flow's public host name [default: flow.localhost]; MC is served on mc.<domain>.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Host port for HTTP [default: 80].
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Host port for HTTPS [default: 443].
+    #[arg(long)]
+    pub https_port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also remove the volumes (certificates, database) and the project's token.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,8 +24,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let project = cli.project.clone();
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => flowgate::deploy::command::up(&project, args).await,
+            Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances).await,
+            Command::Down(args) => flowgate::deploy::command::down(&project, args).await,
+            Command::Status(args) => flowgate::deploy::command::status(&project, args).await,
             Command::Proxy(args) => flowgate::proxy::run::run(args.to_config()?).await,
             Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
             Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,

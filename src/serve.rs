@@ -85,6 +85,25 @@ where
     }
 }
 
+/// Like [`run`], until SIGTERM or SIGINT: for the simulators, which (unlike
+/// the proxy) have nothing to drain and must stop at once when Docker stops
+/// their container.
+pub async fn run_until_stopped<F, Fut>(listener: TcpListener, handler: F) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = run(listener, handler) => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})

@@ -2,8 +2,11 @@
 //! the running binary, since no registry can be reached), and, as it grows,
 //! the planner and the executor that create and reconcile containers.
 
+pub mod command;
+pub mod engine;
 pub mod image;
 pub mod plan;
+pub mod settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

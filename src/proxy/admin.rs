@@ -193,6 +193,16 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
         }
         (Method::GET, "/api/v1/events") => events(&proxy),
         (Method::GET, "/api/v1/certificates") => serve::json(StatusCode::OK, &certificates(&proxy)),
+        (Method::GET, "/api/v1/certificates/ca") => {
+            // The local CA clients must trust in self-signed mode.
+            match std::fs::read_to_string(crate::tls::local_ca::LocalCa::ca_path(&proxy.state_dir())) {
+                Ok(pem) => serve::text(StatusCode::OK, pem),
+                Err(_) => error(
+                    StatusCode::NOT_FOUND,
+                    "this proxy has no local CA (its TLS mode is not self-signed)",
+                ),
+            }
+        }
         (Method::POST, "/api/v1/certificates/renew") => match proxy.acme.get() {
             Some(issuer) => {
                 let force = matches!(serve::query_param(query.as_deref(), "force"), Some("" | "1" | "true"));

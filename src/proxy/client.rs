@@ -22,6 +22,14 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    pub fn new(addr: SocketAddr, token: &str) -> AdminClient {
+        AdminClient {
+            addr,
+            token: token.trim().to_string(),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
     /// Finds the proxy that runs with `state_dir`.
     pub fn from_state_dir(state_dir: &Path) -> anyhow::Result<AdminClient> {
         let info_path = state_dir.join("proxy.json");
@@ -38,15 +46,19 @@ impl AdminClient {
         };
         let token = std::fs::read_to_string(&info.admin_token_file)
             .with_context(|| format!("cannot read the admin token {}", info.admin_token_file.display()))?;
-        Ok(AdminClient {
-            addr,
-            token: token.trim().to_string(),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-        })
+        Ok(AdminClient::new(addr, &token))
     }
 
-    async fn call(&self, method: Method, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let mut request = Request::new(serve::empty());
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = Request::new(match body {
+            Some(json) => serve::full(serde_json::to_vec(json)?),
+            None => serve::empty(),
+        });
         *request.method_mut() = method;
         *request.uri_mut() = format!("http://{}{path}", self.addr).parse()?;
         request
@@ -67,8 +79,21 @@ impl AdminClient {
         Ok((status, value))
     }
 
+    /// GETs a text answer (such as a PEM file); returns the status and text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let mut request = Request::new(serve::empty());
+        *request.uri_mut() = format!("http://{}{path}", self.addr).parse()?;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {}", self.token).parse()?);
+        let response = self.client.request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        match self.call(Method::GET, path).await? {
+        match self.call(Method::GET, path, None).await? {
             (200, value) => Ok(value),
             (status, value) => bail!("GET {path} answered {status}: {}", error_text(&value)),
         }
@@ -76,7 +101,16 @@ impl AdminClient {
 
     /// POSTs without a body; returns the status and the JSON answer.
     pub async fn post(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        self.call(Method::POST, path).await
+        self.call(Method::POST, path, None).await
+    }
+
+    /// POSTs a JSON body; returns the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call(Method::DELETE, path, None).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! Active health checks: one task per backend asks its health path at an
 //! interval and moves it between healthy and unhealthy after `rise`
-//! successes or `fall` failures in a row. The very first answer counts at
-//! once, so a new instance serves as soon as it is up.
+//! successes or `fall` failures in a row. A new backend is asked every
+//! 200 ms until it first answers, and that first answer counts at once, so
+//! a new instance serves as soon as it is up.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,9 @@ use super::backend::{Backend, BackendState};
 use super::events::ProxyEvent;
 use crate::config::proxy::HealthCheck;
 use crate::serve;
+
+/// How often a backend that never answered is asked.
+const STARTING_INTERVAL: Duration = Duration::from_millis(200);
 
 pub fn spawn(proxy: Arc<Proxy>, backend: Arc<Backend>) {
     tokio::spawn(async move {
@@ -57,6 +61,12 @@ pub fn spawn(proxy: Arc<Proxy>, backend: Arc<Backend>) {
                     Err(e) => e.clone(),
                 };
                 announce(&proxy, &backend, reason);
+            }
+            // Until a backend has answered once (a container still starting),
+            // ask often: it serves as soon as it is up, not an interval later.
+            if first && result.is_err() {
+                tokio::time::sleep(STARTING_INTERVAL.min(check.interval)).await;
+                continue;
             }
             first = false;
             tokio::time::sleep(check.interval).await;

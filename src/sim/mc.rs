@@ -36,11 +36,11 @@ pub async fn run(args: SimMcArgs) -> anyhow::Result<()> {
             origins.join(", ")
         }
     );
-    serve::run(listener, move |req, _| {
+    serve::run_until_stopped(listener, move |req, _| {
         let origins = origins.clone();
         async move { handle(&origins, req) }
     })
-    .await;
+    .await?;
     Ok(())
 }
 

@@ -1,0 +1,405 @@
+//! The executor: carries out the planner's actions on the Docker engine
+//! through bollard, and registers, waits for and drains Flow instances
+//! through the proxy's admin API. What a failed run created is removed
+//! again, so nothing half-made is left behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+
+use super::plan::{Action, Found, LABEL_PROJECT, Names, Role};
+use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT};
+use crate::proxy::client::{AdminClient, error_text};
+
+/// How long a removed Flow instance drains (in-flight requests finish, then
+/// WebSocket sessions get 1001).
+pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long a stopping container gets before it is killed.
+const STOP_GRACE: i64 = 10;
+
+/// The containers of a project, from their labels.
+pub async fn found(docker: &Docker, project: &str) -> anyhow::Result<Vec<Found>> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    Ok(list
+        .iter()
+        .filter_map(|c| {
+            let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
+            let name = c.names.as_ref()?.first()?.clone();
+            let running = matches!(c.state, Some(bollard::models::ContainerSummaryStateEnum::RUNNING));
+            Found::from_labels(&name, &labels, running)
+        })
+        .collect())
+}
+
+pub async fn network_exists(docker: &Docker, name: &str) -> bool {
+    docker.inspect_network(name, None).await.is_ok()
+}
+
+pub async fn existing_volumes(docker: &Docker, wanted: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in wanted {
+        if docker.inspect_volume(name).await.is_ok() {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// Something this run created, to take away again if the run fails.
+enum Created {
+    Network(String),
+    Volume(String),
+    Container(String),
+}
+
+pub struct Executor<'a> {
+    pub docker: &'a Docker,
+    pub names: Names,
+    pub specs: Vec<ContainerSpec>,
+    pub token: String,
+    created: Vec<Created>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(docker: &'a Docker, names: Names, specs: Vec<ContainerSpec>, token: String) -> Self {
+        Executor {
+            docker,
+            names,
+            specs,
+            token,
+            created: Vec::new(),
+        }
+    }
+
+    /// Runs the actions in order, reporting each; on failure removes what
+    /// this run created and returns the error.
+    pub async fn run(&mut self, actions: &[Action], progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        for action in actions {
+            progress(&format!("{action} ..."));
+            let started = Instant::now();
+            if let Err(e) = self.apply(action).await {
+                let error = e.context(format!("{action} failed"));
+                self.roll_back(progress).await;
+                return Err(error);
+            }
+            progress(&format!("{action}: done in {:.1}s", started.elapsed().as_secs_f64()));
+        }
+        Ok(())
+    }
+
+    async fn roll_back(&mut self, progress: &mut dyn FnMut(&str)) {
+        while let Some(object) = self.created.pop() {
+            match object {
+                Created::Container(name) => {
+                    progress(&format!("rolling back: removing container {name}"));
+                    let _ = remove_container(self.docker, &name).await;
+                }
+                Created::Volume(name) => {
+                    progress(&format!("rolling back: removing volume {name}"));
+                    let _ = self
+                        .docker
+                        .remove_volume(&name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                        .await;
+                }
+                Created::Network(name) => {
+                    progress(&format!("rolling back: removing network {name}"));
+                    let _ = self.docker.remove_network(&name).await;
+                }
+            }
+        }
+    }
+
+    fn spec(&self, role: Role, index: Option<u32>) -> anyhow::Result<ContainerSpec> {
+        self.specs
+            .iter()
+            .find(|s| s.role == role && s.index == index)
+            .cloned()
+            .with_context(|| format!("no settings for {} {index:?}", role.as_str()))
+    }
+
+    async fn apply(&mut self, action: &Action) -> anyhow::Result<()> {
+        match action {
+            Action::CreateNetwork(name) => {
+                let labels: HashMap<String, String> = self.names.labels(None, None, None).into_iter().collect();
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    })
+                    .await?;
+                self.created.push(Created::Network(name.clone()));
+            }
+            Action::CreateVolume(name) => {
+                let labels: HashMap<String, String> = self.names.labels(None, None, None).into_iter().collect();
+                self.docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(name.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    })
+                    .await?;
+                self.created.push(Created::Volume(name.clone()));
+            }
+            Action::Create(wanted) => {
+                let spec = self.spec(wanted.role, wanted.index)?;
+                self.create_and_start(&spec).await?;
+            }
+            Action::Start { name, role, index } => {
+                self.docker.start_container(name, None).await?;
+                if *role == Role::Flow {
+                    self.register(name, *index).await?;
+                } else if *role == Role::Proxy {
+                    self.wait_for_admin().await?;
+                }
+            }
+            Action::Replace { old, new } => {
+                if new.role == Role::Flow {
+                    self.drain(old).await?;
+                }
+                remove_container(self.docker, old).await?;
+                let spec = self.spec(new.role, new.index)?;
+                self.create_and_start(&spec).await?;
+            }
+            Action::Remove { name, role, .. } => {
+                if *role == Role::Flow {
+                    self.drain(name).await?;
+                }
+                remove_container(self.docker, name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_and_start(&mut self, spec: &ContainerSpec) -> anyhow::Result<()> {
+        let mut port_bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for p in &spec.ports {
+            let key = format!("{}/tcp", p.container);
+            exposed.push(key.clone());
+            let host_port = if p.host_port == 0 {
+                String::new()
+            } else {
+                p.host_port.to_string()
+            };
+            port_bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some(p.host_ip.clone()),
+                    host_port: Some(host_port),
+                }]),
+            );
+        }
+        let labels: HashMap<String, String> = spec.labels(&self.names).into_iter().collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                port_bindings: Some(port_bindings),
+                network_mode: Some(self.names.network()),
+                // The deployment outlives flowgate and the host's reboots.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| explain_create(e, &spec.name))?;
+        self.created.push(Created::Container(spec.name.clone()));
+        self.docker
+            .start_container(&spec.name, None)
+            .await
+            .map_err(|e| explain_start(e, spec))?;
+        match spec.role {
+            Role::Proxy => self.wait_for_admin().await?,
+            Role::Flow => self.register(&spec.name, spec.index).await?,
+            Role::Mc => {
+                self.wait_backend_healthy(&format!("{}:{}", spec.name, super::settings::MC_PORT))
+                    .await?
+            }
+            Role::Postgres => {}
+        }
+        Ok(())
+    }
+
+    /// The proxy's admin API, at the host port Docker chose for it.
+    pub async fn admin(&self) -> anyhow::Result<AdminClient> {
+        let addr = admin_address(self.docker, &self.names).await?;
+        Ok(AdminClient::new(addr, &self.token))
+    }
+
+    async fn wait_for_admin(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match self.admin().await {
+                Ok(admin) => match admin.get("/api/v1/backends").await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(last.context("the proxy did not come up within 30 s; see `flowgate logs proxy`"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Adds a Flow instance to the proxy and waits until it is healthy.
+    async fn register(&self, name: &str, _index: Option<u32>) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        let address = format!("{name}:{FLOW_PORT}");
+        let (status, answer) = admin
+            .post_json(
+                "/api/v1/backends",
+                &serde_json::json!({"address": address, "id": name, "service": "flow"}),
+            )
+            .await?;
+        if status != 201 && status != 409 {
+            bail!("the proxy refused {name}: {}", error_text(&answer));
+        }
+        self.wait_backend_healthy(&address).await
+    }
+
+    async fn wait_backend_healthy(&self, address: &str) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let backends = admin.get("/api/v1/backends").await?;
+            let state = backends
+                .as_array()
+                .and_then(|l| l.iter().find(|b| b["address"] == address))
+                .map(|b| b["state"].as_str().unwrap_or("").to_string());
+            if state.as_deref() == Some("healthy") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{address} did not become healthy within 60 s (state: {}); see `flowgate logs`",
+                    state.unwrap_or_else(|| "not registered".into())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Drains a Flow instance through the proxy and waits until it is gone.
+    async fn drain(&self, name: &str) -> anyhow::Result<()> {
+        let Ok(admin) = self.admin().await else {
+            return Ok(()); // No proxy: nothing to drain from.
+        };
+        let (status, answer) = admin
+            .delete(&format!("/api/v1/backends/{name}?drain={}", DRAIN.as_secs()))
+            .await?;
+        if status == 404 {
+            return Ok(());
+        }
+        if status != 202 {
+            bail!("the proxy did not drain {name}: {}", error_text(&answer));
+        }
+        let deadline = Instant::now() + DRAIN + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let backends = admin.get("/api/v1/backends").await?;
+            if !backends.as_array().is_some_and(|l| l.iter().any(|b| b["id"] == name)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!(
+            "{name} was still draining after {}s",
+            (DRAIN + Duration::from_secs(15)).as_secs()
+        )
+    }
+}
+
+/// Where the proxy container's admin port is published on the host.
+pub async fn admin_address(docker: &Docker, names: &Names) -> anyhow::Result<SocketAddr> {
+    let name = names.container(Role::Proxy, None);
+    let inspect = docker
+        .inspect_container(&name, None)
+        .await
+        .with_context(|| format!("no proxy container {name}"))?;
+    let port = inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|ports| ports.get(&format!("{ADMIN_PORT}/tcp")).cloned().flatten())
+        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+        .and_then(|p| p.parse::<u16>().ok())
+        .with_context(|| format!("{name} publishes no admin port (is it running?)"))?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+pub async fn remove_container(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    let _ = docker
+        .stop_container(
+            name,
+            Some(StopContainerOptionsBuilder::default().t(STOP_GRACE as i32).build()),
+        )
+        .await;
+    match docker
+        .remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn explain_create(error: bollard::errors::Error, name: &str) -> anyhow::Error {
+    match &error {
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. } => anyhow::anyhow!(
+            "a container named {name} already exists but is not part of this deployment; remove or rename it, or choose another --project"
+        ),
+        _ => anyhow::Error::from(error).context(format!("cannot create {name}")),
+    }
+}
+
+fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("address already in use") || text.contains("port is already allocated") {
+        let ports: Vec<String> = spec
+            .ports
+            .iter()
+            .filter(|p| p.host_port != 0)
+            .map(|p| p.host_port.to_string())
+            .collect();
+        anyhow::anyhow!(
+            "cannot start {}: a host port it publishes ({}) is already taken; free it or choose others with --http-port/--https-port",
+            spec.name,
+            ports.join(", ")
+        )
+    } else {
+        anyhow::Error::from(error).context(format!("cannot start {}", spec.name))
+    }
+}

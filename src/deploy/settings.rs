@@ -1,0 +1,321 @@
+//! What a deployment is made of: its settings (project, domains, instances,
+//! ports) and, from them, each container's full specification and the proxy's
+//! configuration file. Pure: the executor turns specs into containers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Names, Role, Wanted};
+
+/// Where things live inside flowgate's image.
+pub const PROXY_CONFIG_IN_CONTAINER: &str = "/etc/flowgate/proxy.toml";
+pub const TOKEN_IN_CONTAINER: &str = "/run/flowgate/admin-token";
+pub const STATE_IN_CONTAINER: &str = "/var/lib/flowgate";
+/// The admin API's port inside the proxy container.
+pub const ADMIN_PORT: u16 = 9901;
+pub const FLOW_PORT: u16 = 9021;
+pub const MC_PORT: u16 = 8080;
+/// Label holding the deployment's settings (JSON) on the proxy container, so
+/// `status` and `scale` recover them without the original command line.
+pub const LABEL_SETTINGS: &str = "io.flowgate.settings";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub project: String,
+    /// The public name of Flow (the proxy's host rule and certificate).
+    pub domain: String,
+    /// The public name of Management Center.
+    pub mc_domain: String,
+    pub instances: u32,
+    /// Host ports the proxy publishes.
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl Deployment {
+    pub fn names(&self) -> Names {
+        Names {
+            project: self.project.clone(),
+        }
+    }
+
+    /// The Flow UI's public origin, as browsers send it in `Origin`.
+    pub fn flow_origin(&self) -> String {
+        origin(&self.domain, self.https_port)
+    }
+
+    pub fn mc_origin(&self) -> String {
+        origin(&self.mc_domain, self.https_port)
+    }
+}
+
+fn origin(host: &str, port: u16) -> String {
+    if port == 443 {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}:{port}")
+    }
+}
+
+/// A port the container publishes on the host; host port 0 lets Docker pick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub container: u16,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    #[serde(skip)]
+    pub role: Role,
+    #[serde(skip)]
+    pub index: Option<u32>,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub ports: Vec<Published>,
+    /// `source:target[:ro]`, volumes by name or host paths.
+    pub binds: Vec<String>,
+    /// Extra labels (the project, role, index and config labels are added).
+    #[serde(skip)]
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// A hash of everything that shapes the container: when it changes, the
+    /// container is replaced.
+    pub fn config_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
+        digest.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            role: self.role,
+            index: self.index,
+            config: self.config_hash(),
+        }
+    }
+
+    pub fn labels(&self, names: &Names) -> BTreeMap<String, String> {
+        let mut labels = names.labels(Some(self.role), self.index, Some(&self.config_hash()));
+        labels.extend(self.extra_labels.clone());
+        labels
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The host directory of a project: its admin token and proxy configuration.
+pub fn project_dir(project: &str) -> PathBuf {
+    crate::config::proxy::default_state_dir().join("projects").join(project)
+}
+
+/// The specs of the demo profile: flowgate's simulators behind its proxy.
+pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<ContainerSpec> {
+    let names = dep.names();
+    let mut specs = Vec::new();
+    let settings = serde_json::to_string(dep).unwrap_or_default();
+    specs.push(ContainerSpec {
+        name: names.container(Role::Proxy, None),
+        role: Role::Proxy,
+        index: None,
+        image: image.into(),
+        cmd: strings(&["proxy", "--config", PROXY_CONFIG_IN_CONTAINER]),
+        env: Vec::new(),
+        ports: vec![
+            Published {
+                container: 80,
+                host_ip: "0.0.0.0".into(),
+                host_port: dep.http_port,
+            },
+            Published {
+                container: 443,
+                host_ip: "0.0.0.0".into(),
+                host_port: dep.https_port,
+            },
+            Published {
+                container: ADMIN_PORT,
+                host_ip: "127.0.0.1".into(),
+                host_port: 0,
+            },
+        ],
+        binds: vec![
+            format!("{}:{STATE_IN_CONTAINER}", names.certificates_volume()),
+            format!(
+                "{}:{PROXY_CONFIG_IN_CONTAINER}:ro",
+                project_dir.join("proxy.toml").display()
+            ),
+            format!("{}:{TOKEN_IN_CONTAINER}:ro", project_dir.join("admin-token").display()),
+        ],
+        extra_labels: BTreeMap::from([(LABEL_SETTINGS.to_string(), settings)]),
+    });
+    for n in 1..=dep.instances {
+        let name = names.container(Role::Flow, Some(n));
+        specs.push(ContainerSpec {
+            cmd: vec![
+                "sim".into(),
+                "flow".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{FLOW_PORT}"),
+                "--name".into(),
+                name.clone(),
+            ],
+            name,
+            role: Role::Flow,
+            index: Some(n),
+            image: image.into(),
+            env: Vec::new(),
+            ports: Vec::new(),
+            binds: Vec::new(),
+            extra_labels: BTreeMap::new(),
+        });
+    }
+    specs.push(ContainerSpec {
+        name: names.container(Role::Mc, None),
+        role: Role::Mc,
+        index: None,
+        image: image.into(),
+        cmd: vec![
+            "sim".into(),
+            "mc".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{MC_PORT}"),
+        ],
+        env: mc_env(dep),
+        ports: Vec::new(),
+        binds: Vec::new(),
+        extra_labels: BTreeMap::new(),
+    });
+    specs
+}
+
+/// Management Center's environment, as the real image takes it. The member
+/// list names the first instance only: MC finds the others through it, and
+/// scaling then does not restart MC.
+pub fn mc_env(dep: &Deployment) -> Vec<String> {
+    let names = dep.names();
+    let first = names.container(Role::Flow, Some(1));
+    vec![
+        "MC_DEFAULT_CLUSTER=flow".into(),
+        format!("MC_DEFAULT_CLUSTER_MEMBERS={first}:25701"),
+        format!(
+            "JAVA_OPTS=-Dhazelcast.mc.flow.addresses={} -Dhazelcast.mc.flow.internalAddress=http://{first}:{FLOW_PORT}",
+            dep.flow_origin()
+        ),
+    ]
+}
+
+/// The proxy's configuration: Flow by its domain (instances are added
+/// through the admin API as they become healthy), MC by its own, TLS from
+/// the local CA, and the forwarded headers Flow expects behind TLS.
+pub fn proxy_toml(dep: &Deployment) -> String {
+    let names = dep.names();
+    format!(
+        r#"# Written by `flowgate up` for project {project}; changes are overwritten.
+listen = ["0.0.0.0:80"]
+admin = "0.0.0.0:{ADMIN_PORT}"
+admin_token_file = "{TOKEN_IN_CONTAINER}"
+state_dir = "{STATE_IN_CONTAINER}"
+
+[tls]
+listen = ["0.0.0.0:443"]
+mode = "self-signed"
+domains = ["{domain}", "{mc_domain}"]
+redirect_port = {https_port}
+
+[[route]]
+host = "{mc_domain}"
+service = "mc"
+
+[[route]]
+host = "{domain}"
+service = "flow"
+
+[service.flow]
+forwarded_proto = "https"
+forwarded_port = {https_port}
+
+[service.mc]
+backends = ["{mc}:{MC_PORT}"]
+forwarded_proto = "https"
+forwarded_port = {https_port}
+
+[service.mc.health]
+path = "/health"
+"#,
+        project = dep.project,
+        domain = dep.domain,
+        mc_domain = dep.mc_domain,
+        https_port = dep.https_port,
+        mc = names.container(Role::Mc, None),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Deployment {
+        Deployment {
+            project: "demo".into(),
+            domain: "flow.localhost".into(),
+            mc_domain: "mc.localhost".into(),
+            instances: 3,
+            http_port: 8080,
+            https_port: 8443,
+        }
+    }
+
+    #[test]
+    fn the_proxy_configuration_is_valid_and_routes_both_domains() {
+        let text = proxy_toml(&demo());
+        let config = crate::config::proxy::parse(&text, None).unwrap();
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.services["flow"].forwarded_proto.as_deref(), Some("https"));
+        assert_eq!(config.services["flow"].forwarded_port, Some(8443));
+        assert_eq!(config.services["mc"].backends[0].address, "demo-mc:8080");
+        assert_eq!(config.tls.unwrap().redirect_port, Some(8443));
+    }
+
+    #[test]
+    fn mc_allows_the_public_flow_origin() {
+        let env = mc_env(&demo());
+        let java_opts = env.iter().find(|e| e.starts_with("JAVA_OPTS=")).unwrap();
+        let value = crate::sim::mc::system_property(java_opts, crate::sim::mc::FLOW_ADDRESSES_PROPERTY).unwrap();
+        assert_eq!(value, "https://flow.localhost:8443");
+        let mut standard = demo();
+        standard.https_port = 443;
+        assert_eq!(standard.flow_origin(), "https://flow.localhost");
+    }
+
+    #[test]
+    fn scaling_changes_only_the_instance_list() {
+        let dir = Path::new("/tmp/p");
+        let three = demo_specs(&demo(), "flowgate:x", dir);
+        let mut five_dep = demo();
+        five_dep.instances = 5;
+        let five = demo_specs(&five_dep, "flowgate:x", dir);
+        let hash = |specs: &[ContainerSpec], role| specs.iter().find(|s| s.role == role).unwrap().config_hash();
+        assert_eq!(
+            hash(&three, Role::Mc),
+            hash(&five, Role::Mc),
+            "MC must not restart on scale"
+        );
+        assert_eq!(hash(&three, Role::Flow), hash(&five, Role::Flow));
+        assert_eq!(five.iter().filter(|s| s.role == Role::Flow).count(), 5);
+        // The settings label is not part of the hash: scaling keeps the proxy
+        // (the instance count is read from the Flow containers instead).
+        assert_eq!(hash(&three, Role::Proxy), hash(&five, Role::Proxy));
+        let mut other_image = demo_specs(&demo(), "flowgate:y", dir);
+        assert_ne!(other_image.remove(0).config_hash(), three[0].config_hash());
+    }
+}

@@ -1,0 +1,239 @@
+//! The deployment commands on the real Docker engine: up, HTTPS through the
+//! published port, scale under load, a killed instance, status from labels,
+//! and down. Each test uses its own project and takes it down even when it
+//! fails. Under CI (CI=true) a missing Docker engine fails the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("Docker is required under CI, and `docker info` failed");
+    }
+    if !ok {
+        eprintln!("skipped: no Docker engine");
+    }
+    ok
+}
+
+/// A project of its own, taken down (with its volumes) when dropped.
+struct Project {
+    name: String,
+    state: PathBuf,
+}
+
+impl Project {
+    fn new(fx: &Fixture, test: &str) -> Project {
+        Project {
+            name: format!("fgtest-{test}-{}", std::process::id()),
+            state: fx.dir.join("xdg"),
+        }
+    }
+
+    fn flowgate(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--project", &self.name])
+            .env("XDG_STATE_HOME", &self.state)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.flowgate(args);
+        assert!(
+            out.status.success(),
+            "flowgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.state.join("flowgate/projects").join(&self.name).join("ca.pem")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    fn labelled(&self, kind: &str) -> usize {
+        let out = Command::new("docker")
+            .args([
+                kind,
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=io.flowgate.project={}", self.name),
+            ])
+            .args(if kind == "container" { vec!["-a"] } else { vec![] })
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.flowgate(&["down", "--volumes"]);
+    }
+}
+
+fn whoami_over_https(port: u16, ca: &Path) -> String {
+    let out = run(Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("flow.localhost:{port}:127.0.0.1"),
+        ])
+        .arg(format!("https://flow.localhost:{port}/api/sim/whoami")));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(json["headers"]["x-forwarded-proto"], "https");
+    json["instance"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn up_scale_kill_status_and_down_on_the_real_engine() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("deploy");
+    let project = Project::new(&fx, "deploy");
+    let (http, https) = (free_port(), free_port());
+    let (http_s, https_s) = (http.to_string(), https.to_string());
+    let out = project.ok(&[
+        "up",
+        "--demo",
+        "--instances",
+        "3",
+        "--http-port",
+        &http_s,
+        "--https-port",
+        &https_s,
+    ]);
+    assert!(out.contains(&format!("Flow: https://flow.localhost:{https}/")), "{out}");
+
+    // HTTPS through the published port reaches all three instances.
+    let seen: std::collections::BTreeSet<String> = (0..12).map(|_| whoami_over_https(https, &project.ca())).collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let status = project.status();
+    assert_eq!(status["instances"].as_array().unwrap().len(), 3);
+    assert!(
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["health"] == "healthy"),
+        "{status}"
+    );
+    assert_eq!(status["certificate"]["issuer"], "flowgate local CA");
+
+    // `up` again changes nothing.
+    let again = project.flowgate(&["up", "--demo"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is up to date"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Scale 3 -> 5 -> 2 under load: no failed request, no dropped session.
+    let load = Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+        .sessions(30, "1s")
+        .rps(50)
+        .duration("20s")
+        .flag("--reconnect")
+        .spawn();
+    std::thread::sleep(Duration::from_secs(2));
+    project.ok(&["scale", "5"]);
+    let five = project.status();
+    assert_eq!(
+        five["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["health"] == "healthy")
+            .count(),
+        5,
+        "{five}"
+    );
+    project.ok(&["scale", "2"]);
+    let summary = load.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    assert!(
+        summary["ws_closed_by_server"]["1001"].as_u64().unwrap_or(0) > 0,
+        "drained sessions get 1001: {summary}"
+    );
+    assert_eq!(project.labelled("container"), 4, "proxy, mc and two instances");
+
+    // A killed instance is restarted by Docker and serves again.
+    let pid =
+        run(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &format!("{}-flow-1", project.name)]));
+    run(Command::new("kill").args(["-9", pid.trim()]));
+    wait_for(Duration::from_secs(30), || {
+        project.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["health"] == "healthy" && i["state"] == "running")
+    });
+    let seen: std::collections::BTreeSet<String> = (0..8).map(|_| whoami_over_https(https, &project.ca())).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Down with volumes leaves nothing labelled with the project.
+    project.ok(&["down", "--volumes"]);
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(project.labelled(kind), 0, "{kind}s left behind");
+    }
+    let gone = project.flowgate(&["status"]);
+    assert!(!gone.status.success());
+}
+
+#[test]
+fn up_without_demo_and_a_taken_port_fail_clearly_and_leave_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("deploy-errors");
+    let project = Project::new(&fx, "errors");
+    let out = project.flowgate(&["up"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--demo"));
+
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let https = free_port().to_string();
+    let out = project.flowgate(&[
+        "up",
+        "--demo",
+        "--instances",
+        "1",
+        "--http-port",
+        &port,
+        "--https-port",
+        &https,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("already taken") && stderr.contains(&port), "{stderr}");
+    assert!(stderr.contains("rolling back"), "{stderr}");
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(project.labelled(kind), 0, "{kind}s left behind after a failed up");
+    }
+}
