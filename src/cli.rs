@@ -49,6 +49,8 @@ pub enum Command {
     Down(DownArgs),
     /// One snapshot of the deployment: instances, health, sessions, rates.
     Status(StatusArgs),
+    /// A container's logs: `flow-2` (or `2`), `proxy`, `mc`.
+    Logs(LogsArgs),
     /// Run the proxy core: the WebSocket-aware load balancer.
     Proxy(Box<ProxyArgs>),
     /// Run a simulator of Flow or Management Center.
@@ -89,6 +91,18 @@ pub struct DownArgs {
     /// Also remove the volumes (certificates, database) and the project's token.
     #[arg(long)]
     pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The instance: flow-N (or N), proxy, mc, or a container name.
+    pub instance: String,
+    /// Keep printing new lines.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Lines from the end to start with.
+    #[arg(long, default_value_t = 200)]
+    pub tail: u32,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances).await,
             Command::Down(args) => flowgate::deploy::command::down(&project, args).await,
             Command::Status(args) => flowgate::deploy::command::status(&project, args).await,
+            Command::Logs(args) => flowgate::deploy::command::logs(&project, args).await,
             Command::Proxy(args) => flowgate::proxy::run::run(args.to_config()?).await,
             Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
             Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,

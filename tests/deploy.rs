@@ -141,6 +141,46 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
     );
     assert_eq!(status["certificate"]["issuer"], "flowgate local CA");
 
+    assert!(
+        status["instances"][0]["memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+
+    // MC, on its own domain, answers the Flow origin's preflight.
+    let preflight = run(Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-X",
+            "OPTIONS",
+            "--cacert",
+            project.ca().to_str().unwrap(),
+        ])
+        .args(["--resolve", &format!("mc.flow.localhost:{https}:127.0.0.1")])
+        .args([
+            "-H",
+            &format!("Origin: https://flow.localhost:{https}"),
+            "-H",
+            "Access-Control-Request-Method: POST",
+        ])
+        .arg(format!("https://mc.flow.localhost:{https}/api/login")));
+    assert!(
+        preflight
+            .to_ascii_lowercase()
+            .contains(&format!("access-control-allow-origin: https://flow.localhost:{https}")),
+        "{preflight}"
+    );
+
+    // Logs by short name.
+    assert!(
+        project
+            .ok(&["logs", "flow-1"])
+            .contains("listening on http://0.0.0.0:9021")
+    );
+
     // `up` again changes nothing.
     let again = project.flowgate(&["up", "--demo"]);
     assert!(
@@ -195,6 +235,11 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
     });
     let seen: std::collections::BTreeSet<String> = (0..8).map(|_| whoami_over_https(https, &project.ca())).collect();
     assert_eq!(seen.len(), 2, "{seen:?}");
+    let restarted = project.status();
+    assert!(
+        restarted["instances"][0]["restarts"].as_i64().unwrap() >= 1,
+        "{restarted}"
+    );
 
     // Down with volumes leaves nothing labelled with the project.
     project.ok(&["down", "--volumes"]);

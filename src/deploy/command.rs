@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::engine::{self, Executor};
 use super::plan::{Desired, Found, Role, plan};
 use super::settings::{self, Deployment, LABEL_SETTINGS};
-use crate::cli::{DownArgs, StatusArgs, UpArgs};
+use crate::cli::{DownArgs, LogsArgs, StatusArgs, UpArgs};
 use crate::fsutil::write_atomic;
 use crate::proxy::client::AdminClient;
 
@@ -199,6 +199,7 @@ struct InstanceStatus {
     p99_ms: Option<f64>,
     cpu_percent: Option<f64>,
     memory_bytes: Option<u64>,
+    restarts: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -241,9 +242,11 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
     let (before, after) = (by_id(&first), by_id(&second));
     let mut flows: Vec<&Found> = found.iter().filter(|f| f.role == Role::Flow).collect();
     flows.sort_by_key(|f| f.index);
+    let usages = futures_util::future::join_all(flows.iter().map(|f| engine::usage(&docker, &f.name))).await;
     let instances = flows
         .iter()
-        .map(|f| {
+        .zip(usages)
+        .map(|(f, usage)| {
             let now = after.get(&f.name);
             let then = before.get(&f.name);
             let delta = |field: &str| match (now, then) {
@@ -266,8 +269,9 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
                 last_heartbeat_ms_ago: now.and_then(|b| b["last_heartbeat_ms_ago"].as_u64()),
                 rps: delta("requests_total"),
                 p99_ms: now.and_then(|b| b["latency_p99_ms"].as_f64()),
-                cpu_percent: None,
-                memory_bytes: None,
+                cpu_percent: usage.cpu_percent.map(|c| (c * 10.0).round() / 10.0),
+                memory_bytes: usage.memory_bytes,
+                restarts: usage.restarts,
             }
         })
         .collect();
@@ -308,13 +312,17 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
     for i in &status.instances {
         let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8}",
+            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8}",
             i.name,
             i.state,
             i.health,
             i.ws_active.map_or("-".to_string(), |v| v.to_string()),
             num(i.heartbeats_per_s),
-            num(i.rps)
+            num(i.rps),
+            num(i.cpu_percent),
+            i.memory_bytes
+                .map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+            i.restarts.map_or("-".to_string(), |r| r.to_string()),
         );
     }
     Ok(())
@@ -322,4 +330,71 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
 
 async fn backends(admin: Option<&AdminClient>) -> Option<serde_json::Value> {
     admin?.get("/api/v1/backends").await.ok()
+}
+
+/// The container of `instance`: `flow-2` or `2`, `proxy`, `mc`, `postgres`,
+/// or a full container name.
+pub fn container_of(project: &str, instance: &str) -> String {
+    let names = super::plan::Names {
+        project: project.into(),
+    };
+    if let Ok(n) = instance.parse::<u32>() {
+        return names.container(Role::Flow, Some(n));
+    }
+    if let Some(role) = Role::parse(instance) {
+        return names.container(role, None);
+    }
+    if instance.starts_with(&format!("{project}-")) {
+        return instance.to_string();
+    }
+    format!("{project}-{instance}")
+}
+
+pub async fn logs(project: &str, args: LogsArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let docker = super::connect().await?;
+    let name = container_of(project, &args.instance);
+    if docker.inspect_container(&name, None).await.is_err() {
+        let known: Vec<String> = engine::found(&docker, project)
+            .await?
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        bail!(
+            "no container {name} in project {project}; its containers: {}",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(args.follow)
+        .tail(&args.tail.to_string())
+        .build();
+    let mut stream = docker.logs(&name, Some(options));
+    while let Some(chunk) = stream.next().await {
+        match chunk? {
+            bollard::container::LogOutput::StdErr { message } => std::io::stderr().write_all(&message)?,
+            other => std::io::stdout().write_all(&other.into_bytes())?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_of;
+
+    #[test]
+    fn instance_names_accept_short_forms() {
+        assert_eq!(container_of("demo", "2"), "demo-flow-2");
+        assert_eq!(container_of("demo", "flow-2"), "demo-flow-2");
+        assert_eq!(container_of("demo", "proxy"), "demo-proxy");
+        assert_eq!(container_of("demo", "demo-mc"), "demo-mc");
+    }
 }

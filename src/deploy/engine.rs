@@ -403,3 +403,46 @@ fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> anyhow:
         anyhow::Error::from(error).context(format!("cannot start {}", spec.name))
     }
 }
+
+/// A container's CPU use (percent of one core), memory and restart count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub restarts: Option<i64>,
+}
+
+pub async fn usage(docker: &Docker, name: &str) -> Usage {
+    use futures_util::StreamExt;
+    let restarts = docker
+        .inspect_container(name, None)
+        .await
+        .ok()
+        .and_then(|i| i.restart_count);
+    let options = bollard::query_parameters::StatsOptionsBuilder::default()
+        .stream(false)
+        .build();
+    let Some(Ok(stats)) = docker.stats(name, Some(options)).next().await else {
+        return Usage {
+            restarts,
+            ..Usage::default()
+        };
+    };
+    let total = |s: &Option<bollard::models::ContainerCpuStats>| {
+        s.as_ref()
+            .and_then(|c| Some((c.cpu_usage.as_ref()?.total_usage?, c.system_cpu_usage?)))
+    };
+    let cpu_percent = match (total(&stats.cpu_stats), total(&stats.precpu_stats)) {
+        (Some((cpu, system)), Some((pre_cpu, pre_system))) if system > pre_system => {
+            let cores = stats.cpu_stats.as_ref().and_then(|c| c.online_cpus).unwrap_or(1) as f64;
+            Some((cpu.saturating_sub(pre_cpu)) as f64 / (system - pre_system) as f64 * cores * 100.0)
+        }
+        _ => None,
+    };
+    let memory_bytes = stats.memory_stats.as_ref().and_then(|m| m.usage);
+    Usage {
+        cpu_percent,
+        memory_bytes,
+        restarts,
+    }
+}
