@@ -72,7 +72,9 @@ pub struct UpArgs {
     /// Number of Flow instances [default: 3, or what runs now].
     #[arg(long)]
     pub instances: Option<u32>,
-    /// Run flowgate's simulators instead of the Hazelcast images (no registry or licence needed).
+    /// Run flowgate's simulators instead of the Hazelcast images (no registry or licence
+    /// needed). Without it: hazelcast/hazelcast-flow, hazelcast/management-center-flow and
+    /// postgres:15, with MC_LICENSE from the environment or ./.env.
     #[arg(long)]
     pub demo: bool,
     /// Flow's public host name [default: flow.localhost]; MC is served on mc.<domain>.
@@ -84,6 +86,12 @@ pub struct UpArgs {
     /// Host port for HTTPS [default: 443].
     #[arg(long)]
     pub https_port: Option<u16>,
+    /// Tag of the Hazelcast Flow and MC images (real profile) [default: latest].
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Use only images already on this machine (loaded with `docker load`); never pull.
+    #[arg(long)]
+    pub no_pull: bool,
 }
 
 #[derive(Debug, Args)]

@@ -251,16 +251,12 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
 }
 
 #[test]
-fn up_without_demo_and_a_taken_port_fail_clearly_and_leave_nothing() {
+fn a_taken_port_fails_clearly_and_leaves_nothing() {
     if !docker_available() {
         return;
     }
     let fx = Fixture::new("deploy-errors");
     let project = Project::new(&fx, "errors");
-    let out = project.flowgate(&["up"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--demo"));
-
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let https = free_port().to_string();
@@ -281,4 +277,56 @@ fn up_without_demo_and_a_taken_port_fail_clearly_and_leave_nothing() {
     for kind in ["container", "network", "volume"] {
         assert_eq!(project.labelled(kind), 0, "{kind}s left behind after a failed up");
     }
+}
+
+#[test]
+fn the_real_profile_needs_a_licence_and_names_missing_images() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("deploy-real");
+    let project = Project::new(&fx, "real");
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let base = ["up", "--instances", "2", "--http-port", &http, "--https-port", &https];
+    // No licence anywhere (the test runs in a directory without .env).
+    let out = Command::new(BIN)
+        .args(base)
+        .args(["--project", &project.name])
+        .env_remove("MC_LICENSE")
+        .env("XDG_STATE_HOME", &project.state)
+        .current_dir(&fx.dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("MC_LICENSE") && stderr.contains("--demo"), "{stderr}");
+
+    // A licence but no images here (and no pulling: tests stay on this machine).
+    let out = Command::new(BIN)
+        .args(base)
+        .args(["--no-pull", "--project", &project.name])
+        .env("MC_LICENSE", "test-licence")
+        .env("XDG_STATE_HOME", &project.state)
+        .current_dir(&fx.dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("postgres:15") && stderr.contains("docker load"),
+        "{stderr}"
+    );
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(project.labelled(kind), 0, "{kind}s left behind");
+    }
+    // The generated member list is there for the operator to read.
+    let yml = std::fs::read_to_string(
+        project
+            .state
+            .join("flowgate/projects")
+            .join(&project.name)
+            .join("hazelcast.yml"),
+    )
+    .unwrap();
+    assert!(yml.contains(&format!("{}-flow-2:25701", project.name)), "{yml}");
 }

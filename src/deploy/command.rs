@@ -45,9 +45,34 @@ fn placeholder() -> Deployment {
     }
 }
 
+/// Whether the running deployment uses flowgate's simulators, and else
+/// the tag of its Hazelcast images (from the first Flow instance).
+async fn current_profile(docker: &Docker, project: &str) -> (bool, Option<String>) {
+    let flow = super::plan::Names {
+        project: project.into(),
+    }
+    .container(Role::Flow, Some(1));
+    let image = docker
+        .inspect_container(&flow, None)
+        .await
+        .ok()
+        .and_then(|c| c.config?.image);
+    match image {
+        Some(image) if !image.starts_with(super::image::REPOSITORY) => {
+            (false, image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+        }
+        _ => (true, None),
+    }
+}
+
 /// The admin token of a project, created (0600) on first use.
 fn project_token(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join("admin-token");
+    project_secret(dir, "admin-token")
+}
+
+/// A random secret kept in the project dir (mode 0600), made on first use.
+fn project_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         if !token.trim().is_empty() {
             return Ok(token.trim().to_string());
@@ -62,9 +87,9 @@ fn project_token(dir: &Path) -> anyhow::Result<String> {
 }
 
 pub async fn up(project: &str, args: UpArgs) -> anyhow::Result<()> {
-    if !args.demo {
+    if !args.demo && settings::find_license(Path::new(".")).is_none() {
         bail!(
-            "only the demo profile exists so far: add --demo (flowgate's simulators; the real Hazelcast images need a registry and a licence)"
+            "the real profile needs a Hazelcast licence: set MC_LICENSE in the environment or in ./.env, or add --demo to run flowgate's simulators"
         );
     }
     let docker = super::connect().await?;
@@ -84,12 +109,15 @@ pub async fn scale(project: &str, instances: u32) -> anyhow::Result<()> {
     if instances == 0 {
         eprintln!("scaling to 0: Flow will be unreachable until you scale up again");
     }
+    let (demo, tag) = current_profile(&docker, project).await;
     let args = UpArgs {
         instances: Some(instances),
-        demo: true,
+        demo,
         domain: None,
         http_port: None,
         https_port: None,
+        tag,
+        no_pull: false,
     };
     apply(&docker, project, args, instances).await
 }
@@ -119,12 +147,34 @@ async fn apply(docker: &Docker, project: &str, args: UpArgs, found_instances: u3
 
     let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
     let image = super::image::ensure(docker, &binary, progress).await?;
-    let specs = settings::demo_specs(&dep, &image, &dir);
     let names = dep.names();
+    let (specs, volumes) = if args.demo {
+        (
+            settings::demo_specs(&dep, &image, &dir),
+            vec![names.certificates_volume()],
+        )
+    } else {
+        let real = settings::RealProfile {
+            tag: args.tag.clone().unwrap_or_else(|| "latest".into()),
+            license: settings::find_license(Path::new(".")).unwrap_or_default(),
+            db_password: project_secret(&dir, "db-password")?,
+        };
+        write_atomic(
+            &dir.join("hazelcast.yml"),
+            settings::hazelcast_yml(&dep).as_bytes(),
+            0o644,
+        )?;
+        let specs = settings::real_specs(&dep, &image, &real, &dir);
+        // Every image first: a missing one must stop the run before anything exists.
+        for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
+            super::image::ensure_pulled(docker, &spec.image, !args.no_pull, progress).await?;
+        }
+        (specs, vec![names.certificates_volume(), names.postgres_volume()])
+    };
     let desired = Desired {
         names: names.clone(),
         containers: specs.iter().map(|s| s.wanted()).collect(),
-        volumes: vec![names.certificates_volume()],
+        volumes,
     };
     let found = engine::found(docker, project).await?;
     let actions = plan(

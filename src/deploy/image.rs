@@ -150,6 +150,59 @@ pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&st
     Ok(tag)
 }
 
+/// Makes sure a public image (Flow, MC, PostgreSQL) is on this machine:
+/// present already, or (unless `pull` is false) pulled with progress. When it can be neither, the
+/// error names the image and how to bring it in without a registry.
+pub async fn ensure_pulled(
+    docker: &Docker,
+    image: &str,
+    pull: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<(), DeployError> {
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(());
+    }
+    if !pull {
+        return Err(DeployError::Missing {
+            image: image.into(),
+            reason: "--no-pull".into(),
+        });
+    }
+    progress(&format!("pulling {image}"));
+    let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(repository)
+        .tag(tag)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, None);
+    let missing = |reason: String| DeployError::Missing {
+        image: image.to_string(),
+        reason,
+    };
+    let mut last = String::new();
+    while let Some(message) = stream.next().await {
+        let info = message.map_err(|e| missing(e.to_string()))?;
+        if let Some(error) = info.error_detail.and_then(|d| d.message) {
+            return Err(missing(error));
+        }
+        if let Some(status) = info.status {
+            let line = match info.id {
+                Some(id) => format!("{image}: {id} {status}"),
+                None => format!("{image}: {status}"),
+            };
+            if line != last {
+                progress(&line);
+                last = line;
+            }
+        }
+    }
+    docker
+        .inspect_image(image)
+        .await
+        .map(|_| ())
+        .map_err(|e| missing(e.to_string()))
+}
+
 /// A minimal ustar writer: regular files only, names under 100 bytes, which
 /// is all a build context of a few files needs.
 #[derive(Default)]

@@ -20,6 +20,10 @@ pub enum DeployError {
     Read { path: String, source: std::io::Error },
     #[error("building the image {tag} failed: {reason}")]
     Build { tag: String, reason: String },
+    #[error(
+        "the image {image} is not on this machine and cannot be pulled ({reason}); on a machine with registry access run `docker save {image} -o image.tar`, copy the file here and run `docker load -i image.tar`, or use --demo"
+    )]
+    Missing { image: String, reason: String },
     #[error("Docker: {0}")]
     Docker(#[from] bollard::errors::Error),
 }

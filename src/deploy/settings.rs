@@ -319,3 +319,226 @@ mod tests {
         assert_ne!(other_image.remove(0).config_hash(), three[0].config_hash());
     }
 }
+
+/// The images of the real profile (SPEC: Real images and their settings).
+pub const FLOW_IMAGE: &str = "hazelcast/hazelcast-flow";
+pub const MC_IMAGE: &str = "hazelcast/management-center-flow";
+pub const POSTGRES_IMAGE: &str = "postgres:15";
+pub const HAZELCAST_PORT: u16 = 25701;
+const HAZELCAST_YML_IN_CONTAINER: &str = "/opt/flowgate/hazelcast.yml";
+
+/// What the real profile needs besides the deployment's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealProfile {
+    /// Image tag of Flow and MC.
+    pub tag: String,
+    pub license: String,
+    pub db_password: String,
+}
+
+/// The member list of Flow's embedded Hazelcast: every instance, so each
+/// finds the others (tcp-ip join; cluster name `flow`).
+pub fn hazelcast_yml(dep: &Deployment) -> String {
+    let names = dep.names();
+    let mut text = String::from(
+        "# Written by flowgate for the Flow instances of this project.\nhazelcast:\n  cluster-name: flow\n  network:\n",
+    );
+    text.push_str(&format!(
+        "    port:\n      port: {HAZELCAST_PORT}\n      auto-increment: false\n"
+    ));
+    text.push_str("    join:\n      multicast:\n        enabled: false\n      tcp-ip:\n        enabled: true\n        member-list:\n");
+    for n in 1..=dep.instances.max(1) {
+        text.push_str(&format!(
+            "          - {}:{HAZELCAST_PORT}\n",
+            names.container(Role::Flow, Some(n))
+        ));
+    }
+    text
+}
+
+/// Flow's `OPTIONS`: the database, clustering and the public MC URL.
+pub fn flow_options(dep: &Deployment, real: &RealProfile) -> String {
+    let names = dep.names();
+    [
+        format!("--flow.db.host={}", names.container(Role::Postgres, None)),
+        "--flow.db.database=flow".into(),
+        "--flow.db.username=flow".into(),
+        format!("--flow.db.password={}", real.db_password),
+        "--flow.schema.server.clustered=true".into(),
+        format!("--flow.hazelcast.configYamlPath={HAZELCAST_YML_IN_CONTAINER}"),
+        format!("--flow.config.custom.managementCenterUrl={}", dep.mc_origin()),
+    ]
+    .join(" ")
+}
+
+/// The specs of the real profile: PostgreSQL, Hazelcast Flow and MC behind
+/// flowgate's proxy.
+pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, project_dir: &Path) -> Vec<ContainerSpec> {
+    let names = dep.names();
+    let mut specs = demo_specs(dep, proxy_image, project_dir);
+    specs.retain(|s| s.role == Role::Proxy);
+    specs.push(ContainerSpec {
+        name: names.container(Role::Postgres, None),
+        role: Role::Postgres,
+        index: None,
+        image: POSTGRES_IMAGE.into(),
+        cmd: Vec::new(),
+        env: vec![
+            "POSTGRES_DB=flow".into(),
+            "POSTGRES_USER=flow".into(),
+            format!("POSTGRES_PASSWORD={}", real.db_password),
+        ],
+        ports: Vec::new(),
+        binds: vec![format!("{}:/var/lib/postgresql/data", names.postgres_volume())],
+        extra_labels: BTreeMap::new(),
+    });
+    for n in 1..=dep.instances {
+        specs.push(ContainerSpec {
+            name: names.container(Role::Flow, Some(n)),
+            role: Role::Flow,
+            index: Some(n),
+            image: format!("{FLOW_IMAGE}:{}", real.tag),
+            cmd: Vec::new(),
+            env: vec![
+                format!("MC_LICENSE={}", real.license),
+                "JAVA_OPTS=-Xms1g -Xmx2g".into(),
+                format!("OPTIONS={}", flow_options(dep, real)),
+            ],
+            ports: Vec::new(),
+            binds: vec![format!(
+                "{}:{HAZELCAST_YML_IN_CONTAINER}:ro",
+                project_dir.join("hazelcast.yml").display()
+            )],
+            extra_labels: BTreeMap::new(),
+        });
+    }
+    let mut mc = mc_env(dep);
+    mc.insert(0, format!("MC_LICENSE={}", real.license));
+    specs.push(ContainerSpec {
+        name: names.container(Role::Mc, None),
+        role: Role::Mc,
+        index: None,
+        image: format!("{MC_IMAGE}:{}", real.tag),
+        cmd: Vec::new(),
+        env: mc,
+        ports: Vec::new(),
+        binds: Vec::new(),
+        extra_labels: BTreeMap::new(),
+    });
+    specs
+}
+
+/// `MC_LICENSE` from the environment or a `.env` file in `dir`.
+pub fn find_license(dir: &Path) -> Option<String> {
+    if let Ok(value) = std::env::var("MC_LICENSE") {
+        if !value.trim().is_empty() {
+            return Some(value.trim().to_string());
+        }
+    }
+    let text = std::fs::read_to_string(dir.join(".env")).ok()?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("MC_LICENSE="))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        .find(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod golden {
+    //! Golden files: every generated setting, compared with the file in
+    //! tests/golden. Run with UPDATE_GOLDEN=1 to rewrite them after a
+    //! deliberate change, and review the diff.
+    use super::*;
+
+    fn check(name: &str, actual: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(actual, expected, "{name} differs from {}", path.display());
+    }
+
+    fn deployment() -> Deployment {
+        Deployment {
+            project: "prod".into(),
+            domain: "flow.example.com".into(),
+            mc_domain: "mc.example.com".into(),
+            instances: 3,
+            http_port: 80,
+            https_port: 443,
+        }
+    }
+
+    fn real() -> RealProfile {
+        RealProfile {
+            tag: "latest".into(),
+            license: "LICENSE-KEY".into(),
+            db_password: "s3cret".into(),
+        }
+    }
+
+    fn render(specs: &[ContainerSpec]) -> String {
+        let mut out = String::new();
+        for s in specs {
+            out.push_str(&format!("[{}]\nimage = {}\n", s.name, s.image));
+            if !s.cmd.is_empty() {
+                out.push_str(&format!("cmd = {}\n", s.cmd.join(" ")));
+            }
+            for e in &s.env {
+                out.push_str(&format!("env {e}\n"));
+            }
+            for p in &s.ports {
+                out.push_str(&format!("publish {}:{} -> {}\n", p.host_ip, p.host_port, p.container));
+            }
+            for b in &s.binds {
+                out.push_str(&format!("bind {}\n", b.replace("/tmp/project", "<project-dir>")));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn hazelcast_yml_lists_every_instance() {
+        check("hazelcast.yml", &hazelcast_yml(&deployment()));
+    }
+
+    #[test]
+    fn proxy_toml() {
+        check("proxy.toml", &super::proxy_toml(&deployment()));
+    }
+
+    #[test]
+    fn real_profile_containers() {
+        check(
+            "real-containers.txt",
+            &render(&real_specs(
+                &deployment(),
+                "flowgate:abc",
+                &real(),
+                Path::new("/tmp/project"),
+            )),
+        );
+    }
+
+    #[test]
+    fn demo_profile_containers() {
+        check(
+            "demo-containers.txt",
+            &render(&demo_specs(&deployment(), "flowgate:abc", Path::new("/tmp/project"))),
+        );
+    }
+
+    #[test]
+    fn the_licence_comes_from_a_dot_env_file() {
+        let dir = std::env::temp_dir().join(format!("flowgate-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".env"), "# comment\nOTHER=1\nMC_LICENSE=\"abc123\"\n").unwrap();
+        if std::env::var("MC_LICENSE").is_err() {
+            assert_eq!(find_license(&dir).as_deref(), Some("abc123"));
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
