@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Times the deployment commands on the local Docker engine and prints a
+# markdown table: cold `up --demo` (image build included) to 3 healthy
+# instances, warm scale +1 to serving, scale -1 (with draining), down.
+# Uses its own project and loopback-published ports; removes everything it
+# made, even when interrupted. Needs a release build (cargo build --release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="$PWD/target/release/flowgate"
+[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+project="fgbench-$$"
+export XDG_STATE_HOME="$(mktemp -d)"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+http=$(free_port); https=$(free_port)
+cleanup() { "$bin" down --volumes --project "$project" >/dev/null 2>&1 || true; rm -rf "$XDG_STATE_HOME"; }
+trap cleanup EXIT
+
+seconds() { local start=$1; python3 -c "import time; print(f'{time.time() - $start:.1f}')"; }
+now() { python3 -c 'import time; print(time.time())'; }
+
+# Cold: no flowgate image yet, so the run includes building it.
+docker images -q --filter label=io.flowgate.image=1 | xargs -r docker rmi -f >/dev/null
+t=$(now); "$bin" up --demo --project "$project" --instances 3 --http-port "$http" --https-port "$https" >/dev/null 2>&1
+cold=$(seconds "$t")
+t=$(now); "$bin" up --demo --project "$project" >/dev/null 2>&1
+noop=$(seconds "$t")
+t=$(now); "$bin" scale 4 --project "$project" >/dev/null 2>&1
+up1=$(seconds "$t")
+t=$(now); "$bin" scale 3 --project "$project" >/dev/null 2>&1
+down1=$(seconds "$t")
+t=$(now); "$bin" down --volumes --project "$project" >/dev/null 2>&1
+gone=$(seconds "$t")
+
+echo "| step | seconds | goal |"
+echo "|---|---|---|"
+echo "| cold \`up --demo\`, 3 healthy (image build included) | $cold | < 15 |"
+echo "| \`up\` again (nothing to do) | $noop | |"
+echo "| warm \`scale 4\` (one more instance, healthy and serving) | $up1 | < 3 |"
+echo "| \`scale 3\` (drain window 5 s, then remove) | $down1 | |"
+echo "| \`down --volumes\` | $gone | |"
