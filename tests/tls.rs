@@ -57,27 +57,31 @@ fn s_client(tls: std::net::SocketAddr, servername: &str, ca: &Path, extra: &[&st
     )
 }
 
+/// A proxy terminating TLS for flow.example.com with its local CA, in front
+/// of one Flow simulator; returns it, its TLS address and its state dir.
+fn self_signed_proxy(fx: &mut Fixture) -> (Proxy, std::net::SocketAddr, std::path::PathBuf) {
+    let backend = fx.sim_flow("flow-1").to_string();
+    let state = fx.dir.join("state");
+    let flags = [
+        "--tls",
+        "self-signed",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--domain",
+        "flow.example.com",
+    ];
+    let mut args = flags.to_vec();
+    args.extend(["--backend", &backend]);
+    let proxy = fx.proxy_in("proxy", &state, &args);
+    proxy.wait_healthy(1);
+    let tls = tls_addr(&state);
+    (proxy, tls, state)
+}
+
 #[test]
 fn self_signed_serves_h2_with_a_trusted_chain_and_redirects_plain_http() {
     let mut fx = Fixture::new("tls-self-signed");
-    let backend = fx.sim_flow("flow-1").to_string();
-    let state = fx.dir.join("state");
-    let proxy = fx.proxy_in(
-        "proxy",
-        &state,
-        &[
-            "--tls",
-            "self-signed",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--domain",
-            "flow.example.com",
-            "--backend",
-            &backend,
-        ],
-    );
-    proxy.wait_healthy(1);
-    let tls = tls_addr(&state);
+    let (proxy, tls, state) = self_signed_proxy(&mut fx);
     let ca = state.join("ca.pem");
 
     let (body, status) = curl(&proxy, tls, &ca, "flow.example.com", "/api/sim/whoami");
@@ -280,24 +284,7 @@ fn bad_certificate_files_stop_the_start_with_the_reason() {
 #[test]
 fn loadgen_runs_https_and_wss_trusting_the_local_ca() {
     let mut fx = Fixture::new("tls-loadgen");
-    let backend = fx.sim_flow("flow-1").to_string();
-    let state = fx.dir.join("state");
-    let proxy = fx.proxy_in(
-        "proxy",
-        &state,
-        &[
-            "--tls",
-            "self-signed",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--domain",
-            "flow.example.com",
-            "--backend",
-            &backend,
-        ],
-    );
-    proxy.wait_healthy(1);
-    let tls = tls_addr(&state);
+    let (proxy, tls, state) = self_signed_proxy(&mut fx);
     let url = format!("https://flow.example.com:{}", tls.port());
     let resolve = format!("flow.example.com:{}:127.0.0.1", tls.port());
     let ca = state.join("ca.pem");
