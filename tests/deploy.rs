@@ -330,3 +330,54 @@ fn the_real_profile_needs_a_licence_and_names_missing_images() {
     .unwrap();
     assert!(yml.contains(&format!("{}-flow-2:25701", project.name)), "{yml}");
 }
+
+#[test]
+fn a_foreign_container_with_our_name_is_left_alone_and_explained() {
+    if !docker_available() {
+        return;
+    }
+    let fx = Fixture::new("deploy-clash");
+    let project = Project::new(&fx, "clash");
+    // Someone else's container, without flowgate's labels, holds the proxy's name.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
+    let image = runtime
+        .block_on(flowgate::deploy::image::ensure(&docker, Path::new(BIN), |_| {}))
+        .unwrap();
+    let foreign = format!("{}-proxy", project.name);
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _cleanup = Remove(foreign.clone());
+    run(Command::new("docker").args(["create", "--name", &foreign, &image, "--version"]));
+
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let out = project.flowgate(&[
+        "up",
+        "--demo",
+        "--instances",
+        "1",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("already exists but is not part of this deployment"),
+        "{stderr}"
+    );
+    for kind in ["container", "network", "volume"] {
+        assert_eq!(project.labelled(kind), 0, "{kind}s left behind");
+    }
+    let still = run(Command::new("docker").args(["inspect", "-f", "{{.Name}}", &foreign]));
+    assert_eq!(
+        still.trim(),
+        format!("/{foreign}"),
+        "the foreign container must survive"
+    );
+}
