@@ -197,22 +197,26 @@ impl AcmeIssuer {
         }
     }
 
+    /// Serves a certificate, recording when it is due first, so nobody sees
+    /// it without its renewal time.
+    fn serve(&self, key: CertifiedKey, info: &CertInfo) {
+        let status = SourceStatus {
+            next_renewal: Some(rfc3339(self.renew_at(info))),
+            last_error: None,
+        };
+        self.store.set_status(Source::Acme, status);
+        self.store.install(Installed {
+            key: Arc::new(key),
+            info: info.clone(),
+        });
+    }
+
     /// Serves the certificate on disk, if any (even one due for renewal:
     /// better than nothing while the renewal runs). Returns whether one was.
     pub fn install_from_disk(&self) -> bool {
         match self.on_disk() {
             Some((key, info)) => {
-                self.store.set_status(
-                    Source::Acme,
-                    SourceStatus {
-                        next_renewal: Some(rfc3339(self.renew_at(&info))),
-                        last_error: None,
-                    },
-                );
-                self.store.install(Installed {
-                    key: Arc::new(key),
-                    info,
-                });
+                self.serve(key, &info);
                 true
             }
             None => false,
@@ -280,10 +284,21 @@ impl AcmeIssuer {
     async fn order(&self) -> Result<(String, String), AcmeError> {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| self.server_error(e))?;
+        // With ARI, a renewal names the certificate it replaces (RFC 9773, 5).
+        let ari = self.ari_renew_at.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let previous = if ari {
+            self.on_disk().and_then(|(k, _)| k.cert.first().cloned())
+        } else {
+            None
+        };
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(id) = previous
+            .as_ref()
+            .and_then(|der| instant_acme::CertificateIdentifier::try_from(der).ok())
+        {
+            new_order = new_order.replaces(id);
+        }
+        let mut order = account.new_order(&new_order).await.map_err(|e| self.server_error(e))?;
         let challenge_type = match self.settings.challenge {
             ChallengeKind::Http01 => ChallengeType::Http01,
             ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
@@ -356,10 +371,7 @@ impl AcmeIssuer {
         if !force {
             if let Some((key, info)) = self.on_disk() {
                 if now_unix() < self.renew_at(&info) {
-                    self.store.install(Installed {
-                        key: Arc::new(key),
-                        info: info.clone(),
-                    });
+                    self.serve(key, &info);
                     return Ok(info);
                 }
             }
@@ -383,10 +395,9 @@ impl AcmeIssuer {
             started.elapsed().as_secs_f64(),
             info.not_after
         );
-        self.store.install(Installed {
-            key: Arc::new(key),
-            info: info.clone(),
-        });
+        // A new certificate: the CA's window for the old one no longer applies.
+        *self.ari_renew_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.serve(key, &info);
         self.store.notify(CertEvent::installed(&info, "issued by ACME"));
         Ok(info)
     }
