@@ -25,6 +25,17 @@ fn docker_available() -> bool {
     ok
 }
 
+/// A fixture and a project of the test's own, or None (after saying why)
+/// when there is no Docker engine outside CI.
+fn project_for(test: &str) -> Option<(Fixture, Project)> {
+    if !docker_available() {
+        return None;
+    }
+    let fx = Fixture::new(&format!("deploy-{test}"));
+    let project = Project::new(&fx, test);
+    Some((fx, project))
+}
+
 /// A project of its own, taken down (with its volumes) when dropped.
 struct Project {
     name: String,
@@ -39,15 +50,20 @@ impl Project {
         }
     }
 
-    fn flowgate(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// `flowgate ARGS --project NAME`, with the project's own state dir.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .args(["--project", &self.name])
             .env("XDG_STATE_HOME", &self.state)
             .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    fn flowgate(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -107,11 +123,9 @@ fn whoami_over_https(port: u16, ca: &Path) -> String {
 
 #[test]
 fn up_scale_kill_status_and_down_on_the_real_engine() {
-    if !docker_available() {
+    let Some((_fx, project)) = project_for("deploy") else {
         return;
-    }
-    let fx = Fixture::new("deploy");
-    let project = Project::new(&fx, "deploy");
+    };
     let (http, https) = (free_port(), free_port());
     let (http_s, https_s) = (http.to_string(), https.to_string());
     let out = project.ok(&[
@@ -252,11 +266,9 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
 
 #[test]
 fn a_taken_port_fails_clearly_and_leaves_nothing() {
-    if !docker_available() {
+    let Some((_fx, project)) = project_for("errors") else {
         return;
-    }
-    let fx = Fixture::new("deploy-errors");
-    let project = Project::new(&fx, "errors");
+    };
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let https = free_port().to_string();
@@ -281,19 +293,15 @@ fn a_taken_port_fails_clearly_and_leaves_nothing() {
 
 #[test]
 fn the_real_profile_needs_a_licence_and_names_missing_images() {
-    if !docker_available() {
+    let Some((fx, project)) = project_for("real") else {
         return;
-    }
-    let fx = Fixture::new("deploy-real");
-    let project = Project::new(&fx, "real");
+    };
     let (http, https) = (free_port().to_string(), free_port().to_string());
     let base = ["up", "--instances", "2", "--http-port", &http, "--https-port", &https];
     // No licence anywhere (the test runs in a directory without .env).
-    let out = Command::new(BIN)
-        .args(base)
-        .args(["--project", &project.name])
+    let out = project
+        .command(&base)
         .env_remove("MC_LICENSE")
-        .env("XDG_STATE_HOME", &project.state)
         .current_dir(&fx.dir)
         .output()
         .unwrap();
@@ -302,11 +310,11 @@ fn the_real_profile_needs_a_licence_and_names_missing_images() {
     assert!(stderr.contains("MC_LICENSE") && stderr.contains("--demo"), "{stderr}");
 
     // A licence but no images here (and no pulling: tests stay on this machine).
-    let out = Command::new(BIN)
-        .args(base)
-        .args(["--no-pull", "--project", &project.name])
+    let mut no_pull = base.to_vec();
+    no_pull.push("--no-pull");
+    let out = project
+        .command(&no_pull)
         .env("MC_LICENSE", "test-licence")
-        .env("XDG_STATE_HOME", &project.state)
         .current_dir(&fx.dir)
         .output()
         .unwrap();
@@ -333,11 +341,9 @@ fn the_real_profile_needs_a_licence_and_names_missing_images() {
 
 #[test]
 fn a_foreign_container_with_our_name_is_left_alone_and_explained() {
-    if !docker_available() {
+    let Some((_fx, project)) = project_for("clash") else {
         return;
-    }
-    let fx = Fixture::new("deploy-clash");
-    let project = Project::new(&fx, "clash");
+    };
     // Someone else's container, without flowgate's labels, holds the proxy's name.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
