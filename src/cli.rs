@@ -19,9 +19,12 @@ use crate::config::proxy::{
     name = "flowgate",
     version,
     about = "Run Hazelcast Flow behind a WebSocket-aware load balancer",
-    long_about = "flowgate runs Hazelcast Flow behind its own WebSocket-aware load balancer (the proxy core), \
-                  with simulators of Flow and Management Center for testing without a licence.\n\n\
-                  Start with `flowgate proxy --help`, `flowgate sim flow --help` or `flowgate loadgen --help`."
+    long_about = "flowgate runs Hazelcast Flow on Docker behind its own WebSocket-aware load balancer: \
+                  N Flow instances, Management Center with the right CORS setting, TLS with a certificate \
+                  for your domain, forwarded headers and WebSocket heartbeats watched per instance.\n\n\
+                  Try it without a registry or licence: `flowgate up --demo --http-port 8080 --https-port 8443`, \
+                  then `flowgate status`, `flowgate scale 5` and `flowgate down`. The load balancer alone is \
+                  `flowgate proxy`; `flowgate loadgen` simulates Flow UI users."
 )]
 pub struct Cli {
     /// The deployment to act on: names and labels every Docker object.
