@@ -188,6 +188,20 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
         "{preflight}"
     );
 
+    // The human table: one header, one row per instance, the same columns.
+    let table = project.ok(&["status"]);
+    let lines: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("INSTANCE") || l.contains("-flow-"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let columns = |l: &str| l.split_whitespace().count();
+    assert!(lines[0].contains("CPU%") && lines[0].contains("RESTARTS"), "{table}");
+    assert!(
+        lines[1..].iter().all(|l| columns(l) == columns(lines[0]) + 1),
+        "MEMORY is 'N MiB': {table}"
+    );
+
     // Logs by short name.
     assert!(
         project

@@ -356,8 +356,8 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
     }
     println!("project {project}");
     println!(
-        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8}",
-        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s"
+        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8}",
+        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s", "CPU%", "MEMORY", "RESTARTS"
     );
     for i in &status.instances {
         let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
