@@ -66,14 +66,22 @@ impl Project {
         self.command(args).output().unwrap()
     }
 
+    /// `up --demo` with `instances` Flow instances on the given host ports.
+    fn up_demo(&self, instances: &str, http: &str, https: &str) -> Output {
+        self.flowgate(&[
+            "up",
+            "--demo",
+            "--instances",
+            instances,
+            "--http-port",
+            http,
+            "--https-port",
+            https,
+        ])
+    }
+
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.flowgate(args);
-        assert!(
-            out.status.success(),
-            "flowgate {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(self.flowgate(args), &format!("flowgate {args:?}"))
     }
 
     fn ca(&self) -> PathBuf {
@@ -106,6 +114,16 @@ impl Drop for Project {
     }
 }
 
+/// The standard output of a run that must have succeeded.
+fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn whoami_over_https(port: u16, ca: &Path) -> String {
     let out = run(Command::new("curl")
         .args([
@@ -128,16 +146,7 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
     };
     let (http, https) = (free_port(), free_port());
     let (http_s, https_s) = (http.to_string(), https.to_string());
-    let out = project.ok(&[
-        "up",
-        "--demo",
-        "--instances",
-        "3",
-        "--http-port",
-        &http_s,
-        "--https-port",
-        &https_s,
-    ]);
+    let out = succeeded(project.up_demo("3", &http_s, &https_s), "up --demo");
     assert!(out.contains(&format!("Flow: https://flow.localhost:{https}/")), "{out}");
 
     // HTTPS through the published port reaches all three instances.
@@ -286,16 +295,7 @@ fn a_taken_port_fails_clearly_and_leaves_nothing() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let https = free_port().to_string();
-    let out = project.flowgate(&[
-        "up",
-        "--demo",
-        "--instances",
-        "1",
-        "--http-port",
-        &port,
-        "--https-port",
-        &https,
-    ]);
+    let out = project.up_demo("1", &port, &https);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("already taken") && stderr.contains(&port), "{stderr}");
@@ -375,16 +375,7 @@ fn a_foreign_container_with_our_name_is_left_alone_and_explained() {
     run(Command::new("docker").args(["create", "--name", &foreign, &image, "--version"]));
 
     let (http, https) = (free_port().to_string(), free_port().to_string());
-    let out = project.flowgate(&[
-        "up",
-        "--demo",
-        "--instances",
-        "1",
-        "--http-port",
-        &http,
-        "--https-port",
-        &https,
-    ]);
+    let out = project.up_demo("1", &http, &https);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
