@@ -2,7 +2,7 @@
 //! product's commands arrive with their features.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,9 +27,15 @@ use crate::config::proxy::{
                   `flowgate proxy`; `flowgate loadgen` simulates Flow UI users."
 )]
 pub struct Cli {
-    /// The deployment to act on: names and labels every Docker object.
-    #[arg(long, global = true, env = "FLOWGATE_PROJECT", default_value = "flowgate")]
-    pub project: String,
+    /// The deployment to act on: names and labels every Docker object
+    /// [default: `project` in flowgate.toml, else flowgate].
+    #[arg(long, global = true, env = "FLOWGATE_PROJECT")]
+    pub project: Option<String>,
+
+    /// Settings file: the deployment's flowgate.toml [default: ./flowgate.toml when it
+    /// exists; flags win over it]; for `flowgate proxy`, the proxy's own TOML file.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
 
     /// Log filter for stderr, e.g. `info`, `debug`, `flowgate=trace` (also RUST_LOG).
     #[arg(long, global = true, env = "FLOWGATE_LOG", default_value = "info")]
@@ -169,9 +175,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     With no --domain every Host goes to the backends; with domains, other hosts get 404.\n\
     SIGHUP reloads --config without closing connections; SIGTERM drains and exits.")]
 pub struct ProxyArgs {
-    /// Proxy configuration file (TOML); the flags below cannot be mixed with it.
-    #[arg(long, conflicts_with_all = ["listen", "backend", "domain", "tls", "tls_listen"])]
-    pub config: Option<PathBuf>,
     /// Address to accept clients on (repeatable), e.g. 0.0.0.0:80.
     #[arg(long)]
     pub listen: Vec<SocketAddr>,
@@ -353,7 +356,20 @@ pub struct LoadgenArgs {
 impl ProxyArgs {
     /// The proxy configuration these arguments describe: the file given with
     /// --config (with --state-dir and --admin still applying), or the quick flags.
-    pub fn to_config(&self) -> Result<ProxyConfig, ConfigError> {
+    pub fn to_config(&self, file: Option<&Path>) -> Result<ProxyConfig, ConfigError> {
+        if file.is_some() {
+            let mixed = [
+                (!self.listen.is_empty(), "--listen"),
+                (!self.backend.is_empty(), "--backend"),
+                (!self.domain.is_empty(), "--domain"),
+                (self.tls.is_some(), "--tls"),
+                (!self.tls_listen.is_empty(), "--tls-listen"),
+            ];
+            if let Some((_, flag)) = mixed.iter().find(|(given, _)| *given) {
+                return Err(ConfigError::new(format!("{flag} cannot be used with --config"))
+                    .with_hint("put it in the file, or leave out --config"));
+            }
+        }
         let admin = match self.admin.as_deref() {
             None => None,
             Some("off") | Some("") => Some(None),
@@ -362,7 +378,7 @@ impl ProxyArgs {
                     .with_hint("write it like 127.0.0.1:9901, or off")
             })?)),
         };
-        let mut config = match &self.config {
+        let mut config = match file {
             Some(path) => proxy::load(path)?,
             None => self.quick_config()?,
         };

@@ -10,6 +10,7 @@ pub mod config;
 pub mod deploy;
 pub mod fsutil;
 pub mod histogram;
+pub mod monitor;
 pub mod proxy;
 pub mod serve;
 pub mod sim;

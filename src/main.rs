@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flowgate::cli::{CertCommand, Cli, Command, SimCommand};
+use flowgate::config::deployment::{self, DEFAULT_FILE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,15 +25,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let project = cli.project.clone();
     let result = runtime.block_on(async move {
+        // Commands that run a deployment read flowgate.toml; `proxy` reads its own file.
+        let deployment_command = !matches!(
+            cli.command,
+            Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_)
+        );
+        let file = if deployment_command {
+            let path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
+            deployment::load(&path, cli.config.is_some())?
+        } else {
+            None
+        };
+        let project = cli
+            .project
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.project.clone()))
+            .unwrap_or_else(|| "flowgate".into());
+        deployment::check_project(&project).map_err(anyhow::Error::msg)?;
+        let file = file.as_ref();
         match cli.command {
-            Command::Up(args) => flowgate::deploy::command::up(&project, args).await,
-            Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances).await,
+            Command::Up(args) => flowgate::deploy::command::up(&project, args, file).await,
+            Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances, file).await,
             Command::Down(args) => flowgate::deploy::command::down(&project, args).await,
             Command::Status(args) => flowgate::deploy::command::status(&project, args).await,
             Command::Logs(args) => flowgate::deploy::command::logs(&project, args).await,
-            Command::Proxy(args) => flowgate::proxy::run::run(args.to_config()?).await,
+            Command::Proxy(args) => flowgate::proxy::run::run(args.to_config(cli.config.as_deref())?).await,
             Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
             Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,
             Command::Loadgen(args) => flowgate::sim::loadgen::run(args).await,

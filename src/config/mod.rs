@@ -4,6 +4,7 @@
 //! line and column, what was expected, and a hint, so a bad file starts
 //! nothing.
 
+pub mod deployment;
 pub mod duration;
 pub mod proxy;
 

@@ -2,20 +2,19 @@
 //! Each reads what exists from Docker labels, so they work from any shell,
 //! whether or not the dashboard ran.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bollard::Docker;
-use serde::Serialize;
 
 use super::engine::{self, Executor};
-use super::plan::{Desired, Found, Role, plan};
+use super::plan::{Desired, Role, plan};
 use super::settings::{self, Deployment, LABEL_SETTINGS};
 use crate::cli::{DownArgs, LogsArgs, StatusArgs, UpArgs};
+use crate::config::deployment::{CertMode, DeploymentFile, MAX_INSTANCES, Profile, check_domain};
 use crate::fsutil::write_atomic;
-use crate::proxy::client::AdminClient;
+use crate::monitor::{Feed, Snapshot, State, feeds};
 
 fn progress(line: &str) {
     eprintln!("{line}");
@@ -42,6 +41,7 @@ fn placeholder() -> Deployment {
         instances: 3,
         http_port: 80,
         https_port: 443,
+        tls: Default::default(),
     }
 }
 
@@ -86,90 +86,257 @@ fn project_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub async fn up(project: &str, args: UpArgs) -> anyhow::Result<()> {
-    if !args.demo && settings::find_license(Path::new(".")).is_none() {
-        bail!(
-            "the real profile needs a Hazelcast licence: set MC_LICENSE in the environment or in ./.env, or add --demo to run flowgate's simulators"
+/// What a run of `up` deploys, resolved from its flags, flowgate.toml, the
+/// running deployment and the defaults, in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub deployment: Deployment,
+    pub profile: Profile,
+    /// Tag of the Hazelcast images (real profile).
+    pub tag: String,
+    pub license: Option<String>,
+    pub no_pull: bool,
+}
+
+/// What runs now, as `up` needs it to resolve a target.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub settings: Option<Deployment>,
+    pub profile: Option<(Profile, Option<String>)>,
+    pub instances: u32,
+}
+
+impl Running {
+    pub async fn read(docker: &Docker, project: &str) -> anyhow::Result<Running> {
+        let settings = previous_settings(docker, project).await;
+        let instances = engine::found(docker, project)
+            .await?
+            .iter()
+            .filter(|f| f.role == Role::Flow)
+            .count() as u32;
+        let profile = if settings.is_some() {
+            let (demo, tag) = current_profile(docker, project).await;
+            Some((if demo { Profile::Demo } else { Profile::Real }, tag))
+        } else {
+            None
+        };
+        Ok(Running {
+            settings,
+            profile,
+            instances,
+        })
+    }
+}
+
+/// Flags win over flowgate.toml, which wins over what runs, which wins
+/// over the defaults. The instance count of a running deployment is kept
+/// unless a flag or the file sets one.
+pub fn resolve(
+    project: &str,
+    args: &UpArgs,
+    file: Option<&DeploymentFile>,
+    running: &Running,
+) -> anyhow::Result<Target> {
+    let empty = DeploymentFile::default();
+    let file = file.unwrap_or(&empty);
+    let previous = running.settings.as_ref();
+    let domain = args
+        .domain
+        .clone()
+        .or_else(|| file.domain.clone())
+        .or_else(|| previous.map(|p| p.domain.clone()))
+        .unwrap_or_else(|| "flow.localhost".into());
+    check_domain(&domain).map_err(anyhow::Error::msg)?;
+    let mc_domain = if args.domain.is_some() {
+        format!("mc.{domain}")
+    } else {
+        file.mc_domain
+            .clone()
+            .or_else(|| file.domain.as_ref().map(|d| format!("mc.{d}")))
+            .or_else(|| previous.map(|p| p.mc_domain.clone()))
+            .unwrap_or_else(|| format!("mc.{domain}"))
+    };
+    let instances = args
+        .instances
+        .or(file.instances)
+        .or_else(|| previous.map(|_| running.instances))
+        .unwrap_or(3);
+    if instances > MAX_INSTANCES {
+        bail!("{instances} instances is more than flowgate runs ({MAX_INSTANCES})");
+    }
+    let profile = if args.demo {
+        Profile::Demo
+    } else {
+        file.profile
+            .or_else(|| running.profile.as_ref().map(|p| p.0))
+            .unwrap_or(Profile::Real)
+    };
+    let tag = args
+        .tag
+        .clone()
+        .or_else(|| file.tag.clone())
+        .or_else(|| running.profile.as_ref().and_then(|p| p.1.clone()))
+        .unwrap_or_else(|| "latest".into());
+    let tls = file
+        .tls
+        .clone()
+        .or_else(|| previous.map(|p| p.tls.clone()))
+        .unwrap_or_default();
+    if matches!(tls.mode, CertMode::Files) {
+        for path in [&tls.cert, &tls.key].into_iter().flatten() {
+            if !path.is_absolute() {
+                bail!(
+                    "the certificate file {} must be an absolute path (Docker mounts it)",
+                    path.display()
+                );
+            }
+        }
+    }
+    let http_port = args
+        .http_port
+        .or(file.http_port)
+        .or_else(|| previous.map(|p| p.http_port))
+        .unwrap_or(80);
+    let https_port = args
+        .https_port
+        .or(file.https_port)
+        .or_else(|| previous.map(|p| p.https_port))
+        .unwrap_or(443);
+    if http_port == https_port {
+        bail!("the HTTP and HTTPS ports are both {http_port}; give them different ports");
+    }
+    Ok(Target {
+        deployment: Deployment {
+            project: project.into(),
+            domain,
+            mc_domain,
+            instances,
+            http_port,
+            https_port,
+            tls,
+        },
+        profile,
+        tag,
+        license: file
+            .mc_license
+            .clone()
+            .or_else(|| settings::find_license(Path::new("."))),
+        no_pull: args.no_pull,
+    })
+}
+
+/// Where a deployment answers, once `apply` is done.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub flow_url: String,
+    pub mc_url: String,
+    pub instances: u32,
+    /// The local CA clients trust (self-signed mode).
+    pub ca: Option<PathBuf>,
+}
+
+pub async fn up(project: &str, args: UpArgs, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
+    let docker = super::connect().await?;
+    let running = Running::read(&docker, project).await?;
+    let target = resolve(project, &args, file, &running)?;
+    let applied = apply(&docker, &target, &mut |line| progress(line)).await?;
+    print_applied(&applied);
+    Ok(())
+}
+
+fn print_applied(applied: &Applied) {
+    println!("Flow: {}/", applied.flow_url);
+    println!("Management Center: {}/", applied.mc_url);
+    match &applied.ca {
+        Some(ca) => println!("{} instances; clients trust {}", applied.instances, ca.display()),
+        None => println!("{} instances", applied.instances),
+    }
+}
+
+pub async fn scale(project: &str, instances: u32, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
+    let docker = super::connect().await?;
+    scale_with(&docker, project, instances, &mut |line| progress(line)).await?;
+    if let Some(wanted) = file.and_then(|f| f.instances).filter(|n| *n != instances) {
+        eprintln!(
+            "note: flowgate.toml says instances = {wanted}; `flowgate up` will go back to {wanted} unless you edit it"
         );
     }
-    let docker = super::connect().await?;
-    let flows = engine::found(&docker, project)
-        .await?
-        .iter()
-        .filter(|f| f.role == Role::Flow)
-        .count() as u32;
-    apply(&docker, project, args, flows).await
+    Ok(())
 }
 
-pub async fn scale(project: &str, instances: u32) -> anyhow::Result<()> {
-    let docker = super::connect().await?;
-    if previous_settings(&docker, project).await.is_none() {
+/// Scales a running deployment, keeping every other setting it runs with.
+pub async fn scale_with(
+    docker: &Docker,
+    project: &str,
+    instances: u32,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Applied> {
+    let running = Running::read(docker, project).await?;
+    let Some(settings) = running.settings.clone() else {
         bail!("project {project} has no deployment to scale; create one with `flowgate up --demo --project {project}`");
+    };
+    if instances > MAX_INSTANCES {
+        bail!("{instances} instances is more than flowgate runs ({MAX_INSTANCES})");
     }
     if instances == 0 {
-        eprintln!("scaling to 0: Flow will be unreachable until you scale up again");
+        progress("scaling to 0: Flow will be unreachable until you scale up again");
     }
-    let (demo, tag) = current_profile(&docker, project).await;
-    let args = UpArgs {
-        instances: Some(instances),
-        demo,
-        domain: None,
-        http_port: None,
-        https_port: None,
-        tag,
-        no_pull: false,
+    let (profile, tag) = running.profile.clone().unwrap_or((Profile::Demo, None));
+    let target = Target {
+        deployment: Deployment { instances, ..settings },
+        profile,
+        tag: tag.unwrap_or_else(|| "latest".into()),
+        license: settings::find_license(Path::new(".")),
+        no_pull: true,
     };
-    apply(&docker, project, args, instances).await
+    apply(docker, &target, progress).await
 }
 
-async fn apply(docker: &Docker, project: &str, args: UpArgs, found_instances: u32) -> anyhow::Result<()> {
-    let previous = previous_settings(docker, project).await;
-    let base = previous.clone().unwrap_or_else(placeholder);
-    let domain = args.domain.clone().unwrap_or(base.domain.clone());
-    let dep = Deployment {
-        project: project.into(),
-        mc_domain: if args.domain.is_some() {
-            format!("mc.{domain}")
-        } else {
-            base.mc_domain.clone()
-        },
-        domain,
-        instances: args
-            .instances
-            .unwrap_or(if previous.is_some() { found_instances } else { 3 }),
-        http_port: args.http_port.unwrap_or(base.http_port),
-        https_port: args.https_port.unwrap_or(base.https_port),
-    };
+/// Brings the deployment to `target`: plans against what exists and runs
+/// the plan, reporting each step through `progress`.
+pub async fn apply(
+    docker: &Docker,
+    target: &Target,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Applied> {
+    let dep = &target.deployment;
+    let project = dep.project.as_str();
+    if target.profile == Profile::Real && target.license.is_none() {
+        bail!(
+            "the real profile needs a Hazelcast licence: set MC_LICENSE in the environment, in ./.env or as mc_license in flowgate.toml, or use the demo profile (--demo)"
+        );
+    }
     let dir = settings::project_dir(project);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let token = project_token(&dir)?;
-    write_atomic(&dir.join("proxy.toml"), settings::proxy_toml(&dep).as_bytes(), 0o644)?;
+    write_atomic(&dir.join("proxy.toml"), settings::proxy_toml(dep).as_bytes(), 0o644)?;
 
     let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
-    let image = super::image::ensure(docker, &binary, progress).await?;
+    let image = super::image::ensure(docker, &binary, &mut *progress).await?;
     let names = dep.names();
-    let (specs, volumes) = if args.demo {
-        (
-            settings::demo_specs(&dep, &image, &dir),
+    let (specs, volumes) = match target.profile {
+        Profile::Demo => (
+            settings::demo_specs(dep, &image, &dir),
             vec![names.certificates_volume()],
-        )
-    } else {
-        let real = settings::RealProfile {
-            tag: args.tag.clone().unwrap_or_else(|| "latest".into()),
-            license: settings::find_license(Path::new(".")).unwrap_or_default(),
-            db_password: project_secret(&dir, "db-password")?,
-        };
-        write_atomic(
-            &dir.join("hazelcast.yml"),
-            settings::hazelcast_yml(&dep).as_bytes(),
-            0o644,
-        )?;
-        let specs = settings::real_specs(&dep, &image, &real, &dir);
-        // Every image first: a missing one must stop the run before anything exists.
-        for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
-            super::image::ensure_pulled(docker, &spec.image, !args.no_pull, progress).await?;
+        ),
+        Profile::Real => {
+            let real = settings::RealProfile {
+                tag: target.tag.clone(),
+                license: target.license.clone().unwrap_or_default(),
+                db_password: project_secret(&dir, "db-password")?,
+            };
+            write_atomic(
+                &dir.join("hazelcast.yml"),
+                settings::hazelcast_yml(dep).as_bytes(),
+                0o644,
+            )?;
+            let specs = settings::real_specs(dep, &image, &real, &dir);
+            // Every image first: a missing one must stop the run before anything exists.
+            for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
+                super::image::ensure_pulled(docker, &spec.image, !target.no_pull, &mut *progress).await?;
+            }
+            (specs, vec![names.certificates_volume(), names.postgres_volume()])
         }
-        (specs, vec![names.certificates_volume(), names.postgres_volume()])
     };
     let desired = Desired {
         names: names.clone(),
@@ -184,22 +351,30 @@ async fn apply(docker: &Docker, project: &str, args: UpArgs, found_instances: u3
         &engine::existing_volumes(docker, &desired.volumes).await,
     );
     if actions.is_empty() {
-        eprintln!("project {project} is up to date ({} instances)", dep.instances);
+        progress(&format!(
+            "project {project} is up to date ({} instances)",
+            dep.instances
+        ));
     }
     let mut executor = Executor::new(docker, names, specs, token);
-    executor.run(&actions, &mut |line| progress(line)).await?;
+    executor.run(&actions, progress).await?;
 
     // Clients trust the proxy's local CA: keep a copy beside the token.
     let admin = executor.admin().await?;
     let (status, ca) = admin.get_text("/api/v1/certificates/ca").await?;
     let ca_path = dir.join("ca.pem");
-    if status == 200 {
+    let ca = if status == 200 {
         write_atomic(&ca_path, ca.as_bytes(), 0o644)?;
-    }
-    println!("Flow: {}/", dep.flow_origin());
-    println!("Management Center: {}/", dep.mc_origin());
-    println!("{} instances; clients trust {}", dep.instances, ca_path.display());
-    Ok(())
+        Some(ca_path)
+    } else {
+        None
+    };
+    Ok(Applied {
+        flow_url: dep.flow_origin(),
+        mc_url: dep.mc_origin(),
+        instances: dep.instances,
+        ca,
+    })
 }
 
 pub async fn down(project: &str, args: DownArgs) -> anyhow::Result<()> {
@@ -237,149 +412,123 @@ pub async fn down(project: &str, args: DownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-struct InstanceStatus {
-    name: String,
-    state: String,
-    health: String,
-    ws_active: Option<u64>,
-    heartbeats_per_s: Option<f64>,
-    last_heartbeat_ms_ago: Option<u64>,
-    rps: Option<f64>,
-    p99_ms: Option<f64>,
-    cpu_percent: Option<f64>,
-    memory_bytes: Option<u64>,
-    restarts: Option<i64>,
-}
-
-#[derive(Debug, Serialize)]
-struct Status {
-    project: String,
-    instances: Vec<InstanceStatus>,
-    proxy: serde_json::Value,
-    mc: serde_json::Value,
-    certificate: serde_json::Value,
+/// One picture of the deployment from the live feeds: waits (at most a
+/// few seconds) until Docker, two backend samples and each running
+/// container's stats have arrived.
+pub async fn snapshot(docker: &Docker, project: &str) -> anyhow::Result<Snapshot> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let feeds = feeds::start(docker.clone(), project, tx);
+    let mut state = State::new(project);
+    let mut containers_seen = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let feed = tokio::select! {
+            feed = rx.recv() => feed,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(feed) = feed else { break };
+        if let Feed::Containers(list) = &feed {
+            if list.is_empty() {
+                bail!("project {project} has no deployment; create one with `flowgate up --demo --project {project}`");
+            }
+            containers_seen = true;
+        }
+        state.apply(feed);
+        let snap = state.snapshot(crate::tls::now_unix());
+        let admin_known = state.samples >= 2 || matches!(state.admin, Some(Err(_)));
+        let stats_known = snap
+            .instances
+            .iter()
+            .all(|i| i.state != "running" || i.cpu_percent.is_some());
+        if containers_seen && admin_known && stats_known {
+            break;
+        }
+    }
+    if !containers_seen {
+        bail!("Docker did not list the containers of project {project} within 5 s");
+    }
+    if let Some(dep) = feeds.deployment.borrow().as_ref() {
+        state.flow_url = Some(dep.flow_origin());
+        state.mc_url = Some(dep.mc_origin());
+    }
+    Ok(state.snapshot(crate::tls::now_unix()))
 }
 
 pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
     let docker = super::connect().await?;
-    let found = engine::found(&docker, project).await?;
-    if found.is_empty() {
-        bail!("project {project} has no deployment; create one with `flowgate up --demo --project {project}`");
-    }
-    let names = Deployment {
-        project: project.into(),
-        ..placeholder()
-    }
-    .names();
-    let token = std::fs::read_to_string(settings::project_dir(project).join("admin-token")).unwrap_or_default();
-    let admin = engine::admin_address(&docker, &names)
-        .await
-        .ok()
-        .map(|a| AdminClient::new(a, &token));
-    // Two samples a second apart give the rates.
-    let first = backends(admin.as_ref()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let second = backends(admin.as_ref()).await;
-    let by_id = |v: &Option<serde_json::Value>| -> BTreeMap<String, serde_json::Value> {
-        v.as_ref()
-            .and_then(|l| l.as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|b| Some((b["id"].as_str()?.to_string(), b)))
-            .collect()
-    };
-    let (before, after) = (by_id(&first), by_id(&second));
-    let mut flows: Vec<&Found> = found.iter().filter(|f| f.role == Role::Flow).collect();
-    flows.sort_by_key(|f| f.index);
-    let usages = futures_util::future::join_all(flows.iter().map(|f| engine::usage(&docker, &f.name))).await;
-    let instances = flows
-        .iter()
-        .zip(usages)
-        .map(|(f, usage)| {
-            let now = after.get(&f.name);
-            let then = before.get(&f.name);
-            let delta = |field: &str| match (now, then) {
-                (Some(n), Some(t)) => Some(n[field].as_f64().unwrap_or(0.0) - t[field].as_f64().unwrap_or(0.0)),
-                _ => None,
-            };
-            let health = match (f.running, now.map(|b| b["state"].as_str().unwrap_or(""))) {
-                (false, _) => "unhealthy".to_string(),
-                (true, Some("healthy")) => "healthy".to_string(),
-                (true, Some("draining")) => "draining".to_string(),
-                (true, Some(_)) => "unhealthy".to_string(),
-                (true, None) => "starting".to_string(),
-            };
-            InstanceStatus {
-                name: f.name.clone(),
-                state: if f.running { "running".into() } else { "stopped".into() },
-                health,
-                ws_active: now.and_then(|b| b["ws_active"].as_u64()),
-                heartbeats_per_s: delta("heartbeats_total"),
-                last_heartbeat_ms_ago: now.and_then(|b| b["last_heartbeat_ms_ago"].as_u64()),
-                rps: delta("requests_total"),
-                p99_ms: now.and_then(|b| b["latency_p99_ms"].as_f64()),
-                cpu_percent: usage.cpu_percent.map(|c| (c * 10.0).round() / 10.0),
-                memory_bytes: usage.memory_bytes,
-                restarts: usage.restarts,
-            }
-        })
-        .collect();
-    let find = |role: Role| found.iter().find(|f| f.role == role);
-    let proxy = find(Role::Proxy).map_or(serde_json::Value::Null, |p| {
-        serde_json::json!({"name": p.name, "state": if p.running { "running" } else { "stopped" }, "admin": admin.is_some()})
-    });
-    let mc = find(Role::Mc).map_or(serde_json::Value::Null, |m| {
-        let backend = after.values().find(|b| b["service"] == "mc");
-        serde_json::json!({"name": m.name, "state": if m.running { "running" } else { "stopped" },
-                           "health": backend.map(|b| b["state"].clone())})
-    });
-    let certificate = match &admin {
-        Some(a) => a
-            .get("/api/v1/certificates")
-            .await
-            .ok()
-            .and_then(|c| c.get(0).cloned())
-            .unwrap_or(serde_json::Value::Null),
-        None => serde_json::Value::Null,
-    };
-    let status = Status {
-        project: project.into(),
-        instances,
-        proxy,
-        mc,
-        certificate,
-    };
+    let snap = snapshot(&docker, project).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", serde_json::to_string_pretty(&snap)?);
         return Ok(());
     }
-    println!("project {project}");
-    println!(
-        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8}",
-        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s", "CPU%", "MEMORY", "RESTARTS"
+    print!("{}", status_text(&snap));
+    Ok(())
+}
+
+/// `flowgate status` for people: where it answers, the certificate, the
+/// totals and one row per instance.
+pub fn status_text(snap: &Snapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "project {}", snap.project);
+    if let (Some(flow), Some(mc)) = (&snap.flow_url, &snap.mc_url) {
+        let _ = writeln!(out, "Flow {flow}/   Management Center {mc}/");
+    }
+    if let Some(c) = &snap.certificate {
+        let _ = write!(
+            out,
+            "certificate: {} by {}, {} days left",
+            c.domains.join(", "),
+            c.issuer,
+            c.days_left
+        );
+        if let Some(next) = &c.next_renewal {
+            let _ = write!(out, ", renews {next}");
+        }
+        if let Some(error) = &c.last_error {
+            let _ = write!(out, ", last error: {error}");
+        }
+        out.push('\n');
+    }
+    if let Some(p) = &snap.proxy {
+        if let Some(error) = &p.admin_error {
+            let _ = writeln!(
+                out,
+                "proxy {}: {} (admin API: {error})",
+                p.container.name, p.container.state
+            );
+        }
+    }
+    let t = &snap.totals;
+    let _ = writeln!(
+        out,
+        "{}/{} healthy, {} WebSocket sessions, {:.1} heartbeats/s, {:.1} requests/s, {:.1} errors/s",
+        t.healthy, t.instances, t.ws_active, t.heartbeats_per_s, t.rps, t.errors_per_s
     );
-    for i in &status.instances {
-        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        println!(
-            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8}",
+    let _ = writeln!(
+        out,
+        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
+        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s", "P99ms", "CPU%", "MEMORY", "RESTARTS"
+    );
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for i in &snap.instances {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
             i.name,
             i.state,
             i.health,
             i.ws_active.map_or("-".to_string(), |v| v.to_string()),
             num(i.heartbeats_per_s),
             num(i.rps),
+            num(i.p99_ms),
             num(i.cpu_percent),
             i.memory_bytes
                 .map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
             i.restarts.map_or("-".to_string(), |r| r.to_string()),
         );
     }
-    Ok(())
-}
-
-async fn backends(admin: Option<&AdminClient>) -> Option<serde_json::Value> {
-    admin?.get("/api/v1/backends").await.ok()
+    out
 }
 
 /// The container of `instance`: `flow-2` or `2`, `proxy`, `mc`, `postgres`,
@@ -438,7 +587,74 @@ pub async fn logs(project: &str, args: LogsArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::container_of;
+    use super::*;
+
+    fn args() -> UpArgs {
+        UpArgs {
+            instances: None,
+            demo: false,
+            domain: None,
+            http_port: None,
+            https_port: None,
+            tag: None,
+            no_pull: false,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_what_runs() {
+        let file = crate::config::deployment::parse(
+            "profile = \"demo\"\ndomain = \"flow.example.com\"\ninstances = 4\nhttp_port = 8080\n",
+            None,
+        )
+        .unwrap();
+        let running = Running {
+            settings: Some(Deployment {
+                project: "p".into(),
+                domain: "old.example.com".into(),
+                mc_domain: "mc.old.example.com".into(),
+                instances: 2,
+                http_port: 80,
+                https_port: 8443,
+                tls: Default::default(),
+            }),
+            profile: Some((Profile::Real, Some("6.0".into()))),
+            instances: 2,
+        };
+        let target = resolve("p", &args(), Some(&file), &running).unwrap();
+        let dep = &target.deployment;
+        assert_eq!(
+            (dep.domain.as_str(), dep.mc_domain.as_str()),
+            ("flow.example.com", "mc.flow.example.com")
+        );
+        assert_eq!((dep.instances, dep.http_port, dep.https_port), (4, 8080, 8443));
+        assert_eq!((target.profile, target.tag.as_str()), (Profile::Demo, "6.0"));
+
+        let mut flags = args();
+        flags.instances = Some(6);
+        flags.domain = Some("flow.other.org".into());
+        let target = resolve("p", &flags, Some(&file), &running).unwrap();
+        assert_eq!(target.deployment.instances, 6);
+        assert_eq!(target.deployment.mc_domain, "mc.flow.other.org");
+
+        // Without a file, a running deployment keeps its size and profile.
+        let target = resolve("p", &args(), None, &running).unwrap();
+        assert_eq!((target.deployment.instances, target.profile), (2, Profile::Real));
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let target = resolve("p", &args(), None, &Running::default()).unwrap();
+        assert_eq!(target.deployment.instances, 3);
+        assert_eq!((target.deployment.http_port, target.deployment.https_port), (80, 443));
+        assert_eq!(target.deployment.mc_domain, "mc.flow.localhost");
+        let mut same = args();
+        same.http_port = Some(443);
+        assert!(resolve("p", &same, None, &Running::default()).is_err());
+        let mut bad = args();
+        bad.domain = Some("https://flow".into());
+        assert!(resolve("p", &bad, None, &Running::default()).is_err());
+    }
 
     #[test]
     fn instance_names_accept_short_forms() {

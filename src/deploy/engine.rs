@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -92,7 +92,7 @@ impl<'a> Executor<'a> {
 
     /// Runs the actions in order, reporting each; on failure removes what
     /// this run created and returns the error.
-    pub async fn run(&mut self, actions: &[Action], progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+    pub async fn run(&mut self, actions: &[Action], progress: &mut (dyn FnMut(&str) + Send)) -> anyhow::Result<()> {
         for action in actions {
             progress(&format!("{action} ..."));
             let started = Instant::now();
@@ -106,7 +106,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    async fn roll_back(&mut self, progress: &mut dyn FnMut(&str)) {
+    async fn roll_back(&mut self, progress: &mut (dyn FnMut(&str) + Send)) {
         while let Some(object) = self.created.pop() {
             match object {
                 Created::Container(name) => {
@@ -217,6 +217,18 @@ impl<'a> Executor<'a> {
             env: Some(spec.env.clone()),
             labels: Some(labels),
             exposed_ports: Some(exposed),
+            healthcheck: spec.healthcheck.as_ref().map(|command| HealthConfig {
+                test: Some(
+                    std::iter::once("CMD".to_string())
+                        .chain(command.iter().cloned())
+                        .collect(),
+                ),
+                interval: Some(Duration::from_secs(1).as_nanos() as i64),
+                timeout: Some(Duration::from_secs(5).as_nanos() as i64),
+                retries: Some(5),
+                start_period: Some(Duration::from_secs(60).as_nanos() as i64),
+                ..Default::default()
+            }),
             host_config: Some(HostConfig {
                 binds: Some(spec.binds.clone()),
                 port_bindings: Some(port_bindings),
@@ -247,9 +259,34 @@ impl<'a> Executor<'a> {
                 self.wait_backend_healthy(&format!("{}:{}", spec.name, super::settings::MC_PORT))
                     .await?
             }
-            Role::Postgres => {}
+            Role::Postgres => self.wait_container_healthy(&spec.name, Duration::from_secs(90)).await?,
         }
         Ok(())
+    }
+
+    /// Waits until Docker's health check of `name` passes.
+    async fn wait_container_healthy(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let inspect = self.docker.inspect_container(name, None).await?;
+            let state = inspect.state.unwrap_or_default();
+            if state.running == Some(false) {
+                bail!(
+                    "{name} exited (code {}); see `flowgate logs {name}`",
+                    state.exit_code.unwrap_or(-1)
+                );
+            }
+            match state.health.and_then(|h| h.status) {
+                Some(HealthStatusEnum::HEALTHY) | None => return Ok(()),
+                _ if Instant::now() > deadline => {
+                    bail!(
+                        "{name} was not ready within {} s; see `flowgate logs {name}`",
+                        limit.as_secs()
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 
     /// The proxy's admin API, at the host port Docker chose for it.
@@ -401,48 +438,5 @@ fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> anyhow:
         )
     } else {
         anyhow::Error::from(error).context(format!("cannot start {}", spec.name))
-    }
-}
-
-/// A container's CPU use (percent of one core), memory and restart count.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
-    pub cpu_percent: Option<f64>,
-    pub memory_bytes: Option<u64>,
-    pub restarts: Option<i64>,
-}
-
-pub async fn usage(docker: &Docker, name: &str) -> Usage {
-    use futures_util::StreamExt;
-    let restarts = docker
-        .inspect_container(name, None)
-        .await
-        .ok()
-        .and_then(|i| i.restart_count);
-    let options = bollard::query_parameters::StatsOptionsBuilder::default()
-        .stream(false)
-        .build();
-    let Some(Ok(stats)) = docker.stats(name, Some(options)).next().await else {
-        return Usage {
-            restarts,
-            ..Usage::default()
-        };
-    };
-    let total = |s: &Option<bollard::models::ContainerCpuStats>| {
-        s.as_ref()
-            .and_then(|c| Some((c.cpu_usage.as_ref()?.total_usage?, c.system_cpu_usage?)))
-    };
-    let cpu_percent = match (total(&stats.cpu_stats), total(&stats.precpu_stats)) {
-        (Some((cpu, system)), Some((pre_cpu, pre_system))) if system > pre_system => {
-            let cores = stats.cpu_stats.as_ref().and_then(|c| c.online_cpus).unwrap_or(1) as f64;
-            Some((cpu.saturating_sub(pre_cpu)) as f64 / (system - pre_system) as f64 * cores * 100.0)
-        }
-        _ => None,
-    };
-    let memory_bytes = stats.memory_stats.as_ref().and_then(|m| m.usage);
-    Usage {
-        cpu_percent,
-        memory_bytes,
-        restarts,
     }
 }

@@ -14,7 +14,8 @@ pub const LABEL_INDEX: &str = "io.flowgate.index";
 /// A hash of the container's settings: when it differs, the container is replaced.
 pub const LABEL_CONFIG: &str = "io.flowgate.config";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Postgres,
     Proxy,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
+use crate::config::deployment::{CertMode, TlsFile};
 
 /// Where things live inside flowgate's image.
 pub const PROXY_CONFIG_IN_CONTAINER: &str = "/etc/flowgate/proxy.toml";
@@ -32,6 +33,9 @@ pub struct Deployment {
     /// Host ports the proxy publishes.
     pub http_port: u16,
     pub https_port: u16,
+    /// Where the certificate comes from.
+    #[serde(default)]
+    pub tls: TlsFile,
 }
 
 impl Deployment {
@@ -84,15 +88,17 @@ pub struct ContainerSpec {
     /// Extra labels (the project, role, index and config labels are added).
     #[serde(skip)]
     pub extra_labels: BTreeMap<String, String>,
+    /// A command Docker runs to tell when the container is ready
+    /// (`CMD` form); the executor waits for it before going on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Vec<String>>,
 }
 
 impl ContainerSpec {
     /// A hash of everything that shapes the container: when it changes, the
     /// container is replaced.
     pub fn config_hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
-        digest.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+        short_digest(&serde_json::to_vec(self).unwrap_or_default())
     }
 
     pub fn wanted(&self) -> Wanted {
@@ -107,6 +113,68 @@ impl ContainerSpec {
         let mut labels = names.labels(Some(self.role), self.index, Some(&self.config_hash()));
         labels.extend(self.extra_labels.clone());
         labels
+    }
+}
+
+/// 12 hex digits of SHA-256.
+fn short_digest(data: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where `--tls files` certificates appear in the proxy container. Their
+/// directories are mounted (not the files), so a renewal on the host that
+/// replaces the files is seen by the proxy.
+const CERT_DIR_IN_CONTAINER: &str = "/etc/flowgate/tls/cert";
+const KEY_DIR_IN_CONTAINER: &str = "/etc/flowgate/tls/key";
+
+fn certificate_binds(tls: &TlsFile) -> Vec<String> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Vec::new();
+    };
+    if tls.mode != CertMode::Files {
+        return Vec::new();
+    }
+    let dir = |p: &Path| p.parent().unwrap_or(Path::new("/")).display().to_string();
+    vec![
+        format!("{}:{CERT_DIR_IN_CONTAINER}:ro", dir(cert)),
+        format!("{}:{KEY_DIR_IN_CONTAINER}:ro", dir(key)),
+    ]
+}
+
+fn file_name(path: &Option<PathBuf>) -> String {
+    path.as_deref()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `[tls]` lines of proxy.toml after `mode` for each certificate source.
+fn tls_lines(dep: &Deployment) -> String {
+    let quoted = |v: &str| toml::Value::String(v.into()).to_string();
+    match dep.tls.mode {
+        CertMode::SelfSigned => "mode = \"self-signed\"\n".into(),
+        CertMode::AcmeStaging | CertMode::AcmeProduction => {
+            let directory = if dep.tls.mode == CertMode::AcmeStaging {
+                "staging"
+            } else {
+                "production"
+            };
+            let mut lines = format!("mode = \"acme\"\nacme_directory = \"{directory}\"\n");
+            if let Some(email) = &dep.tls.email {
+                lines.push_str(&format!("acme_email = {}\n", quoted(email)));
+            }
+            // HTTP-01 is answered on the plain listener, which Let's Encrypt
+            // reaches on port 80; TLS-ALPN-01 works when only 443 is public.
+            let challenge = if dep.http_port == 80 { "http-01" } else { "tls-alpn-01" };
+            lines.push_str(&format!("acme_challenge = \"{challenge}\"\n"));
+            lines
+        }
+        CertMode::Files => format!(
+            "mode = \"files\"\ncert = {}\nkey = {}\n",
+            quoted(&format!("{CERT_DIR_IN_CONTAINER}/{}", file_name(&dep.tls.cert))),
+            quoted(&format!("{KEY_DIR_IN_CONTAINER}/{}", file_name(&dep.tls.key))),
+        ),
     }
 }
 
@@ -130,7 +198,12 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
         index: None,
         image: image.into(),
         cmd: strings(&["proxy", "--config", PROXY_CONFIG_IN_CONTAINER]),
-        env: Vec::new(),
+        // The file is mounted, so its text is not in the spec: its digest is,
+        // and a changed proxy.toml replaces the proxy.
+        env: vec![format!(
+            "FLOWGATE_PROXY_TOML={}",
+            short_digest(proxy_toml(dep).as_bytes())
+        )],
         ports: vec![
             Published {
                 container: 80,
@@ -155,8 +228,12 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
                 project_dir.join("proxy.toml").display()
             ),
             format!("{}:{TOKEN_IN_CONTAINER}:ro", project_dir.join("admin-token").display()),
-        ],
+        ]
+        .into_iter()
+        .chain(certificate_binds(&dep.tls))
+        .collect(),
         extra_labels: BTreeMap::from([(LABEL_SETTINGS.to_string(), settings)]),
+        healthcheck: None,
     });
     for n in 1..=dep.instances {
         let name = names.container(Role::Flow, Some(n));
@@ -177,6 +254,7 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
             ports: Vec::new(),
             binds: Vec::new(),
             extra_labels: BTreeMap::new(),
+            healthcheck: None,
         });
     }
     specs.push(ContainerSpec {
@@ -194,6 +272,7 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
         ports: Vec::new(),
         binds: Vec::new(),
         extra_labels: BTreeMap::new(),
+        healthcheck: None,
     });
     specs
 }
@@ -228,8 +307,7 @@ state_dir = "{STATE_IN_CONTAINER}"
 
 [tls]
 listen = ["0.0.0.0:443"]
-mode = "self-signed"
-domains = ["{domain}", "{mc_domain}"]
+{tls}domains = ["{domain}", "{mc_domain}"]
 redirect_port = {https_port}
 
 [[route]]
@@ -257,6 +335,7 @@ path = "/health"
         mc_domain = dep.mc_domain,
         https_port = dep.https_port,
         mc = names.container(Role::Mc, None),
+        tls = tls_lines(dep),
     )
 }
 
@@ -272,6 +351,7 @@ mod tests {
             instances: 3,
             http_port: 8080,
             https_port: 8443,
+            tls: TlsFile::default(),
         }
     }
 
@@ -391,6 +471,9 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
         ports: Vec::new(),
         binds: vec![format!("{}:/var/lib/postgresql/data", names.postgres_volume())],
         extra_labels: BTreeMap::new(),
+        // Flow fails at start without its database: it starts only once
+        // PostgreSQL accepts connections.
+        healthcheck: Some(strings(&["pg_isready", "-U", "flow", "-d", "flow"])),
     });
     for n in 1..=dep.instances {
         specs.push(ContainerSpec {
@@ -410,6 +493,7 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
                 project_dir.join("hazelcast.yml").display()
             )],
             extra_labels: BTreeMap::new(),
+            healthcheck: None,
         });
     }
     let mut mc = mc_env(dep);
@@ -424,6 +508,7 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
         ports: Vec::new(),
         binds: Vec::new(),
         extra_labels: BTreeMap::new(),
+        healthcheck: None,
     });
     specs
 }
@@ -468,6 +553,7 @@ mod golden {
             instances: 3,
             http_port: 80,
             https_port: 443,
+            tls: TlsFile::default(),
         }
     }
 
@@ -495,6 +581,9 @@ mod golden {
             for b in &s.binds {
                 out.push_str(&format!("bind {}\n", b.replace("/tmp/project", "<project-dir>")));
             }
+            if let Some(check) = &s.healthcheck {
+                out.push_str(&format!("healthcheck {}\n", check.join(" ")));
+            }
             out.push('\n');
         }
         out
@@ -508,6 +597,53 @@ mod golden {
     #[test]
     fn proxy_toml() {
         check("proxy.toml", &super::proxy_toml(&deployment()));
+    }
+
+    #[test]
+    fn proxy_toml_for_acme_and_files() {
+        let mut acme = deployment();
+        acme.tls = TlsFile {
+            mode: CertMode::AcmeStaging,
+            email: Some("ops@example.com".into()),
+            ..TlsFile::default()
+        };
+        let mut files = deployment();
+        files.https_port = 8443;
+        files.http_port = 8080;
+        files.tls = TlsFile {
+            mode: CertMode::Files,
+            email: None,
+            cert: Some("/etc/letsencrypt/live/flow/fullchain.pem".into()),
+            key: Some("/etc/letsencrypt/live/flow/privkey.pem".into()),
+        };
+        let text = format!(
+            "{}\n# ---- files ----\n{}",
+            super::proxy_toml(&acme),
+            super::proxy_toml(&files)
+        );
+        check("proxy-acme-files.toml", &text);
+        for dep in [&acme, &files] {
+            crate::config::proxy::parse(&super::proxy_toml(dep), None).expect("a valid proxy.toml");
+        }
+        let proxy = demo_specs(&files, "flowgate:abc", Path::new("/tmp/project")).remove(0);
+        assert!(
+            proxy
+                .binds
+                .contains(&"/etc/letsencrypt/live/flow:/etc/flowgate/tls/cert:ro".to_string()),
+            "{:?}",
+            proxy.binds
+        );
+    }
+
+    #[test]
+    fn a_changed_proxy_toml_replaces_the_proxy() {
+        let mut other = deployment();
+        other.tls.mode = CertMode::AcmeProduction;
+        let hash = |d: &Deployment| demo_specs(d, "flowgate:abc", Path::new("/tmp/project"))[0].config_hash();
+        assert_ne!(hash(&deployment()), hash(&other));
+        let mut scaled = deployment();
+        scaled.instances = 7;
+        assert_eq!(hash(&deployment()), hash(&scaled));
     }
 
     #[test]

@@ -86,18 +86,19 @@ impl BackendView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct SessionView {
-    id: u64,
-    backend: String,
-    client: String,
-    age_ms: u64,
-    frames_in: u64,
-    frames_out: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    heartbeats: u64,
-    last_heartbeat_ms_ago: Option<u64>,
+/// One WebSocket session, as `/api/v1/sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: u64,
+    pub backend: String,
+    pub client: String,
+    pub age_ms: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub heartbeats: u64,
+    pub last_heartbeat_ms_ago: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,7 +192,13 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
             sessions.sort_by_key(|s| s.id);
             serve::json(StatusCode::OK, &sessions)
         }
-        (Method::GET, "/api/v1/events") => events(&proxy),
+        (Method::GET, "/api/v1/events") => {
+            // `?skip=heartbeat,websocket_opened` leaves out busy event types.
+            let skip: Vec<String> = serve::query_param(query.as_deref(), "skip")
+                .map(|list| list.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            events(&proxy, skip)
+        }
         (Method::GET, "/api/v1/certificates") => serve::json(StatusCode::OK, &certificates(&proxy)),
         (Method::GET, "/api/v1/certificates/ca") => {
             // The local CA clients must trust in self-signed mode.
@@ -325,7 +332,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// The live event stream as Server-Sent Events.
-fn events(proxy: &Proxy) -> Response<Body> {
+fn events(proxy: &Proxy, skip: Vec<String>) -> Response<Body> {
     let mut receiver = proxy.events.subscribe();
     let (sender, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
@@ -336,6 +343,7 @@ fn events(proxy: &Proxy) -> Response<Body> {
         loop {
             let message = tokio::select! {
                 event = receiver.recv() => match event {
+                    Ok(event) if skip.iter().any(|s| s == event.name()) => continue,
                     Ok(event) => format_event(&event),
                     Err(broadcast::error::RecvError::Lagged(n)) => format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"),
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -112,6 +112,55 @@ impl AdminClient {
     pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         self.call(Method::DELETE, path, None).await
     }
+
+    /// Follows the Server-Sent Events at `path`, handing each event's name
+    /// and JSON data to `on_event` until the stream ends or `on_event`
+    /// returns false.
+    pub async fn follow_events(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, serde_json::Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut request = Request::new(serve::empty());
+        *request.uri_mut() = format!("http://{}{path}", self.addr).parse()?;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {}", self.token).parse()?);
+        let response = self.client.request(request).await?;
+        if response.status() != 200 {
+            bail!("GET {path} answered {}", response.status());
+        }
+        let mut body = response.into_body();
+        let mut buffer = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            buffer.extend_from_slice(&data);
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                if let Some((name, data)) = parse_sse(&String::from_utf8_lossy(&block)) {
+                    if !on_event(&name, data) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One Server-Sent Events block: its `event:` name and `data:` as JSON.
+/// Comments (keep-alives) give None.
+fn parse_sse(block: &str) -> Option<(String, serde_json::Value)> {
+    let mut name = None;
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            name = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    Some((name?, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)))
 }
 
 /// The `error` field of an admin API answer, or the whole answer.
@@ -120,4 +169,15 @@ pub fn error_text(value: &serde_json::Value) -> String {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_sent_events_blocks() {
+        let (name, data) = super::parse_sse("event: backend_state\ndata: {\"backend\":\"a\"}\n\n").unwrap();
+        assert_eq!(name, "backend_state");
+        assert_eq!(data["backend"], "a");
+        assert!(super::parse_sse(": keep-alive\n\n").is_none());
+    }
 }

@@ -1,0 +1,426 @@
+//! `flowgate.toml`: the deployment an operator wants (domains, instances,
+//! profile, certificates, host ports) and the dashboard's key bindings.
+//! Every field is optional; command-line flags win over the file, and the
+//! file wins over the built-in defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{ConfigError, Source};
+
+/// The file `--config` names when it is not given.
+pub const DEFAULT_FILE: &str = "flowgate.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// flowgate's simulators: no registry, no licence.
+    #[default]
+    Demo,
+    /// hazelcast/hazelcast-flow, hazelcast/management-center-flow and postgres:15.
+    Real,
+}
+
+/// Where the proxy's certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertMode {
+    /// A local CA kept in the proxy's volume; clients trust its ca.pem.
+    #[default]
+    SelfSigned,
+    /// Let's Encrypt's staging CA (untrusted certificates, generous limits).
+    AcmeStaging,
+    /// Let's Encrypt.
+    AcmeProduction,
+    /// A certificate and key from files on this machine.
+    Files,
+}
+
+impl CertMode {
+    pub const ALL: [CertMode; 4] = [
+        CertMode::SelfSigned,
+        CertMode::AcmeStaging,
+        CertMode::AcmeProduction,
+        CertMode::Files,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertMode::SelfSigned => "self-signed",
+            CertMode::AcmeStaging => "acme-staging",
+            CertMode::AcmeProduction => "acme-production",
+            CertMode::Files => "files",
+        }
+    }
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsFile {
+    pub mode: CertMode,
+    pub email: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `flowgate.toml` once read and checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFile {
+    /// Where it was read from (relative paths in it are relative to its directory).
+    pub path: Option<PathBuf>,
+    pub project: Option<String>,
+    pub profile: Option<Profile>,
+    pub domain: Option<String>,
+    pub mc_domain: Option<String>,
+    pub instances: Option<u32>,
+    pub http_port: Option<u16>,
+    pub https_port: Option<u16>,
+    pub tag: Option<String>,
+    pub mc_license: Option<String>,
+    pub tls: Option<TlsFile>,
+    /// Dashboard action name -> key, e.g. `scale_up = "+"`.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// The dashboard's actions that can be bound to keys, with their defaults.
+pub const KEY_ACTIONS: &[(&str, &str, &str)] = &[
+    ("scale_up", "+", "add one Flow instance"),
+    ("scale_down", "-", "remove one Flow instance (drained first)"),
+    ("restart", "r", "restart the selected instance"),
+    ("drain", "d", "drain the selected instance (sessions get 1001)"),
+    ("logs", "l", "logs of the selected instance"),
+    ("certificate", "c", "certificate details"),
+    ("mc", "m", "Management Center and its CORS check"),
+    ("filter", "/", "filter instances by name"),
+    ("help", "?", "this help"),
+    ("quit", "q", "quit; the deployment keeps running"),
+    ("quit_down", "Q", "quit and take the deployment down"),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    mode: Option<CertMode>,
+    email: Option<Spanned<String>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    project: Option<Spanned<String>>,
+    profile: Option<Profile>,
+    domain: Option<Spanned<String>>,
+    mc_domain: Option<Spanned<String>>,
+    instances: Option<Spanned<u32>>,
+    http_port: Option<u16>,
+    https_port: Option<u16>,
+    tag: Option<String>,
+    mc_license: Option<String>,
+    tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    keys: BTreeMap<String, Spanned<String>>,
+}
+
+/// Reads `path`. A missing file is not an error when it is the default
+/// name (`required` false): there is simply no file.
+pub fn load(path: &Path, required: bool) -> Result<Option<DeploymentFile>, ConfigError> {
+    if !required && !path.exists() {
+        return Ok(None);
+    }
+    let text = super::read_file(path)?;
+    parse(&text, Some(path)).map(Some)
+}
+
+/// Parses and checks the text of a flowgate.toml.
+pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigError> {
+    let source = Source { file, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    if let Some(project) = &raw.project {
+        check_project(project.get_ref()).map_err(|m| source.error_at(project.span(), m))?;
+    }
+    for domain in [&raw.domain, &raw.mc_domain].into_iter().flatten() {
+        check_domain(domain.get_ref()).map_err(|m| source.error_at(domain.span(), m))?;
+    }
+    if let Some(n) = &raw.instances {
+        if *n.get_ref() > MAX_INSTANCES {
+            return Err(source
+                .error_at(
+                    n.span(),
+                    format!("instances = {} is more than {MAX_INSTANCES}", n.get_ref()),
+                )
+                .with_hint("one proxy in front of more Flow servers than this is not what flowgate is for"));
+        }
+    }
+    let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
+    let tls = match raw.tls {
+        None => None,
+        Some(spanned) => {
+            let span = spanned.span();
+            let t = spanned.into_inner();
+            let mode = t.mode.unwrap_or_default();
+            let email = t.email.map(|e| e.into_inner()).filter(|e| !e.is_empty());
+            if let (Some(email), true) = (&email, matches!(mode, CertMode::AcmeStaging | CertMode::AcmeProduction)) {
+                if !email.contains('@') {
+                    return Err(source
+                        .error_at(span.clone(), format!("email '{email}' is not an e-mail address"))
+                        .with_hint("the ACME account's contact, e.g. ops@example.com"));
+                }
+            }
+            if mode == CertMode::Files && (t.cert.is_none() || t.key.is_none()) {
+                return Err(source
+                    .error_at(span, "mode = \"files\" needs both cert and key")
+                    .with_hint("cert = \"fullchain.pem\" and key = \"privkey.pem\""));
+            }
+            Some(TlsFile {
+                mode,
+                email,
+                cert: t.cert.map(|p| base.join(p)),
+                key: t.key.map(|p| base.join(p)),
+            })
+        }
+    };
+    let mut keys = BTreeMap::new();
+    for (action, key) in raw.keys {
+        if !KEY_ACTIONS.iter().any(|(a, _, _)| *a == action) {
+            let known: Vec<&str> = KEY_ACTIONS.iter().map(|(a, _, _)| *a).collect();
+            return Err(source
+                .error_at(key.span(), format!("no dashboard action is called '{action}'"))
+                .with_hint(format!("the actions are {}", known.join(", "))));
+        }
+        if key.get_ref().chars().count() != 1 {
+            return Err(source
+                .error_at(key.span(), format!("'{}' is not one character", key.get_ref()))
+                .with_hint("bind actions to single characters, e.g. scale_up = \"a\""));
+        }
+        keys.insert(action, key.into_inner());
+    }
+    Ok(DeploymentFile {
+        path: file.map(Path::to_path_buf),
+        project: raw.project.map(Spanned::into_inner),
+        profile: raw.profile,
+        domain: raw.domain.map(Spanned::into_inner),
+        mc_domain: raw.mc_domain.map(Spanned::into_inner),
+        instances: raw.instances.map(Spanned::into_inner),
+        http_port: raw.http_port,
+        https_port: raw.https_port,
+        tag: raw.tag,
+        mc_license: raw.mc_license.filter(|l| !l.trim().is_empty()),
+        tls,
+        keys,
+    })
+}
+
+pub const MAX_INSTANCES: u32 = 100;
+
+/// A project name must make valid Docker object names.
+pub fn check_project(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "project '{name}' is not a valid name: use up to 40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// A public host name: letters, digits, '-' and dots, no scheme or port.
+pub fn check_domain(name: &str) -> Result<(), String> {
+    let labels_ok = name
+        .split('.')
+        .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if name.is_empty() || name.len() > 253 || !labels_ok || name.starts_with('-') {
+        return Err(format!(
+            "'{name}' is not a host name (write it like flow.example.com, without https:// or a port)"
+        ));
+    }
+    Ok(())
+}
+
+/// The commented file the setup wizard writes: every setting, with what it
+/// does, so it can be edited later.
+pub fn render(file: &DeploymentFile) -> String {
+    let mut out = String::from(
+        "# flowgate.toml: the deployment `flowgate`, `flowgate up` and the dashboard manage.\n\
+         # Command-line flags override these values. Edit, then run `flowgate up` to apply.\n\n",
+    );
+    let quoted = |v: &str| toml::Value::String(v.into()).to_string();
+    let mut line = |comment: &str, key: &str, value: Option<String>, example: &str| {
+        out.push_str(&format!("# {comment}\n"));
+        match value {
+            Some(v) => out.push_str(&format!("{key} = {v}\n\n")),
+            None => out.push_str(&format!("# {key} = {example}\n\n")),
+        }
+    };
+    line(
+        "Names and labels every Docker object (like --project).",
+        "project",
+        file.project.as_deref().map(quoted),
+        "\"flowgate\"",
+    );
+    line(
+        "demo: flowgate's simulators (no registry, no licence); real: the Hazelcast images.",
+        "profile",
+        file.profile
+            .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" })),
+        "\"demo\"",
+    );
+    line(
+        "The public host name of Flow; its certificate is issued for it.",
+        "domain",
+        file.domain.as_deref().map(quoted),
+        "\"flow.example.com\"",
+    );
+    line(
+        "The public host name of Management Center [default: mc.<domain>].",
+        "mc_domain",
+        file.mc_domain.as_deref().map(quoted),
+        "\"mc.flow.example.com\"",
+    );
+    line(
+        "How many Flow servers run behind the proxy.",
+        "instances",
+        file.instances.map(|n| n.to_string()),
+        "3",
+    );
+    line(
+        "Host ports the proxy publishes (ACME's HTTP-01 needs 80 reachable from the internet).",
+        "http_port",
+        file.http_port.map(|n| n.to_string()),
+        "80",
+    );
+    line("", "https_port", file.https_port.map(|n| n.to_string()), "443");
+    line(
+        "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
+        "tag",
+        file.tag.as_deref().map(quoted),
+        "\"latest\"",
+    );
+    line(
+        "Management Center's licence (real profile); MC_LICENSE in the environment or ./.env also works.",
+        "mc_license",
+        file.mc_license.as_deref().map(quoted),
+        "\"...\"",
+    );
+    let tls = file.tls.clone().unwrap_or_default();
+    out.push_str(
+        "[tls]\n# self-signed (a local CA; clients trust its ca.pem), acme-staging, acme-production (Let's Encrypt) or files.\n",
+    );
+    out.push_str(&format!("mode = {}\n", quoted(tls.mode.as_str())));
+    out.push_str("# Contact for the ACME account (expiry notices).\n");
+    match &tls.email {
+        Some(e) => out.push_str(&format!("email = {}\n", quoted(e))),
+        None => out.push_str("# email = \"ops@example.com\"\n"),
+    }
+    out.push_str("# With mode = \"files\": the chain (server certificate first) and its key.\n");
+    match (&tls.cert, &tls.key) {
+        (Some(c), Some(k)) => out.push_str(&format!(
+            "cert = {}\nkey = {}\n",
+            quoted(&c.display().to_string()),
+            quoted(&k.display().to_string())
+        )),
+        _ => out.push_str("# cert = \"fullchain.pem\"\n# key = \"privkey.pem\"\n"),
+    }
+    out.push_str("\n[keys]\n# The dashboard's keys; each action takes one character.\n");
+    for (action, default, what) in KEY_ACTIONS {
+        match file.keys.get(*action) {
+            Some(k) => out.push_str(&format!("{action} = {}  # {what}\n", quoted(k))),
+            None => out.push_str(&format!("# {action} = {}  # {what}\n", quoted(default))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_sets_nothing() {
+        let file = parse("", None).unwrap();
+        assert_eq!(file.domain, None);
+        assert!(file.keys.is_empty());
+    }
+
+    #[test]
+    fn the_rendered_file_reads_back_the_same() {
+        let file = DeploymentFile {
+            path: None,
+            project: Some("prod".into()),
+            profile: Some(Profile::Real),
+            domain: Some("flow.example.com".into()),
+            mc_domain: Some("mc.example.com".into()),
+            instances: Some(4),
+            http_port: Some(80),
+            https_port: Some(443),
+            tag: Some("6.0".into()),
+            mc_license: None,
+            tls: Some(TlsFile {
+                mode: CertMode::AcmeProduction,
+                email: Some("ops@example.com".into()),
+                cert: None,
+                key: None,
+            }),
+            keys: BTreeMap::from([("scale_up".to_string(), "a".to_string())]),
+        };
+        let text = render(&file);
+        assert_eq!(parse(&text, None).unwrap(), file);
+        // Unset values are shown commented out with an example.
+        assert!(text.contains("# mc_license = "), "{text}");
+        assert!(text.contains("# quit = \"q\""), "{text}");
+    }
+
+    #[test]
+    fn errors_point_at_the_value() {
+        let error = parse(
+            "domain = \"flow.example.com\"\ninstances = 500\n",
+            Some(Path::new("f.toml")),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string().split(':').take(3).collect::<Vec<_>>(),
+            ["f.toml", "2", "13"]
+        );
+        let error = parse("domain = \"https://x\"\n", None).unwrap_err();
+        assert!(error.message.contains("not a host name"), "{error}");
+        let error = parse("[keys]\nscale = \"+\"\n", None).unwrap_err();
+        assert!(error.to_string().contains("scale_up"), "{error}");
+        let error = parse("[tls]\nmode = \"files\"\ncert = \"a.pem\"\n", None).unwrap_err();
+        assert!(error.message.contains("needs both cert and key"), "{error}");
+        let error = parse("[tls]\nmode = \"acme\"\n", None).unwrap_err();
+        assert!(error.to_string().contains("acme-production"), "{error}");
+        let error = parse("domian = \"x\"\n", None).unwrap_err();
+        assert!(error.hint.is_some(), "{error}");
+    }
+
+    #[test]
+    fn relative_certificate_paths_are_relative_to_the_file() {
+        let file = parse(
+            "[tls]\nmode = \"files\"\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\n",
+            Some(Path::new("/etc/flowgate/flowgate.toml")),
+        )
+        .unwrap();
+        let tls = file.tls.unwrap();
+        assert_eq!(tls.cert.unwrap(), Path::new("/etc/flowgate/c.pem"));
+        assert_eq!(tls.key.unwrap(), Path::new("/abs/k.pem"));
+    }
+
+    #[test]
+    fn project_names_fit_docker() {
+        assert!(check_project("flow-prod_2").is_ok());
+        assert!(check_project("Flow").is_err());
+        assert!(check_project("-x").is_err());
+        assert!(check_project("").is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! The feeds: tasks that watch Docker and the proxy and send [`Feed`]
+//! messages down one channel. They never block the receiver; a slow
+//! receiver makes stats samples drop, never the dashboard wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, StatsOptionsBuilder};
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{Certificate, ContainerInfo, Feed};
+use crate::deploy::engine;
+use crate::deploy::plan::{Found, LABEL_PROJECT, Names};
+use crate::deploy::settings::{self, Deployment, LABEL_SETTINGS};
+use crate::proxy::admin::{BackendView, SessionView};
+use crate::proxy::client::AdminClient;
+
+/// Wall-clock milliseconds since the epoch: what every feed stamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The running feed tasks; dropping this stops them.
+pub struct Feeds {
+    tasks: Vec<JoinHandle<()>>,
+    sessions_of: watch::Sender<Option<String>>,
+    /// The deployment's settings, from the proxy's label, once known.
+    pub deployment: watch::Receiver<Option<Deployment>>,
+}
+
+impl Drop for Feeds {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Feeds {
+    /// Which instance's WebSocket sessions to fetch (None: no sessions).
+    pub fn watch_sessions(&self, instance: Option<String>) {
+        self.sessions_of.send_if_modified(|current| {
+            let changed = *current != instance;
+            *current = instance;
+            changed
+        });
+    }
+}
+
+/// Starts every feed of `project`.
+pub fn start(docker: Docker, project: &str, tx: mpsc::Sender<Feed>) -> Feeds {
+    let refresh = std::sync::Arc::new(Notify::new());
+    let (sessions_of, sessions_rx) = watch::channel(None);
+    let (deployment_tx, deployment) = watch::channel(None);
+    let tasks = vec![
+        tokio::spawn(containers(
+            docker.clone(),
+            project.to_string(),
+            tx.clone(),
+            refresh.clone(),
+            deployment_tx,
+        )),
+        tokio::spawn(docker_events(docker.clone(), project.to_string(), tx.clone(), refresh)),
+        tokio::spawn(admin_poll(docker.clone(), project.to_string(), tx.clone(), sessions_rx)),
+        tokio::spawn(proxy_events(docker, project.to_string(), tx)),
+    ];
+    Feeds {
+        tasks,
+        sessions_of,
+        deployment,
+    }
+}
+
+/// Lists the project's containers every few seconds (and at once after a
+/// Docker event), and keeps one stats stream per running container.
+async fn containers(
+    docker: Docker,
+    project: String,
+    tx: mpsc::Sender<Feed>,
+    refresh: std::sync::Arc<Notify>,
+    deployment: watch::Sender<Option<Deployment>>,
+) {
+    let mut stats: HashMap<String, JoinHandle<()>> = HashMap::new();
+    // Inspecting is what gives restarts and start times: done for new or
+    // changed containers only.
+    let mut known: BTreeMap<String, (String, ContainerInfo)> = BTreeMap::new();
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let mut forced = true;
+    loop {
+        if let Ok(list) = docker.list_containers(Some(options.clone())).await {
+            let mut infos = Vec::new();
+            for c in &list {
+                let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
+                let Some(name) = c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/'))
+                else {
+                    continue;
+                };
+                let Some(found) = Found::from_labels(name, &labels, false) else {
+                    continue;
+                };
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                let key = format!("{}/{state}", c.id.clone().unwrap_or_default());
+                let info = match known.get(name) {
+                    Some((k, info)) if *k == key && !forced => info.clone(),
+                    _ => {
+                        let inspect = docker.inspect_container(name, None).await.ok();
+                        if found.role == crate::deploy::plan::Role::Proxy {
+                            let settings = inspect
+                                .as_ref()
+                                .and_then(|i| i.config.as_ref()?.labels.as_ref()?.get(LABEL_SETTINGS).cloned())
+                                .and_then(|json| serde_json::from_str::<Deployment>(&json).ok());
+                            deployment.send_replace(settings);
+                        }
+                        let started_at = inspect
+                            .as_ref()
+                            .and_then(|i| i.state.as_ref()?.started_at.clone())
+                            .and_then(|t| parse_rfc3339(&t));
+                        let info = ContainerInfo {
+                            name: name.to_string(),
+                            role: found.role,
+                            index: found.index,
+                            state: state.clone(),
+                            started_at,
+                            restarts: inspect.and_then(|i| i.restart_count).unwrap_or(0),
+                        };
+                        known.insert(name.to_string(), (key, info.clone()));
+                        info
+                    }
+                };
+                if info.state == "running" && stats.get(name).is_none_or(|t| t.is_finished()) {
+                    stats.insert(
+                        name.to_string(),
+                        tokio::spawn(container_stats(docker.clone(), name.to_string(), tx.clone())),
+                    );
+                }
+                infos.push(info);
+            }
+            known.retain(|name, _| infos.iter().any(|i| &i.name == name));
+            stats.retain(|name, task| {
+                let keep = infos.iter().any(|i| &i.name == name && i.state == "running");
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            if tx.send(Feed::Containers(infos)).await.is_err() {
+                break;
+            }
+        }
+        forced = tokio::select! {
+            _ = refresh.notified() => true,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => false,
+        };
+    }
+    for task in stats.values() {
+        task.abort();
+    }
+}
+
+/// One container's resource use, about once a second.
+async fn container_stats(docker: Docker, name: String, tx: mpsc::Sender<Feed>) {
+    let options = StatsOptionsBuilder::default().stream(true).build();
+    let mut stream = docker.stats(&name, Some(options));
+    while let Some(Ok(stats)) = stream.next().await {
+        let total = |s: &Option<bollard::models::ContainerCpuStats>| {
+            s.as_ref()
+                .and_then(|c| Some((c.cpu_usage.as_ref()?.total_usage?, c.system_cpu_usage?)))
+        };
+        let cpu_percent = match (total(&stats.cpu_stats), total(&stats.precpu_stats)) {
+            (Some((cpu, system)), Some((pre_cpu, pre_system))) if system > pre_system => {
+                let cores = stats.cpu_stats.as_ref().and_then(|c| c.online_cpus).unwrap_or(1) as f64;
+                Some(cpu.saturating_sub(pre_cpu) as f64 / (system - pre_system) as f64 * cores * 100.0)
+            }
+            _ => None,
+        };
+        let (rx, tx_bytes) = stats
+            .networks
+            .as_ref()
+            .map(|n| {
+                n.values().fold((0, 0), |(r, t), s| {
+                    (r + s.rx_bytes.unwrap_or(0), t + s.tx_bytes.unwrap_or(0))
+                })
+            })
+            .unwrap_or((0, 0));
+        let feed = Feed::Stats {
+            container: name.clone(),
+            cpu_percent,
+            memory_bytes: stats.memory_stats.as_ref().and_then(|m| m.usage),
+            net_rx_bytes: rx,
+            net_tx_bytes: tx_bytes,
+        };
+        // A full channel drops this sample; the next one comes in a second.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(feed) {
+            return;
+        }
+    }
+}
+
+/// Docker's events about the project's containers.
+async fn docker_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>, refresh: std::sync::Arc<Notify>) {
+    let filters = HashMap::from([
+        ("label", vec![format!("{LABEL_PROJECT}={project}")]),
+        ("type", vec!["container".to_string()]),
+    ]);
+    loop {
+        let mut stream = docker.events(Some(EventsOptionsBuilder::default().filters(&filters).build()));
+        while let Some(Ok(event)) = stream.next().await {
+            let action = event.action.unwrap_or_default();
+            // Health checks run as exec every second: not news.
+            if action.starts_with("exec_") || action == "top" {
+                continue;
+            }
+            let container = event
+                .actor
+                .and_then(|a| a.attributes?.get("name").cloned())
+                .unwrap_or_default();
+            refresh.notify_one();
+            let feed = Feed::Docker {
+                at_ms: now_ms(),
+                container,
+                action,
+            };
+            if tx.send(feed).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The proxy's admin API of `project`: its published address and token.
+pub async fn admin_client(docker: &Docker, project: &str) -> anyhow::Result<AdminClient> {
+    let token = std::fs::read_to_string(settings::project_dir(project).join("admin-token")).map_err(|e| {
+        anyhow::anyhow!("the project's admin token cannot be read ({e}); was it made on this machine by this user?")
+    })?;
+    let names = Names {
+        project: project.into(),
+    };
+    let addr = engine::admin_address(docker, &names).await?;
+    Ok(AdminClient::new(addr, &token))
+}
+
+/// Samples the proxy's backends every second, the watched instance's
+/// sessions every two and the certificates every ten.
+async fn admin_poll(
+    docker: Docker,
+    project: String,
+    tx: mpsc::Sender<Feed>,
+    sessions_of: watch::Receiver<Option<String>>,
+) {
+    loop {
+        let admin = match admin_client(&docker, &project).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                if tx.send(Feed::ProxyDown(format!("{e:#}"))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for round in 0u64.. {
+            tick.tick().await;
+            let backends = match admin.get("/api/v1/backends").await {
+                Ok(value) => serde_json::from_value::<Vec<BackendView>>(value).unwrap_or_default(),
+                Err(e) => {
+                    if tx.send(Feed::ProxyDown(format!("{e:#}"))).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            };
+            let feed = Feed::Backends {
+                at_ms: now_ms(),
+                backends,
+            };
+            if tx.send(feed).await.is_err() {
+                return;
+            }
+            let watched = sessions_of.borrow().clone();
+            if let (Some(instance), true) = (watched, round % 2 == 0) {
+                if let Ok(value) = admin.get(&format!("/api/v1/sessions?backend={instance}")).await {
+                    let sessions = serde_json::from_value::<Vec<SessionView>>(value).unwrap_or_default();
+                    let _ = tx.send(Feed::Sessions(sessions)).await;
+                }
+            }
+            if round % 10 == 0 {
+                if let Ok(value) = admin.get("/api/v1/certificates").await {
+                    let certificates = serde_json::from_value::<Vec<Certificate>>(value).unwrap_or_default();
+                    let _ = tx.send(Feed::Certificates(certificates)).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The proxy's event stream, without the per-session and heartbeat events
+/// (those are counted by the backend samples).
+async fn proxy_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>) {
+    const PATH: &str = "/api/v1/events?skip=heartbeat,websocket_opened,websocket_closed";
+    loop {
+        if let Ok(admin) = admin_client(&docker, &project).await {
+            let _ = admin
+                .follow_events(PATH, |name, data| {
+                    let feed = Feed::Proxy {
+                        at_ms: now_ms(),
+                        name: name.to_string(),
+                        data,
+                    };
+                    !matches!(tx.try_send(feed), Err(mpsc::error::TrySendError::Closed(_)))
+                })
+                .await;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Seconds since the epoch of Docker's RFC 3339 times (`2026-11-26T01:02:03.456Z`).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let secs = t.unix_timestamp();
+    (secs > 0).then_some(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docker_times() {
+        assert_eq!(
+            super::parse_rfc3339("2026-11-25T22:36:49.123456789Z"),
+            Some(1_795_646_209)
+        );
+        assert_eq!(super::parse_rfc3339("0001-01-01T00:00:00Z"), None);
+    }
+}
