@@ -22,8 +22,9 @@ use crate::config::proxy::{
     long_about = "flowgate runs Hazelcast Flow on Docker behind its own WebSocket-aware load balancer: \
                   N Flow instances, Management Center with the right CORS setting, TLS with a certificate \
                   for your domain, forwarded headers and WebSocket heartbeats watched per instance.\n\n\
-                  Try it without a registry or licence: `flowgate up --demo --http-port 8080 --https-port 8443`, \
-                  then `flowgate status`, `flowgate scale 5` and `flowgate down`. The load balancer alone is \
+                  Try it without a registry or licence: `flowgate tui --demo --http-port 8080 --https-port 8443` \
+                  (the dashboard), or headless `flowgate up --demo ...`, then `flowgate status`, `flowgate scale 5` \
+                  and `flowgate down`. The load balancer alone is \
                   `flowgate proxy`; `flowgate loadgen` simulates Flow UI users."
 )]
 pub struct Cli {
@@ -41,12 +42,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "FLOWGATE_LOG", default_value = "info")]
     pub log: String,
 
+    /// Without a command: the dashboard (`flowgate tui`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The dashboard: live instances, sessions, heartbeats; one key scales.
+    /// With no deployment yet it asks for the settings and creates it.
+    Tui(TuiArgs),
     /// Create or reconcile the deployment on Docker, headless, with progress output.
     Up(UpArgs),
     /// Set the number of Flow instances (removed ones are drained first).
@@ -72,7 +77,7 @@ pub enum Command {
     Cert(CertCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 #[command(
     after_help = "Example:\n  flowgate up --demo --instances 3 --http-port 8080 --https-port 8443\n  \
     then https://flow.localhost:8443/ (trust the CA printed at the end)"
@@ -101,6 +106,17 @@ pub struct UpArgs {
     /// Use only images already on this machine (loaded with `docker load`); never pull.
     #[arg(long)]
     pub no_pull: bool,
+}
+
+#[derive(Debug, Args, Default)]
+#[command(
+    after_help = "Keys: + / - scale, digits then Enter set the count, r restart, d drain, l logs, \
+    c certificate, m MC/CORS, / filter, Tab panes, ? help, q quit (the deployment keeps running), \
+    Q take it down.\n\nExample:\n  flowgate tui --demo --http-port 8080 --https-port 8443"
+)]
+pub struct TuiArgs {
+    #[command(flatten)]
+    pub up: UpArgs,
 }
 
 #[derive(Debug, Args)]

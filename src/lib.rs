@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod serve;
 pub mod sim;
 pub mod tls;
+pub mod tui;
 pub mod websocket;

@@ -29,11 +29,11 @@ fn main() -> ExitCode {
         // Commands that run a deployment read flowgate.toml; `proxy` reads its own file.
         let deployment_command = !matches!(
             cli.command,
-            Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_)
+            Some(Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_))
         );
+        let config_path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
         let file = if deployment_command {
-            let path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
-            deployment::load(&path, cli.config.is_some())?
+            deployment::load(&config_path, cli.config.is_some())?
         } else {
             None
         };
@@ -43,8 +43,16 @@ fn main() -> ExitCode {
             .or_else(|| file.as_ref().and_then(|f| f.project.clone()))
             .unwrap_or_else(|| "flowgate".into());
         deployment::check_project(&project).map_err(anyhow::Error::msg)?;
+        let command = match cli.command {
+            Some(command) => command,
+            None => Command::Tui(Default::default()),
+        };
+        if let Command::Tui(args) = command {
+            return flowgate::tui::run(&project, args, file, config_path).await;
+        }
         let file = file.as_ref();
-        match cli.command {
+        match command {
+            Command::Tui(_) => unreachable!("handled above"),
             Command::Up(args) => flowgate::deploy::command::up(&project, args, file).await,
             Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances, file).await,
             Command::Down(args) => flowgate::deploy::command::down(&project, args).await,

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use bollard::Docker;
 
 use super::engine::{self, Executor};
-use super::plan::{Desired, Role, plan};
+use super::plan::{Action, Desired, Role, plan};
 use super::settings::{self, Deployment, LABEL_SETTINGS};
 use crate::cli::{DownArgs, LogsArgs, StatusArgs, UpArgs};
 use crate::config::deployment::{CertMode, DeploymentFile, MAX_INSTANCES, Profile, check_domain};
@@ -96,6 +96,9 @@ pub struct Target {
     pub tag: String,
     pub license: Option<String>,
     pub no_pull: bool,
+    /// Only add or remove Flow instances (`scale`): new ones use the image
+    /// the deployment runs, and changed settings are left for `up`.
+    pub scale_only: bool,
 }
 
 /// What runs now, as `up` needs it to resolve a target.
@@ -222,7 +225,18 @@ pub fn resolve(
             .clone()
             .or_else(|| settings::find_license(Path::new("."))),
         no_pull: args.no_pull,
+        scale_only: false,
     })
+}
+
+/// The image the running proxy was made from (flowgate's own image).
+async fn running_proxy_image(docker: &Docker, names: &super::plan::Names) -> Option<String> {
+    let inspect = docker
+        .inspect_container(&names.container(Role::Proxy, None), None)
+        .await
+        .ok()?;
+    let image = inspect.config?.image?;
+    docker.inspect_image(&image).await.ok().map(|_| image)
 }
 
 /// Where a deployment answers, once `apply` is done.
@@ -288,6 +302,7 @@ pub async fn scale_with(
         tag: tag.unwrap_or_else(|| "latest".into()),
         license: settings::find_license(Path::new(".")),
         no_pull: true,
+        scale_only: true,
     };
     apply(docker, &target, progress).await
 }
@@ -311,8 +326,18 @@ pub async fn apply(
     let token = project_token(&dir)?;
     write_atomic(&dir.join("proxy.toml"), settings::proxy_toml(dep).as_bytes(), 0o644)?;
 
-    let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
-    let image = super::image::ensure(docker, &binary, &mut *progress).await?;
+    let running_image = if target.scale_only {
+        running_proxy_image(docker, &dep.names()).await
+    } else {
+        None
+    };
+    let image = match running_image {
+        Some(image) => image,
+        None => {
+            let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
+            super::image::ensure(docker, &binary, &mut *progress).await?
+        }
+    };
     let names = dep.names();
     let (specs, volumes) = match target.profile {
         Profile::Demo => (
@@ -344,12 +369,21 @@ pub async fn apply(
         volumes,
     };
     let found = engine::found(docker, project).await?;
-    let actions = plan(
+    let mut actions = plan(
         &desired,
         &found,
         engine::network_exists(docker, &names.network()).await,
         &engine::existing_volumes(docker, &desired.volumes).await,
     );
+    if target.scale_only {
+        let changed = actions.iter().filter(|a| matches!(a, Action::Replace { .. })).count();
+        actions.retain(|a| !matches!(a, Action::Replace { .. }));
+        if changed > 0 {
+            progress(&format!(
+                "{changed} containers run older settings or another flowgate version; `flowgate up` rolls them out"
+            ));
+        }
+    }
     if actions.is_empty() {
         progress(&format!(
             "project {project} is up to date ({} instances)",
@@ -379,37 +413,84 @@ pub async fn apply(
 
 pub async fn down(project: &str, args: DownArgs) -> anyhow::Result<()> {
     let docker = super::connect().await?;
-    let found = engine::found(&docker, project).await?;
+    down_with(&docker, project, args.volumes, &mut |line| progress(line)).await
+}
+
+/// Removes the project's containers and network (and volumes and project
+/// dir with `volumes`), reporting each through `progress`.
+pub async fn down_with(
+    docker: &Docker,
+    project: &str,
+    volumes: bool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<()> {
+    let found = engine::found(docker, project).await?;
     for f in &found {
-        eprintln!("removing {}", f.name);
-        engine::remove_container(&docker, &f.name).await?;
+        progress(&format!("removing {}", f.name));
+        engine::remove_container(docker, &f.name).await?;
     }
-    let names = Deployment {
+    let names = super::plan::Names {
         project: project.into(),
-        ..placeholder()
-    }
-    .names();
+    };
     if docker.remove_network(&names.network()).await.is_ok() {
-        eprintln!("removed network {}", names.network());
+        progress(&format!("removed network {}", names.network()));
     }
-    if args.volumes {
+    if volumes {
         for volume in [names.certificates_volume(), names.postgres_volume()] {
             if docker
                 .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
                 .await
                 .is_ok()
             {
-                eprintln!("removed volume {volume}");
+                progress(&format!("removed volume {volume}"));
             }
         }
         let _ = std::fs::remove_dir_all(settings::project_dir(project));
     } else {
-        eprintln!("kept the certificate volume (remove it with --volumes)");
+        progress("kept the certificate volume (remove it with --volumes)");
     }
     if found.is_empty() {
-        eprintln!("project {project} had no containers");
+        progress(&format!("project {project} had no containers"));
     }
     Ok(())
+}
+
+/// An executor for single-instance work (restart, drain) on a running project.
+fn executor<'a>(docker: &'a Docker, project: &str) -> anyhow::Result<Executor<'a>> {
+    let dir = settings::project_dir(project);
+    let token = std::fs::read_to_string(dir.join("admin-token"))
+        .with_context(|| format!("cannot read the admin token in {}", dir.display()))?;
+    let names = super::plan::Names {
+        project: project.into(),
+    };
+    Ok(Executor::new(docker, names, Vec::new(), token.trim().to_string()))
+}
+
+/// Restarts one container; a Flow instance is registered with the proxy
+/// again (it may have been drained) and waited for until healthy.
+pub async fn restart(docker: &Docker, project: &str, name: &str) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+        .t(10)
+        .build();
+    docker
+        .restart_container(name, Some(options))
+        .await
+        .with_context(|| format!("cannot restart {name}"))?;
+    let is_flow = engine::found(docker, project)
+        .await?
+        .iter()
+        .any(|f| f.name == name && f.role == Role::Flow);
+    if is_flow {
+        executor(docker, project)?.register(name, None).await?;
+    }
+    Ok(())
+}
+
+/// Takes one Flow instance out of the proxy's rotation: in-flight requests
+/// finish, WebSocket sessions get 1001 after the drain window. The
+/// container keeps running; `restart` brings it back.
+pub async fn drain(docker: &Docker, project: &str, name: &str) -> anyhow::Result<()> {
+    executor(docker, project)?.drain(name).await
 }
 
 /// One picture of the deployment from the live feeds: waits (at most a

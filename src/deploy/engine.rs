@@ -313,7 +313,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Adds a Flow instance to the proxy and waits until it is healthy.
-    async fn register(&self, name: &str, _index: Option<u32>) -> anyhow::Result<()> {
+    pub async fn register(&self, name: &str, _index: Option<u32>) -> anyhow::Result<()> {
         let admin = self.admin().await?;
         let address = format!("{name}:{FLOW_PORT}");
         let (status, answer) = admin
@@ -351,7 +351,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Drains a Flow instance through the proxy and waits until it is gone.
-    async fn drain(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn drain(&self, name: &str) -> anyhow::Result<()> {
         let Ok(admin) = self.admin().await else {
             return Ok(()); // No proxy: nothing to drain from.
         };

@@ -107,7 +107,8 @@ pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String), DeployErr
 }
 
 /// Makes sure the image for `binary` exists, building it when not; returns
-/// its tag. `progress` receives the build's output lines.
+/// its tag. `progress` hears when a build starts and ends (Docker's own
+/// build output goes to the debug log).
 pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&str)) -> Result<String, DeployError> {
     let files = image_files(binary)?;
     let (context, tag) = build_context(&files)?;
@@ -119,6 +120,7 @@ pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&st
         binary.display(),
         files.len()
     ));
+    let started = std::time::Instant::now();
     let options = BuildImageOptionsBuilder::default()
         .t(&tag)
         .rm(true)
@@ -140,9 +142,10 @@ pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&st
             return Err(DeployError::Build { tag, reason: error });
         }
         if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
-            progress(line);
+            tracing::debug!("docker build: {line}");
         }
     }
+    progress(&format!("built {tag} in {:.1}s", started.elapsed().as_secs_f64()));
     docker.inspect_image(&tag).await.map_err(|e| DeployError::Build {
         tag: tag.clone(),
         reason: format!("the image is missing after the build: {e}"),

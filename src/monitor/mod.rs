@@ -5,6 +5,7 @@
 //! draws. Pure: time comes in with the messages.
 
 pub mod feeds;
+pub mod probe;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -475,7 +476,7 @@ fn describe_proxy_event(name: &str, data: &serde_json::Value) -> Option<(EventSo
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     pub fn backend(id: &str, requests: u64, heartbeats: u64, ws: u64, state: &str) -> BackendView {

@@ -8,7 +8,7 @@
 
 mod http;
 mod session;
-mod target;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

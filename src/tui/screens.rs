@@ -1,0 +1,310 @@
+//! Snapshots of every view, drawn with ratatui's TestBackend from fixed
+//! states. `cargo insta review` (or INSTA_UPDATE=always) accepts changes.
+
+use crossterm::event::KeyCode;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+
+use super::app::tests::{code, key};
+use super::app::{App, KeyMap, Msg};
+use super::view;
+use super::wizard::Wizard;
+use crate::config::deployment::TlsFile;
+use crate::deploy::plan::Role;
+use crate::deploy::settings::Deployment;
+use crate::monitor::tests::backend;
+use crate::monitor::{Certificate, ContainerInfo, Feed};
+use crate::proxy::admin::SessionView;
+
+/// 2026-11-26 10:00:00 UTC.
+const NOW_MS: u64 = 1_795_946_400_000;
+
+fn container(project: &str, role: Role, index: Option<u32>, state: &str, restarts: i64) -> ContainerInfo {
+    let name = match index {
+        Some(n) => format!("{project}-flow-{n}"),
+        None => format!("{project}-{}", role.as_str()),
+    };
+    ContainerInfo {
+        name,
+        role,
+        index,
+        state: state.into(),
+        started_at: Some((NOW_MS / 1000) as i64 - 3_725),
+        restarts,
+    }
+}
+
+fn deployment(project: &str) -> Deployment {
+    Deployment {
+        project: project.into(),
+        domain: "flow.example.com".into(),
+        mc_domain: "mc.flow.example.com".into(),
+        instances: 3,
+        http_port: 80,
+        https_port: 443,
+        tls: TlsFile::default(),
+    }
+}
+
+fn certificate(error: Option<&str>) -> Certificate {
+    Certificate {
+        domains: vec!["flow.example.com".into(), "mc.flow.example.com".into()],
+        issuer: "(STAGING) Let's Encrypt".into(),
+        not_after: "2027-02-20T09:00:00Z".into(),
+        days_left: 86,
+        next_renewal: Some("2027-01-21T09:00:00Z".into()),
+        last_error: error.map(str::to_string),
+    }
+}
+
+/// A deployment with `n` instances, two backend samples a second apart
+/// (for rates), sessions on the first and a few events.
+fn running(n: u32) -> App {
+    let mut app = App::new("prod", KeyMap::new(None).unwrap(), true);
+    app.now_ms = NOW_MS;
+    app.deployment = Some(deployment("prod"));
+    let mut containers = vec![
+        container("prod", Role::Proxy, None, "running", 0),
+        container("prod", Role::Mc, None, "running", 0),
+    ];
+    containers.extend((1..=n).map(|i| container("prod", Role::Flow, Some(i), "running", 0)));
+    app.update(Msg::Feed(Feed::Containers(containers)));
+    for (at, factor) in [(NOW_MS - 1_000, 0), (NOW_MS, 1)] {
+        let backends = (1..=n)
+            .map(|i| {
+                let mut b = backend(
+                    &format!("prod-flow-{i}"),
+                    1_000 + factor * (40 + u64::from(i)),
+                    500 + factor * (8 + u64::from(i % 3)),
+                    40 + u64::from(i),
+                    "healthy",
+                );
+                b.last_heartbeat_ms_ago = Some(300 + 40 * u64::from(i));
+                b
+            })
+            .collect();
+        app.update(Msg::Feed(Feed::Backends { at_ms: at, backends }));
+    }
+    for i in 1..=n {
+        app.update(Msg::Feed(Feed::Stats {
+            container: format!("prod-flow-{i}"),
+            cpu_percent: Some(3.0 + f64::from(i)),
+            memory_bytes: Some((180 + u64::from(i)) << 20),
+            net_rx_bytes: 1 << 20,
+            net_tx_bytes: 2 << 20,
+        }));
+    }
+    app.update(Msg::Feed(Feed::Certificates(vec![certificate(None)])));
+    app.update(Msg::Feed(Feed::Sessions(
+        (0..4)
+            .map(|s| SessionView {
+                id: s,
+                backend: "prod-flow-1".into(),
+                client: format!("203.0.113.{}:5{s}000", 10 + s),
+                age_ms: 60_000 * (s + 1),
+                frames_in: 24 * (s + 1),
+                frames_out: 24 * (s + 1),
+                bytes_in: 0,
+                bytes_out: 0,
+                heartbeats: 12,
+                last_heartbeat_ms_ago: Some([800, 4_200, 7_500, 12_000][s as usize]),
+            })
+            .collect(),
+    )));
+    for (offset, text) in [
+        (9_000, "prod-flow-3: start"),
+        (8_000, "prod-flow-3 added (prod-flow-3:9021)"),
+        (7_000, "prod-flow-3 is healthy: health check passed"),
+    ] {
+        let feed = if text.contains(':') && !text.contains("added") && !text.contains("healthy") {
+            Feed::Docker {
+                at_ms: NOW_MS - offset,
+                container: "prod-flow-3".into(),
+                action: "start".into(),
+            }
+        } else {
+            Feed::Note {
+                at_ms: NOW_MS - offset,
+                text: text.into(),
+                error: false,
+            }
+        };
+        app.update(Msg::Feed(feed));
+    }
+    app
+}
+
+fn draw(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| view::render(frame, app)).unwrap();
+    terminal
+}
+
+fn text(app: &App, width: u16, height: u16) -> String {
+    draw(app, width, height).backend().to_string()
+}
+
+#[test]
+fn dashboard_with_three_instances() {
+    insta::assert_snapshot!(text(&running(3), 120, 36));
+}
+
+#[test]
+fn dashboard_at_80x24_drops_the_least_important_columns() {
+    let screen = text(&running(3), 80, 24);
+    assert!(screen.contains("HEALTH") && screen.contains("LAST HB"), "{screen}");
+    assert!(!screen.contains("UPTIME") && !screen.contains("STATE"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn empty_project() {
+    let mut app = App::new("empty", KeyMap::new(None).unwrap(), true);
+    app.now_ms = NOW_MS;
+    insta::assert_snapshot!(text(&app, 100, 24));
+}
+
+#[test]
+fn unhealthy_draining_and_restarted_instances() {
+    let mut app = running(4);
+    let mut containers = app.state.containers.clone();
+    containers[3].state = "restarting".into();
+    containers[3].restarts = 2;
+    app.update(Msg::Feed(Feed::Containers(containers)));
+    let mut backends: Vec<_> = (1..=4)
+        .map(|i| backend(&format!("prod-flow-{i}"), 2_000, 900, 3, "healthy"))
+        .collect();
+    backends[1].state = "unhealthy".into();
+    backends[1].last_heartbeat_ms_ago = Some(14_000);
+    backends[2].state = "draining".into();
+    backends[2].last_heartbeat_ms_ago = Some(7_000);
+    app.update(Msg::Feed(Feed::Backends {
+        at_ms: NOW_MS + 1_000,
+        backends,
+    }));
+    app.update(Msg::Feed(Feed::Proxy {
+        at_ms: NOW_MS,
+        name: "backend_state".into(),
+        data: serde_json::json!({"backend": "prod-flow-2", "state": "unhealthy", "reason": "503 from /api/actuator/health"}),
+    }));
+    app.busy = Some("scaling to 5".into());
+    let terminal = draw(&app, 120, 30);
+    insta::assert_snapshot!(terminal.backend().to_string());
+    // Heartbeat ages are coloured against the 5 s interval.
+    let buffer = terminal.backend().buffer();
+    let colour_of = |needle: &str| {
+        let screen = terminal.backend().to_string();
+        let row = screen.lines().position(|l| l.contains(needle)).unwrap() as u16;
+        let line: String = (0..buffer.area.width)
+            .map(|x| buffer[(x, row)].symbol().to_string())
+            .collect();
+        let col = line
+            .find(" 14.0s")
+            .or_else(|| line.find(" 7.0s"))
+            .or_else(|| line.find(" 0.4s"))
+            .unwrap() as u16
+            + 1;
+        buffer[(col, row)].fg
+    };
+    assert_eq!(colour_of("prod-flow-2 "), Color::Red, "14 s is beyond 2x");
+    assert_eq!(colour_of("prod-flow-3 "), Color::Yellow, "7 s is within 2x");
+}
+
+#[test]
+fn certificate_failing() {
+    let mut app = running(2);
+    app.update(Msg::Feed(Feed::Certificates(vec![certificate(Some(
+        "order refused: DNS problem: NXDOMAIN looking up A for flow.example.com; trying again in 4m",
+    ))])));
+    insta::assert_snapshot!("certificate_failing_header", text(&app, 120, 30));
+    app.update(key('c'));
+    insta::assert_snapshot!("certificate_failing_popup", text(&app, 120, 30));
+}
+
+#[test]
+fn help_overlay_lists_every_key() {
+    let mut app = running(3);
+    app.update(key('?'));
+    let screen = text(&app, 100, 30);
+    for (_, default, _) in crate::config::deployment::KEY_ACTIONS {
+        assert!(
+            screen.contains(&format!("  {default} ")),
+            "{default} missing:\n{screen}"
+        );
+    }
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn confirm_filter_and_count_prompts() {
+    let mut app = running(3);
+    app.update(key('Q'));
+    insta::assert_snapshot!("confirm_down", text(&app, 100, 24));
+    app.update(key('n'));
+    app.update(key('/'));
+    app.update(key('2'));
+    insta::assert_snapshot!("filter", text(&app, 100, 24));
+    app.update(code(KeyCode::Enter));
+    app.update(code(KeyCode::Esc));
+    app.update(key('7'));
+    let screen = text(&app, 100, 24);
+    assert!(screen.contains("scale to: 7_"), "{screen}");
+}
+
+#[test]
+fn mc_panel_and_logs() {
+    let mut app = running(2);
+    app.update(key('m'));
+    app.update(Msg::Mc(Ok(crate::monitor::probe::Preflight {
+        status: 204,
+        allow_origin: Some("https://flow.example.com".into()),
+    })));
+    insta::assert_snapshot!("mc_ok", text(&app, 110, 30));
+    app.update(Msg::Mc(Ok(crate::monitor::probe::Preflight {
+        status: 204,
+        allow_origin: None,
+    })));
+    let screen = text(&app, 110, 30);
+    assert!(screen.contains("the Flow UI cannot reach MC"), "{screen}");
+    app.update(key('x'));
+    app.update(key('l'));
+    for n in 0..50 {
+        app.update(Msg::LogLine(format!("2026-11-26 10:00:{n:02} INFO request {n}")));
+    }
+    insta::assert_snapshot!("logs", text(&app, 100, 20));
+}
+
+#[test]
+fn no_color_draws_without_colours() {
+    let mut app = running(3);
+    app.color = false;
+    let terminal = draw(&app, 120, 30);
+    let buffer = terminal.backend().buffer();
+    assert!(
+        buffer
+            .content()
+            .iter()
+            .all(|c| c.fg == Color::Reset && c.bg == Color::Reset),
+        "a cell has a colour under NO_COLOR"
+    );
+}
+
+#[test]
+fn a_hundred_instances_scroll_with_the_selection() {
+    let mut app = running(100);
+    for _ in 0..60 {
+        app.update(key('j'));
+    }
+    let screen = text(&app, 120, 40);
+    assert!(screen.contains("prod-flow-61"), "{screen}");
+    assert!(!screen.contains("prod-flow-1 "), "{screen}");
+}
+
+#[test]
+fn setup_wizard() {
+    let mut terminal = Terminal::new(TestBackend::new(100, 24)).unwrap();
+    let wizard = Wizard::new("prod", false, true);
+    terminal.draw(|frame| wizard.render(frame)).unwrap();
+    insta::assert_snapshot!(terminal.backend().to_string());
+}

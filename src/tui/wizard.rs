@@ -1,0 +1,501 @@
+//! First run: a form for the deployment's settings. It checks each value as
+//! an operator would want (host names, ports, the licence for the real
+//! profile, an e-mail for ACME, readable certificate files) and gives back
+//! the flowgate.toml to write.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use crate::config::deployment::{CertMode, DeploymentFile, Profile, TlsFile, check_domain};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Domain,
+    McDomain,
+    Instances,
+    Profile,
+    Certificate,
+    Email,
+    CertFile,
+    KeyFile,
+    HttpPort,
+    HttpsPort,
+    Create,
+}
+
+const FIELDS: [Field; 11] = [
+    Field::Domain,
+    Field::McDomain,
+    Field::Instances,
+    Field::Profile,
+    Field::Certificate,
+    Field::Email,
+    Field::CertFile,
+    Field::KeyFile,
+    Field::HttpPort,
+    Field::HttpsPort,
+    Field::Create,
+];
+
+const PROFILES: [&str; 2] = ["demo", "real"];
+
+pub enum Outcome {
+    Continue,
+    Cancel,
+    Done(Box<DeploymentFile>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Wizard {
+    pub project: String,
+    pub domain: String,
+    pub mc_domain: String,
+    pub instances: String,
+    pub profile: usize,
+    pub certificate: usize,
+    pub email: String,
+    pub cert: String,
+    pub key: String,
+    pub http_port: String,
+    pub https_port: String,
+    pub focus: usize,
+    pub error: Option<(Field, String)>,
+    /// Whether MC_LICENSE was found (environment or ./.env).
+    pub license_found: bool,
+    pub color: bool,
+}
+
+impl Wizard {
+    pub fn new(project: &str, license_found: bool, color: bool) -> Wizard {
+        Wizard {
+            project: project.into(),
+            domain: "flow.localhost".into(),
+            mc_domain: String::new(),
+            instances: "3".into(),
+            profile: 0,
+            certificate: 0,
+            email: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            http_port: "8080".into(),
+            https_port: "8443".into(),
+            focus: 0,
+            error: None,
+            license_found,
+            color,
+        }
+    }
+
+    fn mode(&self) -> CertMode {
+        CertMode::ALL[self.certificate]
+    }
+
+    /// Whether a field applies to the choices made so far.
+    fn applies(&self, field: Field) -> bool {
+        match field {
+            Field::Email => matches!(self.mode(), CertMode::AcmeStaging | CertMode::AcmeProduction),
+            Field::CertFile | Field::KeyFile => self.mode() == CertMode::Files,
+            _ => true,
+        }
+    }
+
+    fn field(&self) -> Field {
+        FIELDS[self.focus]
+    }
+
+    fn text_mut(&mut self, field: Field) -> Option<&mut String> {
+        Some(match field {
+            Field::Domain => &mut self.domain,
+            Field::McDomain => &mut self.mc_domain,
+            Field::Instances => &mut self.instances,
+            Field::Email => &mut self.email,
+            Field::CertFile => &mut self.cert,
+            Field::KeyFile => &mut self.key,
+            Field::HttpPort => &mut self.http_port,
+            Field::HttpsPort => &mut self.https_port,
+            _ => return None,
+        })
+    }
+
+    fn step(&mut self, delta: isize) {
+        let n = FIELDS.len() as isize;
+        let mut i = self.focus as isize;
+        loop {
+            i = (i + delta).rem_euclid(n);
+            if self.applies(FIELDS[i as usize]) {
+                break;
+            }
+        }
+        self.focus = i as usize;
+    }
+
+    fn cycle(&mut self, delta: isize) {
+        match self.field() {
+            Field::Profile => {
+                self.profile = (self.profile as isize + delta).rem_euclid(PROFILES.len() as isize) as usize
+            }
+            Field::Certificate => {
+                self.certificate = (self.certificate as isize + delta).rem_euclid(CertMode::ALL.len() as isize) as usize
+            }
+            _ => {}
+        }
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) -> Outcome {
+        if key.kind != KeyEventKind::Press {
+            return Outcome::Continue;
+        }
+        if key.code == KeyCode::Esc || (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c'))
+        {
+            return Outcome::Cancel;
+        }
+        match key.code {
+            KeyCode::Tab | KeyCode::Down => self.step(1),
+            KeyCode::BackTab | KeyCode::Up => self.step(-1),
+            KeyCode::Left => self.cycle(-1),
+            KeyCode::Right | KeyCode::Char(' ') if matches!(self.field(), Field::Profile | Field::Certificate) => {
+                self.cycle(1)
+            }
+            KeyCode::Enter if self.field() == Field::Create => match self.validate() {
+                Ok(file) => return Outcome::Done(Box::new(file)),
+                Err((field, message)) => {
+                    self.focus = FIELDS.iter().position(|f| *f == field).unwrap_or(0);
+                    self.error = Some((field, message));
+                }
+            },
+            KeyCode::Enter => self.step(1),
+            KeyCode::Backspace => {
+                let field = self.field();
+                if let Some(text) = self.text_mut(field) {
+                    text.pop();
+                }
+            }
+            KeyCode::Char(c) => {
+                let field = self.field();
+                if let Some(text) = self.text_mut(field) {
+                    text.push(c);
+                }
+            }
+            _ => {}
+        }
+        Outcome::Continue
+    }
+
+    /// The settings, or the first field that is wrong and why.
+    pub fn validate(&self) -> Result<DeploymentFile, (Field, String)> {
+        let domain = self.domain.trim().to_string();
+        check_domain(&domain).map_err(|e| (Field::Domain, e))?;
+        let mc_domain = match self.mc_domain.trim() {
+            "" => format!("mc.{domain}"),
+            other => other.to_string(),
+        };
+        check_domain(&mc_domain).map_err(|e| (Field::McDomain, e))?;
+        if mc_domain == domain {
+            return Err((Field::McDomain, "MC needs a host name of its own".into()));
+        }
+        let instances: u32 = self
+            .instances
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=crate::config::deployment::MAX_INSTANCES).contains(n))
+            .ok_or((Field::Instances, "a number from 1 to 100".to_string()))?;
+        let profile = if self.profile == 1 {
+            Profile::Real
+        } else {
+            Profile::Demo
+        };
+        if profile == Profile::Real && !self.license_found {
+            return Err((
+                Field::Profile,
+                "the real profile needs MC_LICENSE (environment or ./.env); choose demo or set it and restart".into(),
+            ));
+        }
+        let port = |text: &str, field: Field| {
+            text.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or((field, "a port from 1 to 65535".to_string()))
+        };
+        let http_port = port(&self.http_port, Field::HttpPort)?;
+        let https_port = port(&self.https_port, Field::HttpsPort)?;
+        if http_port == https_port {
+            return Err((Field::HttpsPort, "HTTP and HTTPS need different ports".into()));
+        }
+        let mode = self.mode();
+        let email = self.email.trim().to_string();
+        if matches!(mode, CertMode::AcmeStaging | CertMode::AcmeProduction) {
+            if !email.contains('@') {
+                return Err((Field::Email, "Let's Encrypt needs a contact e-mail".into()));
+            }
+            if domain.ends_with(".localhost") || !domain.contains('.') {
+                return Err((
+                    Field::Domain,
+                    "Let's Encrypt only issues for public names; use self-signed for local names".into(),
+                ));
+            }
+        }
+        let (mut cert, mut key) = (None, None);
+        if mode == CertMode::Files {
+            for (text, field, slot) in [
+                (&self.cert, Field::CertFile, &mut cert),
+                (&self.key, Field::KeyFile, &mut key),
+            ] {
+                let path = PathBuf::from(text.trim());
+                let path = std::path::absolute(&path).unwrap_or(path);
+                if text.trim().is_empty() || std::fs::File::open(&path).is_err() {
+                    return Err((field, format!("cannot read '{}'", path.display())));
+                }
+                *slot = Some(path);
+            }
+        }
+        Ok(DeploymentFile {
+            path: None,
+            project: Some(self.project.clone()),
+            profile: Some(profile),
+            domain: Some(domain),
+            mc_domain: Some(mc_domain),
+            instances: Some(instances),
+            http_port: Some(http_port),
+            https_port: Some(https_port),
+            tag: None,
+            mc_license: None,
+            tls: Some(TlsFile {
+                mode,
+                email: (!email.is_empty()).then_some(email),
+                cert,
+                key,
+            }),
+            keys: Default::default(),
+        })
+    }
+
+    pub fn render(&self, frame: &mut Frame) {
+        let fg = |c: Color| {
+            if self.color {
+                Style::default().fg(c)
+            } else {
+                Style::default()
+            }
+        };
+        let area = frame.area();
+        let width = area.width.min(88);
+        let area = Rect {
+            x: area.x + (area.width - width) / 2,
+            width,
+            ..area
+        };
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .title(format!(" flowgate setup · project {} ", self.project))
+            .border_style(fg(Color::Cyan));
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let [intro, form, help] = Layout::vertical([
+            Constraint::Length(3),
+            Constraint::Length(FIELDS.len() as u16 + 1),
+            Constraint::Min(0),
+        ])
+        .areas(inner);
+        frame.render_widget(
+            Paragraph::new(
+                "No deployment yet. Choose its settings; they are saved to flowgate.toml (commented, \
+                 edit it later) and the deployment starts.",
+            )
+            .wrap(Wrap { trim: true }),
+            intro,
+        );
+        let mut lines = Vec::new();
+        for (i, field) in FIELDS.iter().enumerate() {
+            let focused = i == self.focus;
+            let applies = self.applies(*field);
+            let (label, value) = self.describe(*field);
+            let marker = if focused { "› " } else { "  " };
+            let label_style = if !applies {
+                fg(Color::DarkGray)
+            } else if focused {
+                Style::default().add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            let value_style = if focused {
+                if self.color {
+                    Style::default().bg(Color::DarkGray).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::default().add_modifier(Modifier::REVERSED)
+                }
+            } else if !applies {
+                fg(Color::DarkGray)
+            } else {
+                Style::default()
+            };
+            if *field == Field::Create {
+                lines.push(Line::from(""));
+                lines.push(Line::from(vec![
+                    Span::raw(marker),
+                    Span::styled("[ Create and start ]", value_style),
+                ]));
+                continue;
+            }
+            let mut spans = vec![
+                Span::raw(marker),
+                Span::styled(format!("{label:<22}"), label_style),
+                Span::styled(value, value_style),
+            ];
+            if let Some((bad, message)) = &self.error {
+                if bad == field {
+                    spans.push(Span::styled(format!("  ✗ {message}"), fg(Color::Red)));
+                }
+            }
+            lines.push(Line::from(spans));
+        }
+        frame.render_widget(Paragraph::new(lines), form);
+        let hint = match self.field() {
+            Field::Domain => "The host name browsers use for Flow; the certificate is issued for it.",
+            Field::McDomain => "Management Center's own host name [empty: mc.<Flow domain>].",
+            Field::Instances => "How many Flow servers run behind the proxy (+/- in the dashboard later).",
+            Field::Profile => "demo: flowgate's simulators, no registry or licence. real: the Hazelcast images.",
+            Field::Certificate => {
+                "self-signed: a local CA (trust its ca.pem). acme-*: Let's Encrypt for public names. files: your own."
+            }
+            Field::Email => "Let's Encrypt's contact for expiry notices.",
+            Field::CertFile => "PEM chain, server certificate first.",
+            Field::KeyFile => "PEM private key of that certificate.",
+            Field::HttpPort | Field::HttpsPort => "Host ports the proxy publishes (80/443 in production).",
+            Field::Create => "Writes flowgate.toml and starts the deployment.",
+        };
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(Span::styled(hint, fg(Color::Yellow))),
+                Line::from(""),
+                Line::from(Span::styled(
+                    "↑/↓ Tab move · ←/→ Space choose · type to edit · Enter next · Esc quit",
+                    fg(Color::DarkGray),
+                )),
+            ])
+            .wrap(Wrap { trim: true }),
+            help,
+        );
+    }
+
+    fn describe(&self, field: Field) -> (&'static str, String) {
+        let choice = |options: &[&str], chosen: usize| {
+            options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    if i == chosen {
+                        format!("[{o}]")
+                    } else {
+                        format!(" {o} ")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match field {
+            Field::Domain => ("Flow domain", self.domain.clone()),
+            Field::McDomain => (
+                "MC domain",
+                if self.mc_domain.is_empty() {
+                    format!("mc.{}", self.domain.trim())
+                } else {
+                    self.mc_domain.clone()
+                },
+            ),
+            Field::Instances => ("Flow instances", self.instances.clone()),
+            Field::Profile => ("Profile", choice(&PROFILES, self.profile)),
+            Field::Certificate => (
+                "Certificate",
+                choice(&CertMode::ALL.map(CertMode::as_str), self.certificate),
+            ),
+            Field::Email => ("ACME e-mail", self.email.clone()),
+            Field::CertFile => ("Certificate file", self.cert.clone()),
+            Field::KeyFile => ("Key file", self.key.clone()),
+            Field::HttpPort => ("HTTP port", self.http_port.clone()),
+            Field::HttpsPort => ("HTTPS port", self.https_port.clone()),
+            Field::Create => ("", String::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press(w: &mut Wizard, code: KeyCode) -> Outcome {
+        w.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn type_text(w: &mut Wizard, text: &str) {
+        for c in text.chars() {
+            press(w, KeyCode::Char(c));
+        }
+    }
+
+    #[test]
+    fn defaults_make_a_local_demo() {
+        let w = Wizard::new("demo", false, false);
+        let file = w.validate().unwrap();
+        assert_eq!(file.profile, Some(Profile::Demo));
+        assert_eq!(file.mc_domain.as_deref(), Some("mc.flow.localhost"));
+        assert_eq!((file.http_port, file.https_port), (Some(8080), Some(8443)));
+        // What it writes reads back the same.
+        let text = crate::config::deployment::render(&file);
+        assert_eq!(crate::config::deployment::parse(&text, None).unwrap(), file);
+    }
+
+    #[test]
+    fn fields_for_other_modes_are_skipped_and_bad_values_named() {
+        let mut w = Wizard::new("demo", false, false);
+        for _ in 0..4 {
+            press(&mut w, KeyCode::Tab);
+        }
+        assert_eq!(w.field(), Field::Certificate);
+        press(&mut w, KeyCode::Tab);
+        assert_eq!(
+            w.field(),
+            Field::HttpPort,
+            "e-mail and files do not apply to self-signed"
+        );
+        press(&mut w, KeyCode::Up);
+        press(&mut w, KeyCode::Right); // acme-staging
+        press(&mut w, KeyCode::Tab);
+        assert_eq!(w.field(), Field::Email);
+        // Straight to Create: the e-mail is missing, then the domain is local.
+        while w.field() != Field::Create {
+            press(&mut w, KeyCode::Tab);
+        }
+        assert!(matches!(press(&mut w, KeyCode::Enter), Outcome::Continue));
+        assert_eq!(w.error.as_ref().unwrap().0, Field::Email);
+        assert_eq!(w.field(), Field::Email, "focus goes to the wrong field");
+        type_text(&mut w, "ops@example.com");
+        while w.field() != Field::Create {
+            press(&mut w, KeyCode::Tab);
+        }
+        press(&mut w, KeyCode::Enter);
+        assert_eq!(w.error.as_ref().unwrap().0, Field::Domain);
+    }
+
+    #[test]
+    fn real_needs_a_licence() {
+        let mut w = Wizard::new("demo", false, false);
+        w.profile = 1;
+        assert_eq!(w.validate().unwrap_err().0, Field::Profile);
+        w.license_found = true;
+        assert!(w.validate().is_ok());
+    }
+
+    #[test]
+    fn escape_cancels() {
+        let mut w = Wizard::new("demo", false, false);
+        assert!(matches!(press(&mut w, KeyCode::Esc), Outcome::Cancel));
+    }
+}
