@@ -5,124 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::docker::*;
 use common::*;
-
-fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("Docker is required under CI, and `docker info` failed");
-    }
-    if !ok {
-        eprintln!("skipped: no Docker engine");
-    }
-    ok
-}
-
-/// A fixture and a project of the test's own, or None (after saying why)
-/// when there is no Docker engine outside CI.
-fn project_for(test: &str) -> Option<(Fixture, Project)> {
-    if !docker_available() {
-        return None;
-    }
-    let fx = Fixture::new(&format!("deploy-{test}"));
-    let project = Project::new(&fx, test);
-    Some((fx, project))
-}
-
-/// A project of its own, taken down (with its volumes) when dropped.
-struct Project {
-    name: String,
-    state: PathBuf,
-}
-
-impl Project {
-    fn new(fx: &Fixture, test: &str) -> Project {
-        Project {
-            name: format!("fgtest-{test}-{}", std::process::id()),
-            state: fx.dir.join("xdg"),
-        }
-    }
-
-    /// `flowgate ARGS --project NAME`, with the project's own state dir.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .args(["--project", &self.name])
-            .env("XDG_STATE_HOME", &self.state)
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null());
-        command
-    }
-
-    fn flowgate(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// `up --demo` with `instances` Flow instances on the given host ports.
-    fn up_demo(&self, instances: &str, http: &str, https: &str) -> Output {
-        self.flowgate(&[
-            "up",
-            "--demo",
-            "--instances",
-            instances,
-            "--http-port",
-            http,
-            "--https-port",
-            https,
-        ])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        succeeded(self.flowgate(args), &format!("flowgate {args:?}"))
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.state.join("flowgate/projects").join(&self.name).join("ca.pem")
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
-    }
-
-    fn labelled(&self, kind: &str) -> usize {
-        let out = Command::new("docker")
-            .args([
-                kind,
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=io.flowgate.project={}", self.name),
-            ])
-            .args(if kind == "container" { vec!["-a"] } else { vec![] })
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self.flowgate(&["down", "--volumes"]);
-    }
-}
-
-/// The standard output of a run that must have succeeded.
-fn succeeded(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn whoami_over_https(port: u16, ca: &Path) -> String {
     let out = run(Command::new("curl")

@@ -1,0 +1,121 @@
+//! Docker for the end-to-end tests: a project of the test's own, taken
+//! down with its volumes when dropped, and Docker required under CI.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::{BIN, Fixture};
+
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("Docker is required under CI, and `docker info` failed");
+    }
+    if !ok {
+        eprintln!("skipped: no Docker engine");
+    }
+    ok
+}
+
+/// A fixture and a project of the test's own, or None (after saying why)
+/// when there is no Docker engine outside CI.
+pub fn project_for(test: &str) -> Option<(Fixture, Project)> {
+    if !docker_available() {
+        return None;
+    }
+    let fx = Fixture::new(&format!("deploy-{test}"));
+    let project = Project::new(&fx, test);
+    Some((fx, project))
+}
+
+/// A project of its own, taken down (with its volumes) when dropped.
+pub struct Project {
+    pub name: String,
+    pub state: PathBuf,
+}
+
+impl Project {
+    pub fn new(fx: &Fixture, test: &str) -> Project {
+        Project {
+            name: format!("fgtest-{test}-{}", std::process::id()),
+            state: fx.dir.join("xdg"),
+        }
+    }
+
+    /// `flowgate ARGS --project NAME`, with the project's own state dir.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .args(["--project", &self.name])
+            .env("XDG_STATE_HOME", &self.state)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    pub fn flowgate(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `up --demo` with `instances` Flow instances on the given host ports.
+    pub fn up_demo(&self, instances: &str, http: &str, https: &str) -> Output {
+        self.flowgate(&[
+            "up",
+            "--demo",
+            "--instances",
+            instances,
+            "--http-port",
+            http,
+            "--https-port",
+            https,
+        ])
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        succeeded(self.flowgate(args), &format!("flowgate {args:?}"))
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.state.join("flowgate/projects").join(&self.name).join("ca.pem")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn labelled(&self, kind: &str) -> usize {
+        let out = Command::new("docker")
+            .args([
+                kind,
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=io.flowgate.project={}", self.name),
+            ])
+            .args(if kind == "container" { vec!["-a"] } else { vec![] })
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.flowgate(&["down", "--volumes"]);
+    }
+}
+
+/// The standard output of a run that must have succeeded.
+pub fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+

@@ -1,0 +1,134 @@
+//! The dashboard end to end: `flowgate tui --demo` in tmux on the real
+//! Docker engine. It shows the instances, `+` adds a healthy one on screen
+//! and in Docker, `q` leaves with the containers still running. The project
+//! is taken down when the test ends, passed or failed.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::docker::*;
+use common::*;
+
+/// A tmux server and session of the test's own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("fgtest-{}", std::process::id()),
+        };
+        let status = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "tui", "-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(command)
+            .status()
+            .expect("tmux is needed (tests/run installs it)");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    fn screen(&self) -> String {
+        let out = self.command().args(["capture-pane", "-p", "-t", "tui"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let status = self.command().args(["send-keys", "-t", "tui", keys]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the screen satisfies `check`; panics with the screen after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("waited {limit:?} for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").status();
+    }
+}
+
+fn running_containers(project: &str) -> Vec<String> {
+    let out = run(Command::new("docker").args([
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=io.flowgate.project={project}"),
+    ]));
+    let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn tui_demo_shows_instances_scales_with_plus_and_quits_leaving_them_running() {
+    let Some((_fx, project)) = project_for("tui") else {
+        return;
+    };
+    let (http, https) = (free_port(), free_port());
+    let command = format!(
+        "env XDG_STATE_HOME={state} NO_COLOR=1 {BIN} tui --demo --project {name} --instances 2 \
+         --http-port {http} --https-port {https}; echo EXITED $?; sleep 600",
+        state = project.state.display(),
+        name = project.name,
+    );
+    let tmux = Tmux::start(&command, 120, 36);
+
+    // The dashboard creates the deployment and shows both instances healthy.
+    let screen = tmux.wait_for("2 healthy instances", Duration::from_secs(120), |s| {
+        s.contains("2/2 healthy") && s.contains(&format!("{}-flow-2", project.name))
+    });
+    assert!(screen.contains(&format!("https://flow.localhost:{https}/")), "{screen}");
+
+    // `+` adds a third, healthy on screen and running in Docker.
+    tmux.keys("+");
+    tmux.wait_for("3 healthy instances", Duration::from_secs(60), |s| {
+        s.contains("3/3 healthy") && s.contains(&format!("{}-flow-3", project.name))
+    });
+    let flow3 = format!("{}-flow-3", project.name);
+    assert!(running_containers(&project.name).contains(&flow3));
+
+    // The help overlay opens and closes.
+    tmux.keys("?");
+    tmux.wait_for("the help overlay", Duration::from_secs(5), |s| s.contains("quit and take the deployment down"));
+    tmux.keys("Escape");
+    tmux.wait_for("the help to close", Duration::from_secs(5), |s| !s.contains("quit and take the deployment down"));
+
+    // `q` quits; the deployment keeps running.
+    tmux.keys("q");
+    let screen = tmux.wait_for("flowgate to exit", Duration::from_secs(10), |s| s.contains("EXITED"));
+    assert!(screen.contains("EXITED 0"), "{screen}");
+    assert!(screen.contains("keeps running"), "{screen}");
+    let names = running_containers(&project.name);
+    assert_eq!(names.len(), 5, "proxy, MC and 3 instances: {names:?}");
+    let status = project.status();
+    let healthy = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["health"] == "healthy")
+        .count();
+    assert_eq!(healthy, 3, "{status}");
+}
