@@ -23,7 +23,16 @@ impl Tmux {
         };
         let status = tmux
             .command()
-            .args(["new-session", "-d", "-s", "tui", "-x", &width.to_string(), "-y", &height.to_string()])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "tui",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
             .arg(command)
             .status()
             .expect("tmux is needed (tests/run installs it)");
@@ -38,7 +47,11 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = self.command().args(["capture-pane", "-p", "-t", "tui"]).output().unwrap();
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "tui"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -112,9 +125,13 @@ fn tui_demo_shows_instances_scales_with_plus_and_quits_leaving_them_running() {
 
     // The help overlay opens and closes.
     tmux.keys("?");
-    tmux.wait_for("the help overlay", Duration::from_secs(5), |s| s.contains("quit and take the deployment down"));
+    tmux.wait_for("the help overlay", Duration::from_secs(5), |s| {
+        s.contains("quit and take the deployment down")
+    });
     tmux.keys("Escape");
-    tmux.wait_for("the help to close", Duration::from_secs(5), |s| !s.contains("quit and take the deployment down"));
+    tmux.wait_for("the help to close", Duration::from_secs(5), |s| {
+        !s.contains("quit and take the deployment down")
+    });
 
     // `q` quits; the deployment keeps running.
     tmux.keys("q");

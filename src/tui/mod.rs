@@ -4,8 +4,8 @@
 //! and input go down one channel into [`app::App::update`]; drawing is a
 //! pure function of the app ([`view::render`]). Keys become actions for a
 //! deployer task, so the screen never waits on Docker or the network. The
-//! screen is redrawn only on change: at once after a key, at most four times
-//! a second for feed updates.
+//! screen is redrawn only on change: within 100 ms of a key (at most 10
+//! frames a second), at most four times a second for feed updates.
 
 pub mod app;
 pub mod view;
@@ -173,8 +173,9 @@ async fn session(
     let mut logs_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
     let mut dirty = true;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After input the screen follows within a frame (at most 10 a second);
+    // live data alone redraws at most 4 times a second.
+    let mut urgent_pending = false;
     loop {
         let (msg, urgent) = tokio::select! {
             Some(msg) = rx.recv() => {
@@ -185,7 +186,7 @@ async fn session(
             Ok(()) = deployment_rx.changed() => {
                 (Some(Msg::Deployment(deployment_rx.borrow_and_update().clone())), false)
             }
-            _ = tick.tick() => (None, false),
+            _ = tokio::time::sleep_until(next_draw(last_draw, dirty, urgent_pending)) => (None, false),
         };
         if let Some(msg) = msg {
             dirty = true;
@@ -243,7 +244,9 @@ async fn session(
             }
             return Ok(quit);
         }
-        if dirty && (urgent || last_draw.elapsed() >= Duration::from_millis(250)) {
+        urgent_pending |= urgent;
+        let gap = if urgent_pending { MIN_FRAME } else { FEED_FRAME };
+        if dirty && last_draw.elapsed() >= gap {
             app.now_ms = now_ms();
             let size = terminal.size()?;
             let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
@@ -253,8 +256,25 @@ async fn session(
             terminal.draw(|frame| view::render(frame, &app))?;
             last_draw = Instant::now();
             dirty = false;
+            urgent_pending = false;
         }
     }
+}
+
+/// The shortest time between two frames (10 frames a second).
+const MIN_FRAME: Duration = Duration::from_millis(100);
+/// The shortest time between frames that only show new live data.
+const FEED_FRAME: Duration = Duration::from_millis(250);
+
+/// When the loop must wake up to draw what is pending (or in a second, to
+/// notice nothing).
+fn next_draw(last_draw: Instant, dirty: bool, urgent: bool) -> tokio::time::Instant {
+    let wait = match (dirty, urgent) {
+        (false, _) => Duration::from_secs(1),
+        (true, true) => MIN_FRAME,
+        (true, false) => FEED_FRAME,
+    };
+    tokio::time::Instant::from_std(last_draw + wait)
 }
 
 struct StopOnDrop(Arc<AtomicBool>);

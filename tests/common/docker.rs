@@ -118,4 +118,3 @@ pub fn succeeded(out: Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-
