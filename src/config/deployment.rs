@@ -257,7 +257,9 @@ pub fn render(file: &DeploymentFile) -> String {
     );
     let quoted = |v: &str| toml::Value::String(v.into()).to_string();
     let mut line = |comment: &str, key: &str, value: Option<String>, example: &str| {
-        out.push_str(&format!("# {comment}\n"));
+        if !comment.is_empty() {
+            out.push_str(&format!("# {comment}\n"));
+        }
         match value {
             Some(v) => out.push_str(&format!("{key} = {v}\n\n")),
             None => out.push_str(&format!("# {key} = {example}\n\n")),

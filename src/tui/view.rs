@@ -79,7 +79,7 @@ pub fn layout(area: Rect, instances: usize) -> Areas {
     // The table gets its rows (plus border and header) up to half the body.
     let table = (instances as u16 + 3).clamp(4, (body.height / 2).max(4));
     let [instances, bottom] = Layout::vertical([Constraint::Length(table), Constraint::Min(3)]).areas(body);
-    let split = if bottom.width >= 100 { 60 } else { 55 };
+    let split = if bottom.width >= 160 { 55 } else { 50 };
     let [detail, events] =
         Layout::horizontal([Constraint::Percentage(split), Constraint::Percentage(100 - split)]).areas(bottom);
     Areas {
@@ -362,10 +362,10 @@ fn render_instances(frame: &mut Frame, area: Rect, app: &App, visible: &[Instanc
         .title(title)
         .border_style(theme.border(app.pane == Pane::Instances));
     if visible.is_empty() {
-        let text = if app.filter.is_empty() {
-            "No Flow instances. Press + to add one."
-        } else {
-            "No instance matches the filter (Esc clears it)."
+        let text = match (&app.busy, app.filter.is_empty()) {
+            (Some(busy), _) => format!("{busy}... (progress in the events pane)"),
+            (None, true) => format!("No Flow instances. Press {} to add one.", app.keys.key("scale_up")),
+            (None, false) => "No instance matches the filter (Esc clears it).".to_string(),
         };
         frame.render_widget(Paragraph::new(text).block(block), area);
         return;

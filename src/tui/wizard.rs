@@ -300,7 +300,7 @@ impl Wizard {
         frame.render_widget(block, area);
         let [intro, form, help] = Layout::vertical([
             Constraint::Length(3),
-            Constraint::Length(FIELDS.len() as u16 + 1),
+            Constraint::Length(FIELDS.len() as u16 + 2),
             Constraint::Min(0),
         ])
         .areas(inner);
