@@ -18,7 +18,15 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // On one core (a container limited to it, or taskset), a single-threaded
+    // runtime does the same work without the work-stealing scheduler's cost.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let runtime = if one_core {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flowgate: cannot start the async runtime: {e}");
