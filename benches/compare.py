@@ -435,36 +435,14 @@ def main():
         targets = (args.only or "direct,flowgate,nginx,haproxy").split(",")
         for name in targets:
             print(f"-- {name}", file=sys.stderr, flush=True)
-            if name == "direct":
-                http, https, ws, pids = backend_http, backend_https, ws_backend, []
-                proc = None
-            else:
-                http, https = free_port(), free_port()
-                if name == "flowgate":
-                    path = flowgate_config(http, https, cert, key, backend_http, ws_backend, sessions * 2 + 100)
-                    proc = procs.start(name, [BIN, "proxy", "--config", path], PROXY_CORE,
-                                       env={"FLOWGATE_LOG": "warn"})
-                else:
-                    proc = start_target(name, procs, (http, https), (backend_http, ws_backend), cert, key,
-                                        sessions * 2 + 100)
-                wait_port(http)
-                wait_port(https)
-                time.sleep(0.5)
-                ws = http
-                pids = children(proc.pid)
-            r = {}
-            r["http"] = wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64)
-            r["h2_tls"] = h2load(f"https://127.0.0.1:{https}/", h2_requests, 16, 10)
-            r["tls_new"] = tls_connections(https, 500 if args.quick else 1000, tls_rounds)
-            up = wrk(f"http://127.0.0.1:{http}/upload", seconds["upload"], 8, upload)
-            up["mib_per_s"] = up["rps"]  # one MiB per request
-            r["upload"] = up
-            pids = children(proc.pid) if proc else [p.pid for p in procs.procs if "sim" in " ".join(p.args)]
-            r["ws"] = measure_ws(ws, sessions, seconds["ws"], pids)
-            results["targets"][name] = r
-            if proc:
-                procs.stop(proc)
-            print(f"   {summary_line(r)}", file=sys.stderr, flush=True)
+            try:
+                results["targets"][name] = measure_target(name, procs, args, sessions, seconds, h2_requests,
+                                                          tls_rounds, cert, key, upload,
+                                                          (backend_http, backend_https, ws_backend))
+                print(f"   {summary_line(results['targets'][name])}", file=sys.stderr, flush=True)
+            except Exception as e:  # one target failing must not lose the others
+                print(f"   {name} failed: {e}", file=sys.stderr, flush=True)
+                results["targets"][name] = {"error": str(e)}
     finally:
         procs.stop_all()
         shutil.rmtree(WORK, ignore_errors=True)
@@ -474,6 +452,43 @@ def main():
         json.dump(results, f, indent=2)
     print(table(results))
     print(f"\nfigures: {args.json}")
+
+
+def measure_target(name, procs, args, sessions, seconds, h2_requests, tls_rounds, cert, key, upload, backends):
+    """Every measure for one target (a proxy on core 0, or the backends directly)."""
+    backend_http, backend_https, ws_backend = backends
+    proc = None
+    try:
+        if name == "direct":
+            http, https, ws = backend_http, backend_https, ws_backend
+        else:
+            http, https = free_port(), free_port()
+            if name == "flowgate":
+                path = flowgate_config(http, https, cert, key, backend_http, ws_backend, sessions * 2 + 100)
+                proc = procs.start(name, [BIN, "proxy", "--config", path], PROXY_CORE, env={"FLOWGATE_LOG": "warn"})
+            else:
+                # nginx counts both sides of a proxied connection, HAProxy the client side.
+                limit = sessions * 2 + 100 if name == "nginx" else sessions + 100
+                proc = start_target(name, procs, (http, https), (backend_http, ws_backend), cert, key, limit)
+            wait_port(http)
+            wait_port(https)
+            time.sleep(0.5)
+            ws = http
+        r = {
+            "http": wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64),
+            "h2_tls": h2load(f"https://127.0.0.1:{https}/", h2_requests, 16, 10),
+            "tls_new": tls_connections(https, 500 if args.quick else 1000, tls_rounds),
+        }
+        up = wrk(f"http://127.0.0.1:{http}/upload", seconds["upload"], 8, upload)
+        up["mib_per_s"] = up["rps"]  # one MiB per request
+        r["upload"] = up
+        # Memory of the proxy (all its processes), or of the simulator for the direct row.
+        pids = children(proc.pid) if proc else [p.pid for p in procs.procs if "sim" in " ".join(map(str, p.args))]
+        r["ws"] = measure_ws(ws, sessions, seconds["ws"], pids)
+        return r
+    finally:
+        if proc:
+            procs.stop(proc)
 
 
 def summary_line(r):
@@ -506,7 +521,7 @@ def table(results):
         ("heartbeat RTT p99, ms", lambda r: r["ws"]["rtt_p99_ms"], False, "{:.2f}"),
         ("sessions dropped", lambda r: r["ws"]["dropped"], False, "{}"),
     ]
-    names = [n for n in ("direct", "flowgate", "nginx", "haproxy") if n in t]
+    names = [n for n in ("direct", "flowgate", "nginx", "haproxy") if n in t and "error" not in t[n]]
     head = "| measure | " + " | ".join(names) + " | flowgate/nginx | flowgate/HAProxy | flowgate/direct |"
     lines = [head, "|" + "---|" * (len(names) + 4)]
 

@@ -121,6 +121,8 @@ pub struct Backend {
     /// Flips to true when the backend's sessions must close (drain, removal).
     pub close_sessions: watch::Sender<bool>,
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Idle keep-alive connections to this backend.
+    pub idle: super::upstream::IdlePool,
 }
 
 impl Backend {
@@ -138,6 +140,7 @@ impl Backend {
             removed: AtomicBool::new(false),
             close_sessions: watch::channel(false).0,
             sessions: Mutex::new(HashMap::new()),
+            idle: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::Proxy;
 use super::backend::{Backend, InFlight};
 use super::balance::{Pool, sticky_value};
 use super::events::ProxyEvent;
+use super::upstream::UpstreamError;
 use crate::config::proxy::{Route, Service};
 use crate::serve::{self, Body};
 
@@ -229,12 +230,16 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The URI to send to a backend: its address, and the client's path and query.
-pub fn upstream_uri(backend: &Backend, uri: &Uri) -> Result<Uri, String> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{}{}", backend.address, path)
-        .parse()
-        .map_err(|e| format!("cannot build the upstream URI for {}: {e}", backend.address))
+/// The URI to send to a backend: the client's path and query (origin form;
+/// HTTP/2 requests arrive with scheme and authority, which go).
+pub fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
 }
 
 async fn forward(
@@ -247,6 +252,8 @@ async fn forward(
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
+    let connect_timeout = proxy.config().limits.connect_timeout;
+    let uri = origin_form(&parts.uri);
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
     let bodyless = body.is_end_stream();
@@ -264,24 +271,20 @@ async fn forward(
                 serve::text(StatusCode::BAD_GATEWAY, "every backend tried failed")
             };
         };
-        let uri = match upstream_uri(&backend, &parts.uri) {
-            Ok(uri) => uri,
-            Err(message) => return serve::text(StatusCode::BAD_GATEWAY, message),
-        };
         let outgoing_body = match (bodyless, body.take()) {
             (false, Some(b)) => b.boxed(),
             _ => serve::empty(),
         };
         let mut upstream = Request::new(outgoing_body);
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
+        *upstream.uri_mut() = uri.clone();
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = parts.headers.clone();
 
         let in_flight = InFlight::start(&backend);
         let started = Instant::now();
-        match proxy.client.request(upstream).await {
-            Ok(response) => {
+        match super::upstream::send(&backend, upstream, connect_timeout).await {
+            Ok((response, lease)) => {
                 backend.record_connect_success();
                 backend.latency.record(started.elapsed());
                 if response.status().is_server_error() {
@@ -301,6 +304,7 @@ async fn forward(
                 let body = TrackedBody {
                     inner: incoming.boxed(),
                     _in_flight: in_flight,
+                    _lease: lease,
                 };
                 return Response::from_parts(head, body.boxed());
             }
@@ -328,7 +332,7 @@ async fn forward(
 }
 
 /// Records a failed connect: the backend is skipped for a backoff.
-pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &hyper_util::client::legacy::Error) {
+pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &UpstreamError) {
     if crate::fsutil::is_fd_exhaustion(error) {
         tracing::warn!(
             "out of file descriptors: cannot connect to {}; raise the limit (ulimit -n) or lower max_connections",
@@ -353,15 +357,8 @@ pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &hyper_util::
     }
 }
 
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+fn describe(error: &UpstreamError) -> String {
+    error.to_string()
 }
 
 /// A response body that keeps its backend's in-flight count until the body
@@ -369,6 +366,8 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
 struct TrackedBody {
     inner: Body,
     _in_flight: InFlight,
+    /// Returns the connection to the pool once the body is done (dropped after `inner`).
+    _lease: super::upstream::Lease,
 }
 
 impl hyper::body::Body for TrackedBody {

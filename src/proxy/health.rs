@@ -88,19 +88,28 @@ fn announce(proxy: &Proxy, backend: &Backend, reason: String) {
     });
 }
 
-async fn probe(proxy: &Proxy, backend: &Backend, check: &HealthCheck) -> Result<(), String> {
-    let uri: hyper::Uri = format!("http://{}{}", backend.address, check.path)
-        .parse()
-        .map_err(|e| format!("bad health URI: {e}"))?;
+async fn probe(proxy: &Proxy, backend: &Arc<Backend>, check: &HealthCheck) -> Result<(), String> {
+    let uri: hyper::Uri = check.path.parse().map_err(|e| format!("bad health path: {e}"))?;
     let mut request = Request::new(serve::empty());
     *request.uri_mut() = uri;
-    request
-        .headers_mut()
-        .insert(header::USER_AGENT, header::HeaderValue::from_static("flowgate-health"));
-    match tokio::time::timeout(check.timeout, proxy.client.request(request)).await {
+    let headers = request.headers_mut();
+    headers.insert(header::USER_AGENT, header::HeaderValue::from_static("flowgate-health"));
+    if let Ok(host) = header::HeaderValue::from_str(&backend.address) {
+        headers.insert(header::HOST, host);
+    }
+    let connect_timeout = proxy.config().limits.connect_timeout;
+    let exchange = async {
+        let (response, lease) = super::upstream::send(backend, request, connect_timeout).await?;
+        let status = response.status();
+        // Reading the (small) body lets the connection be used again.
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        drop(lease);
+        Ok::<_, super::upstream::UpstreamError>(status)
+    };
+    match tokio::time::timeout(check.timeout, exchange).await {
         Err(_) => Err(format!("{} did not answer within {:?}", check.path, check.timeout)),
         Ok(Err(e)) => Err(format!("{} failed: {e}", check.path)),
-        Ok(Ok(response)) if response.status().is_success() => Ok(()),
-        Ok(Ok(response)) => Err(format!("{} answered {}", check.path, response.status())),
+        Ok(Ok(status)) if status.is_success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{} answered {status}", check.path)),
     }
 }

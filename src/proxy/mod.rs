@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 pub mod run;
 pub mod tunnel;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,21 +25,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::proxy::{ProxyConfig, check_backend_address};
-use crate::serve::Body;
 use backend::{Backend, BackendState, Clock};
 use balance::Pool;
 use events::{EventBus, ProxyEvent};
 
 /// The HTTP client used for every upstream request and health check; it
 /// keeps connections alive per backend and resolves names when connecting.
-pub type UpstreamClient = Client<HttpConnector, Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -63,7 +59,6 @@ pub struct Proxy {
     pools: RwLock<BTreeMap<String, Arc<Pool>>>,
     pub events: EventBus,
     pub clock: Clock,
-    pub client: UpstreamClient,
     pub token: String,
     next_session: AtomicU64,
     /// Flips to true on SIGTERM: listeners stop, sessions close with 1001.
@@ -82,13 +77,6 @@ pub struct DynamicBackend {
 
 impl Proxy {
     pub fn new(config: ProxyConfig, token: String) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         let proxy = Arc::new(Proxy {
             config: RwLock::new(Arc::new(config.clone())),
             certs: crate::tls::CertStore::new(),
@@ -96,7 +84,6 @@ impl Proxy {
             pools: RwLock::new(BTreeMap::new()),
             events: EventBus::default(),
             clock: Clock::new(),
-            client,
             token,
             next_session: AtomicU64::new(1),
             shutting_down: watch::channel(false).0,
@@ -241,6 +228,7 @@ impl Proxy {
                 .retain(|b| !Arc::ptr_eq(b, &backend));
         }
         backend.removed.store(true, Ordering::Release);
+        backend.idle.clear();
         self.events.send(ProxyEvent::BackendRemoved {
             backend: backend.id.clone(),
         });

@@ -23,7 +23,7 @@ use super::Proxy;
 use super::backend::{Backend, Session};
 use super::balance::Pool;
 use super::events::ProxyEvent;
-use super::handler::{ConnInfo, prepare_request_headers, remove_hop_by_hop, upstream_uri};
+use super::handler::{ConnInfo, origin_form, prepare_request_headers, remove_hop_by_hop};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body};
 use crate::websocket::frame::{self, Opcode};
@@ -66,15 +66,20 @@ pub async fn upgrade(
                 format!("no healthy backend for service '{}'", settings.name),
             );
         };
-        let uri = match upstream_uri(&backend, &parts.uri) {
-            Ok(uri) => uri,
-            Err(message) => return serve::text(StatusCode::BAD_GATEWAY, message),
-        };
         let mut upstream = Request::new(serve::empty());
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
+        *upstream.uri_mut() = origin_form(&parts.uri);
         *upstream.headers_mut() = parts.headers.clone();
-        match proxy.client.request(upstream).await {
+        // A connection of its own: after the 101 it becomes the tunnel.
+        let timeout = proxy.config().limits.connect_timeout;
+        let sent = match super::upstream::connect(&backend, timeout, true).await {
+            Ok(mut sender) => sender
+                .send_request(upstream)
+                .await
+                .map_err(super::upstream::UpstreamError::Request),
+            Err(error) => Err(error),
+        };
+        match sent {
             Ok(response) => {
                 backend.record_connect_success();
                 break (backend, response);
