@@ -369,6 +369,20 @@ fn oversized_headers_get_431_and_slow_heads_get_408() {
     let many: Vec<(String, String)> = (0..150).map(|i| (format!("X-H{i}"), "1".to_string())).collect();
     let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(request(proxy.addr, "GET", "/", &refs, b"").status, 431);
+    // The second request on a kept-alive connection is held to the same limit.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let second = format!(
+        "GET /b HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    s.write_all(second.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
+    assert!(text.contains("HTTP/1.1 431"), "{text}");
     let started = Instant::now();
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

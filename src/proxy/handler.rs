@@ -54,6 +54,13 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
             "CONNECT is not supported: flowgate is not a forward proxy",
         );
     }
+    let limit = proxy.config().limits.max_header_bytes;
+    if header_bytes(req.headers()) > limit {
+        return serve::text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request headers are larger than {limit} bytes"),
+        );
+    }
     let host = match request_host(&req) {
         Ok(host) => host,
         Err(message) => return serve::text(StatusCode::BAD_REQUEST, message),
@@ -90,6 +97,14 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         return super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky).await;
     }
     forward(&proxy, &conn, &pool, &settings, req, sticky.as_deref()).await
+}
+
+/// The size of the headers as sent: name, ": ", value and CRLF each.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// Where ACME HTTP-01 validation asks for its token (RFC 8555, 8.3).

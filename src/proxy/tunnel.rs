@@ -208,8 +208,11 @@ async fn copy(
     let mut drain = backend.close_sessions.subscribe();
     let mut shutdown = proxy.shutting_down.subscribe();
     let idle = settings.websocket.idle_timeout;
+    // The idle timer is not moved on every frame (that costs a timer-wheel
+    // update per message): it fires, and re-arms itself from the last activity.
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    let mut last_activity = tokio::time::Instant::now();
     let mut closing: Option<&'static str> = None;
     let mut close_deadline: Option<tokio::time::Instant> = None;
     let counters = &backend.counters;
@@ -248,7 +251,7 @@ async fn copy(
         tokio::select! {
             read = client.read(&mut client_buf), if !up.eof => {
                 let n: usize = read.unwrap_or_default();
-                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                last_activity = tokio::time::Instant::now();
                 if n == 0 {
                     up.eof = true;
                     let _ = upstream.shutdown().await;
@@ -286,7 +289,7 @@ async fn copy(
             }
             read = upstream.read(&mut upstream_buf), if !down.eof => {
                 let n: usize = read.unwrap_or_default();
-                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                last_activity = tokio::time::Instant::now();
                 if n == 0 {
                     down.eof = true;
                     if !down.sent_close && !down.injected && down.tap.at_boundary() && !up.eof {
@@ -330,7 +333,12 @@ async fn copy(
                 }
             }
             _ = &mut idle_timer, if closing.is_none() => {
-                closing = Some("idle timeout");
+                let due = last_activity + idle;
+                if due > tokio::time::Instant::now() {
+                    idle_timer.as_mut().reset(due);
+                } else {
+                    closing = Some("idle timeout");
+                }
             }
             _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
                 break;
