@@ -31,20 +31,41 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The port the client connected to.
     pub port: u16,
+    /// The client's IP address and the port as header values, made once per
+    /// connection rather than per request.
+    client_ip: HeaderValue,
+    port_value: HeaderValue,
 }
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, scheme: &'static str, port: u16) -> ConnInfo {
+        ConnInfo {
+            client,
+            scheme,
+            port,
+            client_ip: HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            port_value: HeaderValue::from(port),
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Requests are tried on at most this many backends.
 const MAX_ATTEMPTS: usize = 3;
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
@@ -54,7 +75,8 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
             "CONNECT is not supported: flowgate is not a forward proxy",
         );
     }
-    let limit = proxy.config().limits.max_header_bytes;
+    let config = proxy.config();
+    let limit = config.limits.max_header_bytes;
     if header_bytes(req.headers()) > limit {
         return serve::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -65,7 +87,6 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         Ok(host) => host,
         Err(message) => return serve::text(StatusCode::BAD_REQUEST, message),
     };
-    let config = proxy.config();
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return serve::text(StatusCode::NOT_FOUND, format!("no route for host '{host}'"));
     };
@@ -96,7 +117,16 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
     if crate::websocket::is_upgrade_request(req.headers()) {
         return super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky).await;
     }
-    forward(&proxy, &conn, &pool, &settings, req, sticky.as_deref()).await
+    forward(
+        &proxy,
+        &conn,
+        &pool,
+        &settings,
+        config.limits.connect_timeout,
+        req,
+        sticky.as_deref(),
+    )
+    .await
 }
 
 /// The size of the headers as sent: name, ": ", value and CRLF each.
@@ -199,42 +229,49 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
             headers.insert(header::HOST, value);
         }
     }
-    let client_ip = conn.client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
-        _ => client_ip,
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => {
+            let client_ip = conn.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{previous}, {client_ip}")).unwrap_or_else(|_| conn.client_ip.clone())
+        }
+        _ => conn.client_ip.clone(),
     };
-    let proto = settings.forwarded_proto.as_deref().unwrap_or(conn.scheme);
-    let port = settings.forwarded_port.unwrap_or(conn.port).to_string();
+    let proto = match settings.forwarded_proto.as_deref() {
+        Some(proto) => HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("https")),
+        None => HeaderValue::from_static(conn.scheme),
+    };
+    let port = match settings.forwarded_port {
+        Some(port) => HeaderValue::from(port),
+        None => conn.port_value.clone(),
+    };
     let forwarded_host = headers.get(header::HOST).cloned();
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(headers, "x-forwarded-proto", proto);
-    set(headers, "x-forwarded-port", &port);
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, proto);
+    headers.insert(X_FORWARDED_PORT, port);
     if let Some(host) = forwarded_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-}
-
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
+        headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
 /// Removes the hop-by-hop headers, including those the Connection header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // Most messages carry none of them: look before removing.
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -262,12 +299,12 @@ async fn forward(
     conn: &ConnInfo,
     pool: &Pool,
     settings: &Service,
+    connect_timeout: std::time::Duration,
     req: Request<Incoming>,
     sticky: Option<&str>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
-    let connect_timeout = proxy.config().limits.connect_timeout;
     let uri = origin_form(&parts.uri);
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
@@ -463,11 +500,7 @@ mod tests {
         headers.insert("x-forwarded-proto", "gopher".parse().unwrap());
         headers.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
         headers.insert("x-secret", "1".parse().unwrap());
-        let conn = ConnInfo {
-            client: "127.0.0.7:5000".parse().unwrap(),
-            scheme: "http",
-            port: 8080,
-        };
+        let conn = ConnInfo::new("127.0.0.7:5000".parse().unwrap(), "http", 8080);
         let mut settings = Service::new("flow");
         settings.forwarded_proto = Some("https".into());
         settings.forwarded_port = Some(443);

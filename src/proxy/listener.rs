@@ -21,10 +21,10 @@ use super::Proxy;
 use super::handler::{self, ConnInfo};
 use crate::websocket::peer::find_head_end;
 
-/// Accepts until shutdown; each connection is served on its own task.
-
 /// The most one read takes from a client (hyper's buffer limit).
 const READ_BUFFER: usize = 64 * 1024;
+
+/// Accepts until shutdown; each connection is served on its own task.
 pub async fn run(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -53,7 +53,7 @@ pub async fn run(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo { client, scheme, port });
+        let conn = Arc::new(ConnInfo::new(client, scheme, port));
         let proxy = proxy.clone();
         let watcher = watcher();
         let tls = tls.clone();
