@@ -4,16 +4,7 @@
 # instances, warm scale +1 to serving, scale -1 (with draining), down.
 # Uses its own project and loopback-published ports; removes everything it
 # made, even when interrupted. Needs a release build (cargo build --release).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin="$PWD/target/release/flowgate"
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-project="fgbench-$$"
-export XDG_STATE_HOME="$(mktemp -d)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-http=$(free_port); https=$(free_port)
-cleanup() { "$bin" down --volumes --project "$project" >/dev/null 2>&1 || true; rm -rf "$XDG_STATE_HOME"; }
-trap cleanup EXIT
+BENCH_NAME=deploy source "$(dirname "$0")/common.sh"
 
 seconds() { local start=$1; python3 -c "import time; print(f'{time.time() - $start:.1f}')"; }
 now() { python3 -c 'import time; print(time.time())'; }

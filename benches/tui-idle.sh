@@ -5,22 +5,12 @@
 # untouched for 30 s. CPU is read from /proc/<pid>/stat. Goal: under 2 % of
 # one core. Uses its own project, tmux server and loopback ports; removes
 # everything it made, even when interrupted. Needs `cargo build --release`.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin="$PWD/target/release/flowgate"
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-project="fgbench-tui-$$"
-export XDG_STATE_HOME="$(mktemp -d)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-http=$(free_port); https=$(free_port)
+BENCH_NAME=tui source "$(dirname "$0")/common.sh"
 loadgen_pid=""
-cleanup() {
+cleanup_extra() {
   tmux -L "$project" kill-server >/dev/null 2>&1 || true
-  [ -n "$loadgen_pid" ] && kill "$loadgen_pid" 2>/dev/null || true
-  "$bin" down --volumes --project "$project" >/dev/null 2>&1 || true
-  rm -rf "$XDG_STATE_HOME"
+  if [ -n "$loadgen_pid" ]; then kill "$loadgen_pid" 2>/dev/null || true; fi
 }
-trap cleanup EXIT
 
 instances=${INSTANCES:-20}
 sessions=${SESSIONS:-2000}

@@ -38,6 +38,13 @@ struct Stats {
     closed_by_server: Mutex<BTreeMap<u16, u64>>,
     http_latency_us: Mutex<Vec<u32>>,
     heartbeat_rtt_us: Mutex<Vec<u32>>,
+    /// Round trips of heartbeats sent once every session was open (plus one
+    /// interval): the steady state, without the opening burst.
+    heartbeat_rtt_steady_us: Mutex<Vec<u32>>,
+    /// Sessions asked for, and when the steady state began.
+    sessions_wanted: AtomicU64,
+    heartbeat: Mutex<Duration>,
+    steady_from: std::sync::OnceLock<Instant>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -89,6 +96,10 @@ pub struct Summary {
     pub heartbeats_acknowledged: u64,
     pub heartbeat_rtt_p50_ms: Option<f64>,
     pub heartbeat_rtt_p99_ms: Option<f64>,
+    /// The same for heartbeats sent after every session had opened (and one
+    /// heartbeat interval more).
+    pub heartbeat_rtt_steady_p50_ms: Option<f64>,
+    pub heartbeat_rtt_steady_p99_ms: Option<f64>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -138,6 +149,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 /// Runs the load described by `args` against `target` and summarises it.
 pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
     let stats = Arc::new(Stats::default());
+    stats.sessions_wanted.store(args.ws_clients as u64, Ordering::Relaxed);
+    *stats.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = args.heartbeat;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + args.duration;
     let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
@@ -188,6 +201,8 @@ pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
         heartbeats_acknowledged: load(&stats.heartbeats_acked),
         heartbeat_rtt_p50_ms: percentile(&stats.heartbeat_rtt_us, 0.5),
         heartbeat_rtt_p99_ms: percentile(&stats.heartbeat_rtt_us, 0.99),
+        heartbeat_rtt_steady_p50_ms: percentile(&stats.heartbeat_rtt_steady_us, 0.5),
+        heartbeat_rtt_steady_p99_ms: percentile(&stats.heartbeat_rtt_steady_us, 0.99),
         errors: take(&stats.errors),
     }
 }
@@ -230,9 +245,11 @@ fn print_summary(s: &Summary) {
         s.heartbeats_sent, s.heartbeats_acknowledged
     );
     println!(
-        "  heartbeat RTT     p50 {}, p99 {}",
+        "  heartbeat RTT     p50 {}, p99 {}; once all sessions were open p50 {}, p99 {}",
         ms(s.heartbeat_rtt_p50_ms),
-        ms(s.heartbeat_rtt_p99_ms)
+        ms(s.heartbeat_rtt_p99_ms),
+        ms(s.heartbeat_rtt_steady_p50_ms),
+        ms(s.heartbeat_rtt_steady_p99_ms)
     );
     for (error, count) in &s.errors {
         println!("  error x{count}: {error}");

@@ -60,7 +60,11 @@ pub async fn run(plan: SessionPlan, stats: Arc<Stats>, opening: Arc<Semaphore>) 
                 }
             }
         };
-        stats.ws_opened.fetch_add(1, Ordering::Relaxed);
+        let opened = stats.ws_opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if opened == stats.sessions_wanted.load(Ordering::Relaxed) {
+            let heartbeat = *stats.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = stats.steady_from.set(Instant::now() + heartbeat);
+        }
         let open = stats.ws_open.fetch_add(1, Ordering::Relaxed) + 1;
         stats.ws_peak_open.fetch_max(open, Ordering::Relaxed);
         let end = heartbeat_loop(&plan, peer, &stats).await;
@@ -152,10 +156,11 @@ fn record_answer(stats: &Stats, epoch: Instant, frame: &peer::Frame) {
     if let Some(sent_us) = parse_beat(&frame.payload, frame.opcode == Opcode::Text) {
         stats.heartbeats_acked.fetch_add(1, Ordering::Relaxed);
         let now_us = epoch.elapsed().as_micros() as u64;
-        Stats::sample(
-            &stats.heartbeat_rtt_us,
-            Duration::from_micros(now_us.saturating_sub(sent_us)),
-        );
+        let rtt = Duration::from_micros(now_us.saturating_sub(sent_us));
+        Stats::sample(&stats.heartbeat_rtt_us, rtt);
+        if stats.steady_from.get().is_some_and(|from| epoch + Duration::from_micros(sent_us) >= *from) {
+            Stats::sample(&stats.heartbeat_rtt_steady_us, rtt);
+        }
     }
 }
 
