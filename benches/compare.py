@@ -376,7 +376,7 @@ def measure_ws(port, sessions, seconds, pids):
         "rtt_steady_p99_ms": summary.get("heartbeat_rtt_steady_p99_ms"),
         "rss_before_kib": before,
         "rss_during_kib": during,
-        "kib_per_session": (during - before) / sessions if sessions else None,
+        "kib_per_session": (during - before) / summary["ws_opened"] if summary["ws_opened"] else None,
         "raw": summary,
     }
 
@@ -531,6 +531,7 @@ def table(results):
         ("WebSocket memory, KiB/session", lambda r: r["ws"]["kib_per_session"], False, "{:.1f}"),
         ("heartbeat RTT p99 (all), ms", lambda r: r["ws"]["rtt_p99_ms"], False, "{:.2f}"),
         ("heartbeat RTT p99 (all open), ms", lambda r: r["ws"]["rtt_steady_p99_ms"], False, "{:.2f}"),
+        ("sessions that failed to open", lambda r: r["ws"]["failed"], False, "{}"),
         ("sessions dropped", lambda r: r["ws"]["dropped"], False, "{}"),
     ]
     names = [n for n in ("direct", "flowgate", "nginx", "haproxy") if n in t and "error" not in t[n]]

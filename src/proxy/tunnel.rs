@@ -29,9 +29,45 @@ use crate::serve::{self, Body};
 use crate::websocket::frame::{self, Opcode};
 use crate::websocket::tap::{FrameSeen, FrameTap};
 
-/// Per-direction copy buffer. Small on purpose: sessions are many and mostly
-/// idle (a heartbeat every 5 s).
-const BUFFER: usize = 4096;
+/// Per-direction copy buffers start small (sessions are many and mostly
+/// idle: a heartbeat every 5 s), grow while reads fill them (a stream of
+/// large messages) and shrink back once reads are small again.
+const BUFFER_MIN: usize = 512;
+const BUFFER_MAX: usize = 16 * 1024;
+
+#[derive(Debug)]
+struct AdaptiveBuffer {
+    buf: Vec<u8>,
+    /// Reads in a row that used under a quarter of the buffer.
+    small_reads: u8,
+}
+
+impl AdaptiveBuffer {
+    fn new() -> Self {
+        AdaptiveBuffer {
+            buf: vec![0; BUFFER_MIN],
+            small_reads: 0,
+        }
+    }
+
+    /// Adjusts the size after a read of `n` bytes.
+    fn record(&mut self, n: usize) {
+        let len = self.buf.len();
+        if n == len && len < BUFFER_MAX {
+            self.buf.resize(len * 2, 0);
+            self.small_reads = 0;
+        } else if n < len / 4 && len > BUFFER_MIN {
+            self.small_reads += 1;
+            if self.small_reads >= 8 {
+                self.buf.truncate(len / 2);
+                self.buf.shrink_to_fit();
+                self.small_reads = 0;
+            }
+        } else {
+            self.small_reads = 0;
+        }
+    }
+}
 
 /// How long the close handshake may take once the proxy starts it.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -200,8 +236,8 @@ async fn copy(
 ) -> String {
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let mut client_buf = vec![0u8; BUFFER];
-    let mut upstream_buf = vec![0u8; BUFFER];
+    let mut client_buf = AdaptiveBuffer::new();
+    let mut upstream_buf = AdaptiveBuffer::new();
     // `up` carries client -> backend, `down` backend -> client.
     let mut up = Direction::new();
     let mut down = Direction::new();
@@ -249,15 +285,16 @@ async fn copy(
         }
         let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
         tokio::select! {
-            read = client.read(&mut client_buf), if !up.eof => {
+            read = client.read(&mut client_buf.buf), if !up.eof => {
                 let n: usize = read.unwrap_or_default();
+                client_buf.record(n);
                 last_activity = tokio::time::Instant::now();
                 if n == 0 {
                     up.eof = true;
                     let _ = upstream.shutdown().await;
                     continue;
                 }
-                let data = &client_buf[..n];
+                let data = &client_buf.buf[..n];
                 counters.ws_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 session.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 let now = proxy.clock.now_ms();
@@ -287,8 +324,9 @@ async fn copy(
                     break;
                 }
             }
-            read = upstream.read(&mut upstream_buf), if !down.eof => {
+            read = upstream.read(&mut upstream_buf.buf), if !down.eof => {
                 let n: usize = read.unwrap_or_default();
+                upstream_buf.record(n);
                 last_activity = tokio::time::Instant::now();
                 if n == 0 {
                     down.eof = true;
@@ -306,7 +344,7 @@ async fn copy(
                     }
                     continue;
                 }
-                let data = &upstream_buf[..n];
+                let data = &upstream_buf.buf[..n];
                 counters.ws_bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 session.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 tap(&mut down, data, |f| {
@@ -381,5 +419,34 @@ fn count_control(counters: &super::backend::Counters, opcode: Opcode) {
             counters.ws_pongs.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_buffers_grow_with_full_reads_and_shrink_when_idle() {
+        let mut b = AdaptiveBuffer::new();
+        assert_eq!(b.buf.len(), BUFFER_MIN);
+        for _ in 0..10 {
+            let full = b.buf.len();
+            b.record(full);
+        }
+        assert_eq!(b.buf.len(), BUFFER_MAX);
+        // A heartbeat now and then: back down step by step.
+        for _ in 0..200 {
+            b.record(6);
+        }
+        assert_eq!(b.buf.len(), BUFFER_MIN);
+        assert!(b.buf.capacity() < 2 * BUFFER_MIN, "memory is given back");
+        // Mid-sized reads keep the size.
+        b.record(BUFFER_MIN);
+        let size = b.buf.len();
+        for _ in 0..20 {
+            b.record(size / 2);
+        }
+        assert_eq!(b.buf.len(), size);
     }
 }

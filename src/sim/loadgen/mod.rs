@@ -59,6 +59,16 @@ impl Stats {
             list.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
         }
     }
+    /// After each session opened or failed: once every session has had its
+    /// try, the steady state begins one heartbeat interval later.
+    fn note_attempt(&self) {
+        let tried = self.ws_opened.load(Ordering::Relaxed) + self.ws_failed.load(Ordering::Relaxed);
+        if tried >= self.sessions_wanted.load(Ordering::Relaxed) && self.steady_from.get().is_none() {
+            let heartbeat = *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = self.steady_from.set(Instant::now() + heartbeat);
+        }
+    }
+
     fn count_status(&self, key: &str) {
         *self
             .by_status

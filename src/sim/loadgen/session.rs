@@ -49,22 +49,21 @@ pub async fn run(plan: SessionPlan, stats: Arc<Stats>, opening: Arc<Semaphore>) 
                 Ok(Ok(peer)) => peer,
                 Ok(Err(e)) => {
                     stats.ws_failed.fetch_add(1, Ordering::Relaxed);
+                    stats.note_attempt();
                     stats.error(format!("websocket: {e}"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if plan.reconnect { continue } else { return }
                 }
                 Err(_) => {
                     stats.ws_failed.fetch_add(1, Ordering::Relaxed);
+                    stats.note_attempt();
                     stats.error("websocket: handshake took over 10 s".into());
                     if plan.reconnect { continue } else { return }
                 }
             }
         };
-        let opened = stats.ws_opened.fetch_add(1, Ordering::Relaxed) + 1;
-        if opened == stats.sessions_wanted.load(Ordering::Relaxed) {
-            let heartbeat = *stats.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = stats.steady_from.set(Instant::now() + heartbeat);
-        }
+        stats.ws_opened.fetch_add(1, Ordering::Relaxed);
+        stats.note_attempt();
         let open = stats.ws_open.fetch_add(1, Ordering::Relaxed) + 1;
         stats.ws_peak_open.fetch_max(open, Ordering::Relaxed);
         let end = heartbeat_loop(&plan, peer, &stats).await;
@@ -158,7 +157,11 @@ fn record_answer(stats: &Stats, epoch: Instant, frame: &peer::Frame) {
         let now_us = epoch.elapsed().as_micros() as u64;
         let rtt = Duration::from_micros(now_us.saturating_sub(sent_us));
         Stats::sample(&stats.heartbeat_rtt_us, rtt);
-        if stats.steady_from.get().is_some_and(|from| epoch + Duration::from_micros(sent_us) >= *from) {
+        if stats
+            .steady_from
+            .get()
+            .is_some_and(|from| epoch + Duration::from_micros(sent_us) >= *from)
+        {
             Stats::sample(&stats.heartbeat_rtt_steady_us, rtt);
         }
     }
