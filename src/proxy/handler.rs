@@ -354,7 +354,7 @@ async fn forward(
                     }
                 }
                 let body = TrackedBody {
-                    inner: incoming.boxed(),
+                    inner: incoming,
                     _in_flight: in_flight,
                     _lease: lease,
                 };
@@ -416,7 +416,7 @@ fn describe(error: &UpstreamError) -> String {
 /// A response body that keeps its backend's in-flight count until the body
 /// has been sent (or dropped), so a drain waits for streaming responses too.
 struct TrackedBody {
-    inner: Body,
+    inner: Incoming,
     _in_flight: InFlight,
     /// Returns the connection to the pool once the body is done (dropped after `inner`).
     _lease: super::upstream::Lease,
