@@ -100,7 +100,10 @@ where
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler::handle(proxy, conn, req).await) }
+        // Boxed: the handler's state is a few KiB, and hyper moves the
+        // future around (into its dispatcher, into a task for HTTP/2);
+        // moving a pointer is cheaper than copying that state each time.
+        Box::pin(async move { Ok::<_, std::convert::Infallible>(handler::handle(proxy, conn, req).await) })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
