@@ -115,7 +115,9 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         .as_deref()
         .and_then(|name| cookie_value(req.headers(), name));
     if crate::websocket::is_upgrade_request(req.headers()) {
-        return super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky).await;
+        // Boxed: the upgrade path is rare and its state large; unboxed it
+        // would make every request's future that large.
+        return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
     }
     forward(
         &proxy,

@@ -167,7 +167,8 @@ pub async fn send(
     loop {
         let (mut sender, pooled) = match backend.idle.take() {
             Some(sender) => (sender, true),
-            None => (connect(backend, connect_timeout, false).await?, false),
+            // Boxed for the same reason: connecting is the rare path.
+            None => (Box::pin(connect(backend, connect_timeout, false)).await?, false),
         };
         match sender.try_send_request(request).await {
             Ok(response) => {
