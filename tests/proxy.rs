@@ -715,3 +715,41 @@ fn max_connections_holds_further_clients_until_a_slot_frees() {
     let n = third.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_refused_websocket_handshake_reaches_the_client_as_the_backend_sent_it() {
+    let mut fx = Fixture::new("ws-refused");
+    let backend = vec![fx.sim_flow("flow-1").to_string()];
+    let proxy = proxy_over(&mut fx, &backend, &[]);
+    // No Sec-WebSocket-Key: the simulator answers 400 with an explanation.
+    let refused = request(
+        proxy.addr,
+        "GET",
+        "/api/sim/ws",
+        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        b"",
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("Sec-WebSocket-Key"), "{}", refused.text());
+    // The proxy keeps serving, and a proper handshake still switches.
+    assert_eq!(get(proxy.addr, "/api/sim/whoami", None).status, 200);
+    // Read the 101's head only: the connection stays open as the tunnel.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /api/sim/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+}

@@ -158,10 +158,16 @@ async fn read_first_head<IO: AsyncRead + Unpin>(io: &mut IO, limit: usize, timeo
 }
 
 /// A stream that first replays bytes already read from it.
-struct Prefixed<IO> {
+pub(crate) struct Prefixed<IO> {
     prefix: Vec<u8>,
     pos: usize,
     inner: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: IO) -> Self {
+        Prefixed { prefix, pos: 0, inner }
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {

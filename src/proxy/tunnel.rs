@@ -17,13 +17,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::backend::{Backend, Session};
 use super::balance::Pool;
 use super::events::ProxyEvent;
 use super::handler::{ConnInfo, origin_form, prepare_request_headers, remove_hop_by_hop};
+use super::listener::Prefixed;
+use super::upstream::Handshake;
 use crate::config::proxy::Service;
 use crate::serve::{self, Body};
 use crate::websocket::frame::{self, Opcode};
@@ -94,7 +96,9 @@ pub async fn upgrade(
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 
     let mut tried: Vec<Arc<Backend>> = Vec::new();
-    let (backend, mut response) = loop {
+    let timeout = proxy.config().limits.connect_timeout;
+    let uri = origin_form(&parts.uri);
+    let (backend, stream, headers, early) = loop {
         let now = proxy.clock.now_ms();
         let Some(backend) = pool.pick(now, sticky.as_deref(), &tried) else {
             return serve::text(
@@ -102,23 +106,32 @@ pub async fn upgrade(
                 format!("no healthy backend for service '{}'", settings.name),
             );
         };
-        let mut upstream = Request::new(serve::empty());
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = origin_form(&parts.uri);
-        *upstream.headers_mut() = parts.headers.clone();
-        // A connection of its own: after the 101 it becomes the tunnel.
-        let timeout = proxy.config().limits.connect_timeout;
-        let sent = match super::upstream::connect(&backend, timeout, true).await {
-            Ok(mut sender) => sender
-                .send_request(upstream)
-                .await
-                .map_err(super::upstream::UpstreamError::Request),
-            Err(error) => Err(error),
-        };
-        match sent {
-            Ok(response) => {
+        // A connection of its own, the handshake written by hand: after the
+        // 101 the connection is the tunnel.
+        match super::upstream::websocket_handshake(&backend, timeout, &parts.method, &uri, &parts.headers).await {
+            Ok(Handshake::Switched { stream, headers, early }) => {
                 backend.record_connect_success();
-                break (backend, response);
+                break (backend, stream, headers, early);
+            }
+            Ok(Handshake::Refused(status)) => {
+                // Relay the backend's whole answer (a 401 or 404 with its
+                // body): the handshake is a GET, so ask again the usual way.
+                backend.record_connect_success();
+                let mut request = Request::new(serve::empty());
+                *request.method_mut() = parts.method.clone();
+                *request.uri_mut() = uri.clone();
+                *request.headers_mut() = parts.headers.clone();
+                return match super::upstream::send(&backend, request, timeout).await {
+                    Ok((response, _lease)) => {
+                        let (mut head, body) = response.into_parts();
+                        remove_hop_by_hop(&mut head.headers);
+                        Response::from_parts(head, http_body_util::BodyExt::boxed(body))
+                    }
+                    Err(error) => serve::text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the backend refused the WebSocket handshake ({status}), then failed: {error}"),
+                    ),
+                };
             }
             Err(error) => {
                 if error.is_connect() {
@@ -133,25 +146,20 @@ pub async fn upgrade(
         }
     };
 
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut head, body) = response.into_parts();
-        remove_hop_by_hop(&mut head.headers);
-        return Response::from_parts(head, http_body_util::BodyExt::boxed(body));
-    }
-    let backend_upgrade = hyper::upgrade::on(&mut response);
     let mut reply = Response::new(serve::empty());
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *reply.headers_mut() = response.headers().clone();
+    *reply.headers_mut() = headers;
 
     let session = Arc::new(Session::new(proxy.next_session_id(), conn.client));
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::join!(client_upgrade, backend_upgrade) {
-            (Ok(c), Ok(u)) => (c, u),
-            (c, u) => {
-                tracing::debug!("upgrade did not complete: client {:?}, backend {:?}", c.err(), u.err());
+        let client = match client_upgrade.await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!("the client's upgrade did not complete: {e}");
                 return;
             }
         };
+        let upstream = Prefixed::new(early, stream);
         open_session(&proxy, &backend, &session);
         let reason = copy(&proxy, &backend, &session, &settings, client, upstream).await;
         close_session(&proxy, &backend, &session, reason);
@@ -232,10 +240,9 @@ async fn copy(
     session: &Session,
     settings: &Service,
     client: Upgraded,
-    upstream: Upgraded,
+    mut upstream: impl AsyncRead + AsyncWrite + Unpin,
 ) -> String {
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
     let mut client_buf = AdaptiveBuffer::new();
     let mut upstream_buf = AdaptiveBuffer::new();
     // `up` carries client -> backend, `down` backend -> client.

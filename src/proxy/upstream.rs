@@ -68,6 +68,8 @@ pub enum UpstreamError {
     Connect(io::Error),
     /// The connection failed while the request was sent or answered.
     Request(hyper::Error),
+    /// The WebSocket handshake failed after connecting.
+    Handshake(io::Error),
 }
 
 impl UpstreamError {
@@ -80,6 +82,7 @@ impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
+            UpstreamError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
             UpstreamError::Request(e) => {
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);
@@ -96,7 +99,7 @@ impl fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            UpstreamError::Connect(e) => Some(e),
+            UpstreamError::Connect(e) | UpstreamError::Handshake(e) => Some(e),
             UpstreamError::Request(e) => Some(e),
         }
     }
@@ -126,9 +129,8 @@ impl Drop for Lease {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `backend`. With `upgrades`, the
-/// connection can be taken over after a 101 (WebSocket).
-pub async fn connect(backend: &Backend, timeout: Duration, upgrades: bool) -> Result<SendRequest<Body>, UpstreamError> {
+/// A TCP connection to `backend` (its name resolved now), without Nagle.
+async fn connect_tcp(backend: &Backend, timeout: Duration) -> Result<TcpStream, UpstreamError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.address.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
@@ -140,6 +142,13 @@ pub async fn connect(backend: &Backend, timeout: Duration, upgrades: bool) -> Re
         }
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Opens a new HTTP/1.1 connection to `backend`. With `upgrades`, the
+/// connection can be taken over after a 101 (WebSocket).
+pub async fn connect(backend: &Backend, timeout: Duration, upgrades: bool) -> Result<SendRequest<Body>, UpstreamError> {
+    let stream = connect_tcp(backend, timeout).await?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -185,4 +194,106 @@ pub async fn send(
             },
         }
     }
+}
+
+/// The most a backend's answer to a WebSocket handshake may take, head only.
+const HANDSHAKE_HEAD_LIMIT: usize = 16 * 1024;
+/// How long a backend has to answer a WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a backend answered to a WebSocket handshake.
+pub enum Handshake {
+    /// 101: the connection is the tunnel from now on. `early` holds bytes
+    /// the backend sent right after its answer (frames for the client).
+    Switched {
+        stream: TcpStream,
+        headers: hyper::HeaderMap,
+        early: Vec<u8>,
+    },
+    /// Any other answer. The connection is closed; the caller asks again
+    /// through the pool to relay the whole answer (the handshake is a GET).
+    Refused(hyper::StatusCode),
+}
+
+/// Sends a WebSocket handshake by hand on a new connection and reads the
+/// answer's head. Cheaper than a client connection with upgrades: no
+/// connection task and no upgrade hand-off per session.
+pub async fn websocket_handshake(
+    backend: &Backend,
+    connect_timeout: Duration,
+    method: &hyper::Method,
+    uri: &hyper::Uri,
+    headers: &hyper::HeaderMap,
+) -> Result<Handshake, UpstreamError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect_tcp(backend, connect_timeout).await?;
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let exchange = async {
+        stream.write_all(&head).await?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the backend closed the connection",
+                ));
+            }
+            if let Some(end) = crate::websocket::peer::find_head_end(&buf) {
+                return Ok((buf, end));
+            }
+            if buf.len() > HANDSHAKE_HEAD_LIMIT {
+                return Err(io::Error::other("the answer's head is over 16 KiB"));
+            }
+        }
+    };
+    let (buf, end) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return Err(UpstreamError::Handshake(e)),
+        Err(_) => {
+            return Err(UpstreamError::Handshake(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+            )));
+        }
+    };
+    let mut parsed = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut parsed);
+    match response.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) | Err(_) => {
+            return Err(UpstreamError::Handshake(io::Error::other(
+                "the answer is not valid HTTP/1.1",
+            )));
+        }
+    }
+    let code = response.code.unwrap_or(0);
+    let status = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Handshake::Refused(status));
+    }
+    let mut headers = hyper::HeaderMap::with_capacity(response.headers.len());
+    for h in response.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(h.name.as_bytes()),
+            hyper::header::HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    Ok(Handshake::Switched {
+        stream,
+        headers,
+        early: buf[end..].to_vec(),
+    })
 }
