@@ -123,6 +123,8 @@ pub struct Backend {
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
     /// Idle keep-alive connections to this backend.
     pub idle: super::upstream::IdlePool,
+    /// Its addresses, when it is given by name.
+    pub resolved: super::upstream::Resolved,
 }
 
 impl Backend {
@@ -141,6 +143,7 @@ impl Backend {
             close_sessions: watch::channel(false).0,
             sessions: Mutex::new(HashMap::new()),
             idle: Default::default(),
+            resolved: Default::default(),
         }
     }
 

@@ -61,6 +61,37 @@ impl IdlePool {
     }
 }
 
+/// How long a backend name's addresses are reused before asking again.
+const RESOLVE_TTL: Duration = Duration::from_secs(5);
+
+/// A backend's addresses when it is given by name (a container name, say):
+/// looked up at most every few seconds rather than for every connection,
+/// and again at once after a failed connect.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    cached: Mutex<Option<(Vec<std::net::SocketAddr>, Instant)>>,
+}
+
+impl Resolved {
+    pub async fn addresses(&self, address: &str) -> io::Result<Vec<std::net::SocketAddr>> {
+        if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        if let Some((addrs, at)) = &*self.cached.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < RESOLVE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs: Vec<_> = tokio::net::lookup_host(address).await?.collect();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+
+    pub fn forget(&self) {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Why a request did not get a response.
 #[derive(Debug)]
 pub enum UpstreamError {
@@ -131,9 +162,23 @@ impl Drop for Lease {
 
 /// A TCP connection to `backend` (its name resolved now), without Nagle.
 async fn connect_tcp(backend: &Backend, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.address.as_str())).await {
+    let attempt = async {
+        let mut last = None;
+        for addr in backend.resolved.addresses(&backend.address).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other(format!("{} has no address", backend.address))))
+    };
+    let stream = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Ok(Err(e)) => {
+            // The name may point elsewhere now (a replaced container).
+            backend.resolved.forget();
+            return Err(UpstreamError::Connect(e));
+        }
         Err(_) => {
             return Err(UpstreamError::Connect(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -296,4 +341,26 @@ pub async fn websocket_handshake(
         headers,
         early: buf[end..].to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_are_looked_up_once_in_a_while_and_again_after_forget() {
+        let resolved = Resolved::default();
+        let literal = resolved.addresses("127.0.0.1:9021").await.unwrap();
+        assert_eq!(literal, vec!["127.0.0.1:9021".parse().unwrap()]);
+        assert!(resolved.cached.lock().unwrap().is_none(), "literals are not cached");
+        // localhost comes from /etc/hosts: no DNS query leaves the machine.
+        let named = resolved.addresses("localhost:9021").await.unwrap();
+        assert!(
+            named.iter().all(|a| a.ip().is_loopback() && a.port() == 9021),
+            "{named:?}"
+        );
+        assert!(resolved.cached.lock().unwrap().is_some());
+        resolved.forget();
+        assert!(resolved.cached.lock().unwrap().is_none());
+    }
 }
