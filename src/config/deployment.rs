@@ -256,7 +256,63 @@ pub fn render(file: &DeploymentFile) -> String {
          # Command-line flags override these values. Edit, then run `flowgate up` to apply.\n\n",
     );
     let quoted = |v: &str| toml::Value::String(v.into()).to_string();
-    let mut line = |comment: &str, key: &str, value: Option<String>, example: &str| {
+    let number = |n: Option<u32>| n.map(|n| n.to_string());
+    let profile = file
+        .profile
+        .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" }));
+    // (what it does, key, value when set, example shown when not)
+    let entries: [(&str, &str, Option<String>, &str); 9] = [
+        (
+            "Names and labels every Docker object (like --project).",
+            "project",
+            file.project.as_deref().map(quoted),
+            "\"flowgate\"",
+        ),
+        (
+            "demo: flowgate's simulators (no registry, no licence); real: the Hazelcast images.",
+            "profile",
+            profile,
+            "\"demo\"",
+        ),
+        (
+            "The public host name of Flow; its certificate is issued for it.",
+            "domain",
+            file.domain.as_deref().map(quoted),
+            "\"flow.example.com\"",
+        ),
+        (
+            "The public host name of Management Center [default: mc.<domain>].",
+            "mc_domain",
+            file.mc_domain.as_deref().map(quoted),
+            "\"mc.flow.example.com\"",
+        ),
+        (
+            "How many Flow servers run behind the proxy.",
+            "instances",
+            number(file.instances),
+            "3",
+        ),
+        (
+            "Host ports the proxy publishes (ACME's HTTP-01 needs 80 reachable from the internet).",
+            "http_port",
+            number(file.http_port.map(u32::from)),
+            "80",
+        ),
+        ("", "https_port", number(file.https_port.map(u32::from)), "443"),
+        (
+            "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
+            "tag",
+            file.tag.as_deref().map(quoted),
+            "\"latest\"",
+        ),
+        (
+            "Management Center's licence (real profile); MC_LICENSE in the environment or ./.env also works.",
+            "mc_license",
+            file.mc_license.as_deref().map(quoted),
+            "\"...\"",
+        ),
+    ];
+    for (comment, key, value, example) in entries {
         if !comment.is_empty() {
             out.push_str(&format!("# {comment}\n"));
         }
@@ -264,57 +320,7 @@ pub fn render(file: &DeploymentFile) -> String {
             Some(v) => out.push_str(&format!("{key} = {v}\n\n")),
             None => out.push_str(&format!("# {key} = {example}\n\n")),
         }
-    };
-    line(
-        "Names and labels every Docker object (like --project).",
-        "project",
-        file.project.as_deref().map(quoted),
-        "\"flowgate\"",
-    );
-    line(
-        "demo: flowgate's simulators (no registry, no licence); real: the Hazelcast images.",
-        "profile",
-        file.profile
-            .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" })),
-        "\"demo\"",
-    );
-    line(
-        "The public host name of Flow; its certificate is issued for it.",
-        "domain",
-        file.domain.as_deref().map(quoted),
-        "\"flow.example.com\"",
-    );
-    line(
-        "The public host name of Management Center [default: mc.<domain>].",
-        "mc_domain",
-        file.mc_domain.as_deref().map(quoted),
-        "\"mc.flow.example.com\"",
-    );
-    line(
-        "How many Flow servers run behind the proxy.",
-        "instances",
-        file.instances.map(|n| n.to_string()),
-        "3",
-    );
-    line(
-        "Host ports the proxy publishes (ACME's HTTP-01 needs 80 reachable from the internet).",
-        "http_port",
-        file.http_port.map(|n| n.to_string()),
-        "80",
-    );
-    line("", "https_port", file.https_port.map(|n| n.to_string()), "443");
-    line(
-        "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
-        "tag",
-        file.tag.as_deref().map(quoted),
-        "\"latest\"",
-    );
-    line(
-        "Management Center's licence (real profile); MC_LICENSE in the environment or ./.env also works.",
-        "mc_license",
-        file.mc_license.as_deref().map(quoted),
-        "\"...\"",
-    );
+    }
     let tls = file.tls.clone().unwrap_or_default();
     out.push_str(
         "[tls]\n# self-signed (a local CA; clients trust its ca.pem), acme-staging, acme-production (Let's Encrypt) or files.\n",
