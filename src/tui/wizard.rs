@@ -20,6 +20,7 @@ pub enum Field {
     McDomain,
     Instances,
     Profile,
+    Tag,
     Certificate,
     Email,
     CertFile,
@@ -29,11 +30,12 @@ pub enum Field {
     Create,
 }
 
-const FIELDS: [Field; 11] = [
+const FIELDS: [Field; 12] = [
     Field::Domain,
     Field::McDomain,
     Field::Instances,
     Field::Profile,
+    Field::Tag,
     Field::Certificate,
     Field::Email,
     Field::CertFile,
@@ -58,6 +60,8 @@ pub struct Wizard {
     pub mc_domain: String,
     pub instances: String,
     pub profile: usize,
+    /// Tag of the Hazelcast images (real profile).
+    pub tag: String,
     pub certificate: usize,
     pub email: String,
     pub cert: String,
@@ -79,6 +83,7 @@ impl Wizard {
             mc_domain: String::new(),
             instances: "3".into(),
             profile: 0,
+            tag: "latest".into(),
             certificate: 0,
             email: String::new(),
             cert: String::new(),
@@ -101,6 +106,7 @@ impl Wizard {
         match field {
             Field::Email => matches!(self.mode(), CertMode::AcmeStaging | CertMode::AcmeProduction),
             Field::CertFile | Field::KeyFile => self.mode() == CertMode::Files,
+            Field::Tag => self.profile == 1,
             _ => true,
         }
     }
@@ -114,6 +120,7 @@ impl Wizard {
             Field::Domain => &mut self.domain,
             Field::McDomain => &mut self.mc_domain,
             Field::Instances => &mut self.instances,
+            Field::Tag => &mut self.tag,
             Field::Email => &mut self.email,
             Field::CertFile => &mut self.cert,
             Field::KeyFile => &mut self.key,
@@ -211,6 +218,12 @@ impl Wizard {
         } else {
             Profile::Demo
         };
+        let tag = self.tag.trim().to_string();
+        if profile == Profile::Real
+            && (tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return Err((Field::Tag, "an image tag such as latest or 6.0".into()));
+        }
         if profile == Profile::Real && !self.license_found {
             return Err((
                 Field::Profile,
@@ -265,7 +278,7 @@ impl Wizard {
             instances: Some(instances),
             http_port: Some(http_port),
             https_port: Some(https_port),
-            tag: None,
+            tag: (profile == Profile::Real).then_some(tag),
             mc_license: None,
             tls: Some(TlsFile {
                 mode,
@@ -362,6 +375,7 @@ impl Wizard {
             Field::McDomain => "Management Center's own host name [empty: mc.<Flow domain>].",
             Field::Instances => "How many Flow servers run behind the proxy (+/- in the dashboard later).",
             Field::Profile => "demo: flowgate's simulators, no registry or licence. real: the Hazelcast images.",
+            Field::Tag => "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow.",
             Field::Certificate => {
                 "self-signed: a local CA (trust its ca.pem). acme-*: Let's Encrypt for public names. files: your own."
             }
@@ -412,6 +426,7 @@ impl Wizard {
             ),
             Field::Instances => ("Flow instances", self.instances.clone()),
             Field::Profile => ("Profile", choice(&PROFILES, self.profile)),
+            Field::Tag => ("Hazelcast image tag", self.tag.clone()),
             Field::Certificate => (
                 "Certificate",
                 choice(&CertMode::ALL.map(CertMode::as_str), self.certificate),
@@ -490,7 +505,9 @@ mod tests {
         w.profile = 1;
         assert_eq!(w.validate().unwrap_err().0, Field::Profile);
         w.license_found = true;
-        assert!(w.validate().is_ok());
+        assert_eq!(w.validate().unwrap().tag.as_deref(), Some("latest"));
+        w.tag = "6.0 beta".into();
+        assert_eq!(w.validate().unwrap_err().0, Field::Tag);
     }
 
     #[test]
