@@ -228,6 +228,10 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Action> {
         match msg {
             Msg::Feed(feed) => {
+                // A new container list can change which instance is selected
+                // (the first one appears, the selected one goes): its
+                // sessions are the ones to fetch.
+                let selected_before = matches!(feed, Feed::Containers(_)).then(|| self.selected_name());
                 if let Feed::Containers(list) = &feed {
                     self.drained.retain(|name| list.iter().any(|c| &c.name == name));
                 }
@@ -239,7 +243,12 @@ impl App {
                 if self.pending.is_some_and(|n| n == self.flow_count()) && self.busy.is_none() {
                     self.pending = None;
                 }
-                Vec::new()
+                match selected_before {
+                    Some(before) if before != self.selected_name() => {
+                        vec![Action::WatchSessions(self.selected_name())]
+                    }
+                    _ => Vec::new(),
+                }
             }
             Msg::Deployment(dep) => {
                 self.deployment = dep;
@@ -577,6 +586,26 @@ pub mod tests {
         let mut app = App::new("demo", KeyMap::new(None).unwrap(), false);
         app.update(Msg::Feed(flows(3)));
         app
+    }
+
+    #[test]
+    fn the_first_instance_s_sessions_are_fetched_once_it_appears() {
+        let mut app = App::new("demo", KeyMap::new(None).unwrap(), false);
+        assert_eq!(
+            app.update(Msg::Feed(flows(2))),
+            [Action::WatchSessions(Some("demo-flow-1".into()))]
+        );
+        assert!(
+            app.update(Msg::Feed(flows(3))).is_empty(),
+            "the selection did not change"
+        );
+        app.update(key('j'));
+        app.update(key('j'));
+        // The selected third instance goes: the selection falls back to the second.
+        assert_eq!(
+            app.update(Msg::Feed(flows(2))),
+            [Action::WatchSessions(Some("demo-flow-2".into()))]
+        );
     }
 
     #[test]

@@ -234,9 +234,6 @@ async fn session(
                     }
                 }
             }
-            if app.selected_name().is_some() && app.state.sessions.is_empty() && app.state.samples == 1 {
-                feeds.watch_sessions(app.selected_name());
-            }
         }
         if let Some(quit) = app.quit {
             if let Some(task) = logs_task.take() {
