@@ -22,27 +22,13 @@ fn progress(line: &str) {
 
 /// The settings a running deployment was made with, from its proxy's label.
 async fn previous_settings(docker: &Docker, project: &str) -> Option<Deployment> {
-    let name = Deployment {
+    let name = super::plan::Names {
         project: project.into(),
-        ..placeholder()
     }
-    .names()
     .container(Role::Proxy, None);
     let inspect = docker.inspect_container(&name, None).await.ok()?;
     let labels = inspect.config?.labels?;
     serde_json::from_str(labels.get(LABEL_SETTINGS)?).ok()
-}
-
-fn placeholder() -> Deployment {
-    Deployment {
-        project: String::new(),
-        domain: "flow.localhost".into(),
-        mc_domain: "mc.flow.localhost".into(),
-        instances: 3,
-        http_port: 80,
-        https_port: 443,
-        tls: Default::default(),
-    }
 }
 
 /// Whether the running deployment uses flowgate's simulators, and else

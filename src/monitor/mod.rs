@@ -329,11 +329,6 @@ impl State {
         }
     }
 
-    /// The backend the proxy knows for a container, by id (the container name).
-    pub fn backend(&self, name: &str) -> Option<&BackendView> {
-        self.backends.get(name)
-    }
-
     /// The WebSocket sessions of one instance.
     pub fn sessions_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SessionView> + 'a {
         self.sessions.iter().filter(move |s| s.backend == name)
