@@ -92,11 +92,7 @@ where
             return;
         }
     };
-    let io = Prefixed {
-        prefix: head,
-        pos: 0,
-        inner: io,
-    };
+    let io = Prefixed::new(head, io);
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();

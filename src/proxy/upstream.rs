@@ -190,23 +190,17 @@ async fn connect_tcp(backend: &Backend, timeout: Duration) -> Result<TcpStream, 
     Ok(stream)
 }
 
-/// Opens a new HTTP/1.1 connection to `backend`. With `upgrades`, the
-/// connection can be taken over after a 101 (WebSocket).
-pub async fn connect(backend: &Backend, timeout: Duration, upgrades: bool) -> Result<SendRequest<Body>, UpstreamError> {
+/// Opens a new keep-alive HTTP/1.1 connection to `backend`; its own task
+/// drives it. (WebSocket sessions use `websocket_handshake` instead.)
+async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
     let stream = connect_tcp(backend, timeout).await?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
-    if upgrades {
-        tokio::spawn(async move {
-            let _ = connection.with_upgrades().await;
-        });
-    } else {
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
     Ok(sender)
 }
 
@@ -222,7 +216,7 @@ pub async fn send(
         let (mut sender, pooled) = match backend.idle.take() {
             Some(sender) => (sender, true),
             // Boxed for the same reason: connecting is the rare path.
-            None => (Box::pin(connect(backend, connect_timeout, false)).await?, false),
+            None => (Box::pin(connect(backend, connect_timeout)).await?, false),
         };
         match sender.try_send_request(request).await {
             Ok(response) => {
