@@ -443,13 +443,15 @@ pub async fn down_with(
 
 /// An executor for single-instance work (restart, drain) on a running project.
 fn executor<'a>(docker: &'a Docker, project: &str) -> anyhow::Result<Executor<'a>> {
-    let dir = settings::project_dir(project);
-    let token = std::fs::read_to_string(dir.join("admin-token"))
-        .with_context(|| format!("cannot read the admin token in {}", dir.display()))?;
     let names = super::plan::Names {
         project: project.into(),
     };
-    Ok(Executor::new(docker, names, Vec::new(), token.trim().to_string()))
+    Ok(Executor::new(
+        docker,
+        names,
+        Vec::new(),
+        settings::admin_token(project)?,
+    ))
 }
 
 /// Restarts one container; a Flow instance is registered with the proxy

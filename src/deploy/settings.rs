@@ -187,6 +187,18 @@ pub fn project_dir(project: &str) -> PathBuf {
     crate::config::proxy::default_state_dir().join("projects").join(project)
 }
 
+/// The admin token a project's proxy was started with (made by `up`).
+pub fn admin_token(project: &str) -> anyhow::Result<String> {
+    let path = project_dir(project).join("admin-token");
+    let token = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "the project's admin token {} cannot be read ({e}); was the deployment made on this machine by this user?",
+            path.display()
+        )
+    })?;
+    Ok(token.trim().to_string())
+}
+
 /// The specs of the demo profile: flowgate's simulators behind its proxy.
 pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<ContainerSpec> {
     let names = dep.names();

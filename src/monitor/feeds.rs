@@ -244,9 +244,7 @@ async fn docker_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>, 
 
 /// The proxy's admin API of `project`: its published address and token.
 pub async fn admin_client(docker: &Docker, project: &str) -> anyhow::Result<AdminClient> {
-    let token = std::fs::read_to_string(settings::project_dir(project).join("admin-token")).map_err(|e| {
-        anyhow::anyhow!("the project's admin token cannot be read ({e}); was it made on this machine by this user?")
-    })?;
+    let token = settings::admin_token(project)?;
     let names = Names {
         project: project.into(),
     };
