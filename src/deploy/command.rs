@@ -20,20 +20,21 @@ fn progress(line: &str) {
     eprintln!("{line}");
 }
 
-/// The settings a running deployment was made with, from its proxy's label.
-async fn previous_settings(docker: &Docker, project: &str) -> Option<Deployment> {
+/// The settings a running deployment was made with (from its proxy's
+/// label), and the image its proxy runs.
+async fn previous_settings(docker: &Docker, project: &str) -> Option<(Deployment, Option<String>)> {
     let name = super::plan::Names {
         project: project.into(),
     }
     .container(Role::Proxy, None);
-    let inspect = docker.inspect_container(&name, None).await.ok()?;
-    let labels = inspect.config?.labels?;
-    serde_json::from_str(labels.get(LABEL_SETTINGS)?).ok()
+    let config = docker.inspect_container(&name, None).await.ok()?.config?;
+    let settings = serde_json::from_str(config.labels?.get(LABEL_SETTINGS)?).ok()?;
+    Some((settings, config.image))
 }
 
 /// Whether the running deployment uses flowgate's simulators, and else
 /// the tag of its Hazelcast images (from the first Flow instance).
-async fn current_profile(docker: &Docker, project: &str) -> (bool, Option<String>) {
+async fn current_profile(docker: &Docker, project: &str) -> (Profile, Option<String>) {
     let flow = super::plan::Names {
         project: project.into(),
     }
@@ -45,9 +46,9 @@ async fn current_profile(docker: &Docker, project: &str) -> (bool, Option<String
         .and_then(|c| c.config?.image);
     match image {
         Some(image) if !image.starts_with(super::image::REPOSITORY) => {
-            (false, image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+            (Profile::Real, image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
         }
-        _ => (true, None),
+        _ => (Profile::Demo, None),
     }
 }
 
@@ -85,6 +86,8 @@ pub struct Target {
     /// Only add or remove Flow instances (`scale`): new ones use the image
     /// the deployment runs, and changed settings are left for `up`.
     pub scale_only: bool,
+    /// With `scale_only`: the image the deployment's proxy runs.
+    pub running_image: Option<String>,
 }
 
 /// What runs now, as `up` needs it to resolve a target.
@@ -93,26 +96,30 @@ pub struct Running {
     pub settings: Option<Deployment>,
     pub profile: Option<(Profile, Option<String>)>,
     pub instances: u32,
+    /// The image the proxy runs (flowgate's own, of the binary that made it).
+    pub proxy_image: Option<String>,
 }
 
 impl Running {
     pub async fn read(docker: &Docker, project: &str) -> anyhow::Result<Running> {
-        let settings = previous_settings(docker, project).await;
+        let (settings, proxy_image) = match previous_settings(docker, project).await {
+            Some((settings, image)) => (Some(settings), image),
+            None => (None, None),
+        };
         let instances = engine::found(docker, project)
             .await?
             .iter()
             .filter(|f| f.role == Role::Flow)
             .count() as u32;
-        let profile = if settings.is_some() {
-            let (demo, tag) = current_profile(docker, project).await;
-            Some((if demo { Profile::Demo } else { Profile::Real }, tag))
-        } else {
-            None
+        let profile = match settings {
+            Some(_) => Some(current_profile(docker, project).await),
+            None => None,
         };
         Ok(Running {
             settings,
             profile,
             instances,
+            proxy_image,
         })
     }
 }
@@ -212,17 +219,8 @@ pub fn resolve(
             .or_else(|| settings::find_license(Path::new("."))),
         no_pull: args.no_pull,
         scale_only: false,
+        running_image: None,
     })
-}
-
-/// The image the running proxy was made from (flowgate's own image).
-async fn running_proxy_image(docker: &Docker, names: &super::plan::Names) -> Option<String> {
-    let inspect = docker
-        .inspect_container(&names.container(Role::Proxy, None), None)
-        .await
-        .ok()?;
-    let image = inspect.config?.image?;
-    docker.inspect_image(&image).await.ok().map(|_| image)
 }
 
 /// Where a deployment answers, once `apply` is done.
@@ -289,6 +287,7 @@ pub async fn scale_with(
         license: settings::find_license(Path::new(".")),
         no_pull: true,
         scale_only: true,
+        running_image: running.proxy_image.clone(),
     };
     apply(docker, &target, progress).await
 }
@@ -312,10 +311,10 @@ pub async fn apply(
     let token = project_token(&dir)?;
     write_atomic(&dir.join("proxy.toml"), settings::proxy_toml(dep).as_bytes(), 0o644)?;
 
-    let running_image = if target.scale_only {
-        running_proxy_image(docker, &dep.names()).await
-    } else {
-        None
+    // Scaling keeps the image the deployment runs, as long as it is still here.
+    let running_image = match (&target.running_image, target.scale_only) {
+        (Some(image), true) if docker.inspect_image(image).await.is_ok() => Some(image.clone()),
+        _ => None,
     };
     let image = match running_image {
         Some(image) => image,
@@ -689,6 +688,7 @@ mod tests {
             }),
             profile: Some((Profile::Real, Some("6.0".into()))),
             instances: 2,
+            proxy_image: None,
         };
         let target = resolve("p", &args(), Some(&file), &running).unwrap();
         let dep = &target.deployment;
