@@ -199,21 +199,31 @@ impl App {
         snap
     }
 
+    fn shows(&self, name: &str) -> bool {
+        self.filter.is_empty() || name.contains(&self.filter)
+    }
+
     /// The instances the filter lets through, in order.
     pub fn visible(&self, snap: &Snapshot) -> Vec<Instance> {
-        snap.instances
+        snap.instances.iter().filter(|i| self.shows(&i.name)).cloned().collect()
+    }
+
+    /// The names of the visible instances, in the same order, straight from
+    /// the container list: selection and keys need no whole snapshot.
+    pub fn visible_names(&self) -> Vec<&str> {
+        self.state
+            .containers
             .iter()
-            .filter(|i| self.filter.is_empty() || i.name.contains(&self.filter))
-            .cloned()
+            .filter(|c| c.role == Role::Flow && self.shows(&c.name))
+            .map(|c| c.name.as_str())
             .collect()
     }
 
     pub fn selected_name(&self) -> Option<String> {
-        let snap = self.snapshot();
-        let visible = self.visible(&snap);
+        let visible = self.visible_names();
         visible
             .get(self.selected.min(visible.len().saturating_sub(1)))
-            .map(|i| i.name.clone())
+            .map(|name| name.to_string())
     }
 
     fn flow_count(&self) -> u32 {
@@ -293,7 +303,7 @@ impl App {
                     && mouse.row < area.y + area.height
                 {
                     let row = self.rows_offset + (mouse.row - area.y) as usize;
-                    let count = self.visible(&self.snapshot()).len();
+                    let count = self.visible_names().len();
                     if row < count {
                         self.pane = Pane::Instances;
                         return self.select(row);
@@ -322,7 +332,7 @@ impl App {
     fn move_selection(&mut self, delta: isize) -> Vec<Action> {
         match self.pane {
             Pane::Instances => {
-                let count = self.visible(&self.snapshot()).len();
+                let count = self.visible_names().len();
                 if count == 0 {
                     return Vec::new();
                 }
@@ -668,8 +678,14 @@ pub mod tests {
         assert_eq!(app.mode, Mode::Filter("2".into()));
         app.update(code(KeyCode::Enter));
         assert_eq!(app.visible(&app.snapshot()).len(), 1);
+        assert_eq!(app.visible_names(), ["demo-flow-2"]);
         app.update(code(KeyCode::Esc));
-        assert_eq!(app.visible(&app.snapshot()).len(), 3);
+        let from_snapshot: Vec<String> = app.visible(&app.snapshot()).into_iter().map(|i| i.name).collect();
+        assert_eq!(
+            app.visible_names(),
+            from_snapshot,
+            "the same instances in the same order"
+        );
     }
 
     #[test]

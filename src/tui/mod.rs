@@ -247,7 +247,7 @@ async fn session(
             app.now_ms = now_ms();
             let size = terminal.size()?;
             let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
-            let visible = app.visible(&app.snapshot()).len();
+            let visible = app.visible_names().len();
             app.rows_area = Some(view::rows_area(area, visible));
             app.rows_offset = view::rows_offset(area, &app, visible);
             terminal.draw(|frame| view::render(frame, &app))?;
