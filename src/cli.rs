@@ -75,6 +75,112 @@ pub enum Command {
     /// Certificates of a running proxy: their state, or renew now.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Check any Flow load balancer (flowgate, Traefik, nginx, ...) against every rule of
+    /// the Flow load-balancing guide; each failure names the rule and the fix.
+    Doctor(DoctorArgs),
+    /// Write this deployment for other tools: docker-compose, Traefik or nginx.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Checks, in order: certificate, https-redirect, websocket-upgrade, \
+    forwarded-headers, instances, idle-timeout, heartbeat-session, mc-cors. The exit code is 0 only \
+    when none fails (a check that cannot run here is skipped and said so).\n\n\
+    Examples:\n  \
+    flowgate doctor --url https://flow.example.com --mc-url https://mc.example.com\n  \
+    flowgate doctor --url https://flow.localhost:8443 --ca ca.pem --resolve flow.localhost:8443:127.0.0.1 \
+    --http-port 8080 --idle-wait 20s")]
+pub struct DoctorArgs {
+    /// The Flow URL users open, e.g. https://flow.example.com.
+    #[arg(long)]
+    pub url: String,
+    /// Management Center's URL; its CORS preflight from the Flow origin is checked.
+    #[arg(long)]
+    pub mc_url: Option<String>,
+    /// Trust the CA certificates in this PEM file instead of the system's roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Connect to ADDR for HOST:PORT instead of resolving it (like curl), e.g.
+    /// flow.example.com:443:127.0.0.1. Also used for HOST's HTTP port when only the HTTPS
+    /// port is given.
+    #[arg(long)]
+    pub resolve: Vec<String>,
+    /// The plain-HTTP port that must redirect to HTTPS.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// A path where Flow accepts WebSockets.
+    #[arg(long, default_value = "/")]
+    pub ws_path: String,
+    /// The Flow UI's heartbeat interval; the idle timeout must exceed it.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub heartbeat: Duration,
+    /// How long a silent WebSocket session is watched to find the balancer's idle
+    /// timeout (nginx's default is 60 s). Longer finds longer timeouts.
+    #[arg(long, value_parser = parse_duration, default_value = "75s")]
+    pub idle_wait: Duration,
+    /// Requests sent to see how many instances answer.
+    #[arg(long, default_value_t = 12)]
+    pub requests: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportKind {
+    /// docker-compose.yml with flowgate's proxy in front.
+    Compose,
+    /// docker-compose.yml with Traefik in front (labels, entrypoints, middlewares, ACME).
+    Traefik,
+    /// nginx.conf (upstream over all instances, WebSocket, TLS) and a docker-compose.yml.
+    Nginx,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The deployment comes from flowgate.toml (see --config) and these flags, as for \
+    `flowgate up`. Secrets are never written: the files read MC_LICENSE and POSTGRES_PASSWORD from \
+    the environment or a .env file beside them.\n\n\
+    Examples:\n  \
+    flowgate export compose --out deploy/\n  \
+    flowgate export nginx --demo --domain flow.example.com --out nginx/\n  \
+    flowgate export nginx --flow-address 10.0.0.11:9021 --flow-address 10.0.0.12:9021 --mc-address 10.0.0.20:8080"
+)]
+pub struct ExportArgs {
+    /// What to write.
+    pub kind: ExportKind,
+    /// Directory for the files (created); without it the main file goes to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The demo profile: flowgate's simulators instead of the Hazelcast images.
+    #[arg(long)]
+    pub demo: bool,
+    /// Number of Flow instances [default: flowgate.toml's, else 3].
+    #[arg(long)]
+    pub instances: Option<u32>,
+    /// Flow's public host name [default: flowgate.toml's, else flow.localhost]; MC is mc.<domain>.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Public HTTP port [default: 80].
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Public HTTPS port [default: 443].
+    #[arg(long)]
+    pub https_port: Option<u16>,
+    /// Tag of the Hazelcast Flow and MC images [default: latest].
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// flowgate's image for the proxy and simulators [default: flowgate:<version>, built
+    /// from this binary when Docker is reachable].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// nginx only: Flow instances that run elsewhere (HOST:PORT, repeat), instead of the
+    /// containers of the compose file.
+    #[arg(long)]
+    pub flow_address: Vec<String>,
+    /// nginx only: Management Center's address (HOST:PORT) when it runs elsewhere.
+    #[arg(long)]
+    pub mc_address: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -506,5 +612,16 @@ impl ProxyArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Prints command output to stdout. A reader that went away (`| head`)
+/// ends the output quietly instead of panicking as `println!` does.
+pub fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }

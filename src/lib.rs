@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod doctor;
+pub mod export;
 pub mod fsutil;
 pub mod histogram;
 pub mod monitor;

@@ -526,10 +526,10 @@ pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
     let docker = super::connect().await?;
     let snap = snapshot(&docker, project).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
+        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&snap)?))?;
         return Ok(());
     }
-    print!("{}", status_text(&snap));
+    crate::cli::print(&status_text(&snap))?;
     Ok(())
 }
 

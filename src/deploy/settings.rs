@@ -309,13 +309,39 @@ pub fn mc_env(dep: &Deployment) -> Vec<String> {
 /// through the admin API as they become healthy), MC by its own, TLS from
 /// the local CA, and the forwarded headers Flow expects behind TLS.
 pub fn proxy_toml(dep: &Deployment) -> String {
+    render_proxy_toml(dep, false)
+}
+
+/// The proxy's configuration when nothing registers instances (a compose
+/// file): every Flow instance listed, the admin token kept in the state
+/// volume.
+pub fn standalone_proxy_toml(dep: &Deployment) -> String {
+    render_proxy_toml(dep, true)
+}
+
+fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
     let names = dep.names();
+    let (writer, token, flow_backends) = if standalone {
+        let backends: Vec<String> = (1..=dep.instances)
+            .map(|n| format!("\"{}:{FLOW_PORT}\"", names.container(Role::Flow, Some(n))))
+            .collect();
+        (
+            "flowgate export compose",
+            String::new(),
+            format!("backends = [{}]\n", backends.join(", ")),
+        )
+    } else {
+        (
+            "flowgate up",
+            format!("admin_token_file = \"{TOKEN_IN_CONTAINER}\"\n"),
+            String::new(),
+        )
+    };
     format!(
-        r#"# Written by `flowgate up` for project {project}; changes are overwritten.
+        r#"# Written by `{writer}` for project {project}; changes are overwritten.
 listen = ["0.0.0.0:80"]
 admin = "0.0.0.0:{ADMIN_PORT}"
-admin_token_file = "{TOKEN_IN_CONTAINER}"
-state_dir = "{STATE_IN_CONTAINER}"
+{token}state_dir = "{STATE_IN_CONTAINER}"
 
 [tls]
 listen = ["0.0.0.0:443"]
@@ -331,7 +357,7 @@ host = "{domain}"
 service = "flow"
 
 [service.flow]
-forwarded_proto = "https"
+{flow_backends}forwarded_proto = "https"
 forwarded_port = {https_port}
 
 [service.mc]

@@ -25,6 +25,54 @@ impl Preflight {
     }
 }
 
+/// One HTTP/1.1 exchange's answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request on a new connection to `target` (TLS when it is
+/// https) and reads the whole answer, within `limit`.
+pub async fn request(
+    target: &Target,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    limit: Duration,
+) -> anyhow::Result<Reply> {
+    let exchange = async {
+        let stream = connect(target, None).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &target.host_header);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = sender.send_request(builder.body(Empty::<Bytes>::new())?).await?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+        anyhow::Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", limit.as_secs()))?
+}
+
 /// Sends `OPTIONS /` to `mc_url` with `Origin: flow_origin`, connecting to
 /// `connect_to` (the host's published port) and trusting `ca` (or the
 /// system's roots).
@@ -39,28 +87,23 @@ pub async fn mc_preflight(
     let port = uri.port_u16().unwrap_or(443);
     let trust = ca.map_or(Trust::System, |p| Trust::File(p.to_path_buf()));
     let target = Target::parse(mc_url, None, &[format!("{host}:{port}:{connect_to}")], &trust)?;
-    let exchange = async {
-        let stream = connect(&target, None).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(hyper::Method::OPTIONS)
-            .uri("/")
-            .header(hyper::header::HOST, &target.host_header)
-            .header(hyper::header::ORIGIN, flow_origin)
-            .header(hyper::header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
-            .body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(request).await?;
-        anyhow::Ok(Preflight {
-            status: response.status().as_u16(),
-            allow_origin: response
-                .headers()
-                .get(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    preflight(&target, flow_origin)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer from {mc_url} within 5 s"))?
+        .with_context(|| format!("{mc_url} did not answer the preflight"))
+}
+
+/// A CORS preflight (`OPTIONS /` from `origin`, for a GET) to `target`.
+pub async fn preflight(target: &Target, origin: &str) -> anyhow::Result<Preflight> {
+    let reply = request(
+        target,
+        hyper::Method::OPTIONS,
+        "/",
+        &[("origin", origin), ("access-control-request-method", "GET")],
+        Duration::from_secs(5),
+    )
+    .await?;
+    Ok(Preflight {
+        status: reply.status,
+        allow_origin: reply.header("access-control-allow-origin").map(str::to_string),
+    })
 }

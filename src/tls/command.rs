@@ -13,7 +13,7 @@ pub async fn status(args: CertStatusArgs) -> anyhow::Result<()> {
     let client = AdminClient::from_state_dir(&args.state_dir.unwrap_or_else(default_state_dir))?;
     let certificates = client.get("/api/v1/certificates").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&certificates)?);
+        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&certificates)?))?;
         return Ok(());
     }
     let list = certificates.as_array().cloned().unwrap_or_default();

@@ -149,7 +149,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     }
     let summary = generate(&args, &target).await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     } else {
         print_summary(&summary);
     }
