@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{File, MARKER, Source, certificate_paths, real_profile_files};
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
-use crate::deploy::settings::{self, ContainerSpec, FLOW_PORT, MC_PORT, TOKEN_IN_CONTAINER};
+use crate::deploy::settings::{self, ContainerSpec, FLOW_PORT, MC_PORT, STATE_IN_CONTAINER, TOKEN_IN_CONTAINER};
 
 /// One service of a compose file.
 #[derive(Debug, Default)]
@@ -162,11 +162,19 @@ fn header(source: &Source, kind: &str, front: &str) -> String {
     let profile = if source.real().is_some() {
         format!("hazelcast-flow:{}", source.tag)
     } else {
-        "demo (flowgate's simulators)".into()
+        "flowgate's simulators".into()
+    };
+    let trust = if kind == "compose" && dep.tls.mode == CertMode::SelfSigned {
+        format!(
+            "\nBrowsers trust the proxy's local CA: docker cp {}-proxy:{STATE_IN_CONTAINER}/ca.pem .",
+            dep.project
+        )
+    } else {
+        String::new()
     };
     format!(
         "Written by `{MARKER} {kind}` for project {project}: {n} Flow instances ({profile}) behind {front},\n\
-         Flow on {flow}, Management Center on {mc}.\n\
+         Flow on {flow}, Management Center on {mc}.{trust}\n\
          Start: docker-compose up -d   (or docker compose up -d); stop: docker-compose down.\n\
          Regenerate rather than edit: changes here are lost on the next export.",
         project = dep.project,
