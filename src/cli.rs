@@ -152,24 +152,8 @@ pub struct ExportArgs {
     /// Directory for the files (created); without it the main file goes to stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The demo profile: flowgate's simulators instead of the Hazelcast images.
-    #[arg(long)]
-    pub demo: bool,
-    /// Number of Flow instances [default: flowgate.toml's, else 3].
-    #[arg(long)]
-    pub instances: Option<u32>,
-    /// Flow's public host name [default: flowgate.toml's, else flow.localhost]; MC is mc.<domain>.
-    #[arg(long)]
-    pub domain: Option<String>,
-    /// Public HTTP port [default: 80].
-    #[arg(long)]
-    pub http_port: Option<u16>,
-    /// Public HTTPS port [default: 443].
-    #[arg(long)]
-    pub https_port: Option<u16>,
-    /// Tag of the Hazelcast Flow and MC images [default: latest].
-    #[arg(long)]
-    pub tag: Option<String>,
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
     /// flowgate's image for the proxy and simulators [default: flowgate:<version>, built
     /// from this binary when Docker is reachable].
     #[arg(long)]
@@ -189,7 +173,17 @@ pub struct ExportArgs {
     then https://flow.localhost:8443/ (trust the CA printed at the end)"
 )]
 pub struct UpArgs {
-    /// Number of Flow instances [default: 3, or what runs now].
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+    /// Use only images already on this machine (loaded with `docker load`); never pull.
+    #[arg(long)]
+    pub no_pull: bool,
+}
+
+/// The deployment's settings on the command line (they win over flowgate.toml).
+#[derive(Debug, Args, Default, Clone)]
+pub struct DeploymentArgs {
+    /// Number of Flow instances [default: flowgate.toml's, else what runs now, else 3].
     #[arg(long)]
     pub instances: Option<u32>,
     /// Run flowgate's simulators instead of the Hazelcast images (no registry or licence
@@ -200,18 +194,15 @@ pub struct UpArgs {
     /// Flow's public host name [default: flow.localhost]; MC is served on mc.<domain>.
     #[arg(long)]
     pub domain: Option<String>,
-    /// Host port for HTTP [default: 80].
+    /// Public port for HTTP [default: 80].
     #[arg(long)]
     pub http_port: Option<u16>,
-    /// Host port for HTTPS [default: 443].
+    /// Public port for HTTPS [default: 443].
     #[arg(long)]
     pub https_port: Option<u16>,
     /// Tag of the Hazelcast Flow and MC images (real profile) [default: latest].
     #[arg(long)]
     pub tag: Option<String>,
-    /// Use only images already on this machine (loaded with `docker load`); never pull.
-    #[arg(long)]
-    pub no_pull: bool,
 }
 
 #[derive(Debug, Args, Default)]

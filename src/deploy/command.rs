@@ -133,6 +133,8 @@ pub fn resolve(
     file: Option<&DeploymentFile>,
     running: &Running,
 ) -> anyhow::Result<Target> {
+    let no_pull = args.no_pull;
+    let args = &args.deployment;
     let empty = DeploymentFile::default();
     let file = file.unwrap_or(&empty);
     let previous = running.settings.as_ref();
@@ -217,7 +219,7 @@ pub fn resolve(
             .mc_license
             .clone()
             .or_else(|| settings::find_license(Path::new("."))),
-        no_pull: args.no_pull,
+        no_pull,
         scale_only: false,
         running_image: None,
     })
@@ -658,15 +660,7 @@ mod tests {
     use super::*;
 
     fn args() -> UpArgs {
-        UpArgs {
-            instances: None,
-            demo: false,
-            domain: None,
-            http_port: None,
-            https_port: None,
-            tag: None,
-            no_pull: false,
-        }
+        UpArgs::default()
     }
 
     #[test]
@@ -700,8 +694,8 @@ mod tests {
         assert_eq!((target.profile, target.tag.as_str()), (Profile::Demo, "6.0"));
 
         let mut flags = args();
-        flags.instances = Some(6);
-        flags.domain = Some("flow.other.org".into());
+        flags.deployment.instances = Some(6);
+        flags.deployment.domain = Some("flow.other.org".into());
         let target = resolve("p", &flags, Some(&file), &running).unwrap();
         assert_eq!(target.deployment.instances, 6);
         assert_eq!(target.deployment.mc_domain, "mc.flow.other.org");
@@ -718,10 +712,10 @@ mod tests {
         assert_eq!((target.deployment.http_port, target.deployment.https_port), (80, 443));
         assert_eq!(target.deployment.mc_domain, "mc.flow.localhost");
         let mut same = args();
-        same.http_port = Some(443);
+        same.deployment.http_port = Some(443);
         assert!(resolve("p", &same, None, &Running::default()).is_err());
         let mut bad = args();
-        bad.domain = Some("https://flow".into());
+        bad.deployment.domain = Some("https://flow".into());
         assert!(resolve("p", &bad, None, &Running::default()).is_err());
     }
 

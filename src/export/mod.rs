@@ -56,15 +56,15 @@ pub struct File {
 
 pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
     let up = UpArgs {
-        instances: args.instances,
-        demo: args.demo,
-        domain: args.domain.clone(),
-        http_port: args.http_port,
-        https_port: args.https_port,
-        tag: args.tag.clone(),
+        deployment: args.deployment.clone(),
         no_pull: true,
     };
-    let target = resolve(project, &up, file, &Running::default())?;
+    // A running deployment of the project fills in what flags and the file leave open, as for `up`.
+    let running = match crate::deploy::connect().await {
+        Ok(docker) => Running::read(&docker, project).await.unwrap_or_default(),
+        Err(_) => Running::default(),
+    };
+    let target = resolve(project, &up, file, &running)?;
     let default_image = format!("{}:{}", crate::deploy::image::REPOSITORY, env!("CARGO_PKG_VERSION"));
     let source = Source {
         deployment: target.deployment,

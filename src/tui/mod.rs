@@ -143,7 +143,7 @@ async fn session(
     // ask for its settings first.
     let mut first_job = None;
     if running.settings.is_none() {
-        let file = if args.up.demo || file.is_some() {
+        let file = if args.up.deployment.demo || file.is_some() {
             file
         } else {
             let license = crate::deploy::settings::find_license(std::path::Path::new(".")).is_some();
