@@ -33,7 +33,30 @@ impl Verdict {
     }
 }
 
-fn doctor(args: &[&str]) -> Verdict {
+/// The doctor's arguments for https://flow.test:`https` served on
+/// loopback, `mc` being the MC URL and any more arguments.
+fn doctor_args(ca: &Path, http: u16, https: u16, mc: &[String], idle_wait: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--url",
+        &format!("https://flow.test:{https}"),
+        "--ca",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("flow.test:{https}:127.0.0.1"),
+        "--http-port",
+        &http.to_string(),
+        "--idle-wait",
+        idle_wait,
+        "--mc-url",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(mc.iter().cloned());
+    args
+}
+
+fn doctor(args: &[String]) -> Verdict {
     let out: Output = Command::new(BIN)
         .arg("doctor")
         .args(args)
@@ -131,30 +154,13 @@ fn doctor_passes_flowgate_proxy_and_names_a_wrong_mc_origin() {
         &["listening on https://"],
     );
     let ca = pki.path("ca.pem");
-    let args = |mc: &str| {
-        vec![
-            "--url".to_string(),
-            origin.clone(),
-            "--ca".into(),
-            ca.to_str().unwrap().into(),
-            "--resolve".into(),
-            format!("flow.test:{https}:127.0.0.1"),
-            "--http-port".into(),
-            http.to_string(),
-            "--mc-url".into(),
-            format!("http://{mc}"),
-            "--idle-wait".into(),
-            "7s".into(),
-        ]
-    };
-    let right = args(&b.mc_right);
-    let verdict = doctor(&right.iter().map(String::as_str).collect::<Vec<_>>());
+    let right = [format!("http://{}", b.mc_right)];
+    let verdict = doctor(&doctor_args(&ca, http, https, &right, "7s"));
     assert!(verdict.passed, "{:#}\n{}", verdict.report, verdict.stderr);
     assert!(verdict.statuses.values().all(|s| s == "pass"), "{:#}", verdict.report);
 
-    let mut wrong = args(&b.mc_wrong);
-    *wrong.last_mut().unwrap() = "1s".into();
-    let verdict = doctor(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    let wrong = [format!("http://{}", b.mc_wrong)];
+    let verdict = doctor(&doctor_args(&ca, http, https, &wrong, "1s"));
     assert!(!verdict.passed);
     assert_eq!(verdict.failed(), ["mc-cors"], "{:#}", verdict.report);
     assert!(verdict.stderr.contains("mc-cors"), "{}", verdict.stderr);
@@ -238,25 +244,12 @@ fn doctor_passes_nginx_from_export_and_fails_each_broken_rule() {
         conf
     };
     let ca = pki.path("ca.pem");
-    let args = |idle_wait: &str| {
-        vec![
-            "--url".to_string(),
-            origin.clone(),
-            "--ca".into(),
-            ca.to_str().unwrap().into(),
-            "--resolve".into(),
-            format!("flow.test:{https}:127.0.0.1"),
-            "--resolve".into(),
-            format!("mc.flow.test:{https}:127.0.0.1"),
-            "--http-port".into(),
-            http.to_string(),
-            "--mc-url".into(),
-            format!("https://mc.flow.test:{https}"),
-            "--idle-wait".into(),
-            idle_wait.into(),
-        ]
-    };
-    let run = |idle_wait: &str| doctor(&args(idle_wait).iter().map(String::as_str).collect::<Vec<_>>());
+    let mc = [
+        format!("https://mc.flow.test:{https}"),
+        "--resolve".into(),
+        format!("mc.flow.test:{https}:127.0.0.1"),
+    ];
+    let run = |idle_wait: &str| doctor(&doctor_args(&ca, http, https, &mc, idle_wait));
 
     // As exported: every rule holds.
     let conf = export(&b.mc_right, &fx.dir.join("exported"));

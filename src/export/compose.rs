@@ -305,13 +305,7 @@ pub fn traefik(source: &Source) -> Vec<File> {
         let (cert, key) = certificate_paths(source);
         command.push("--providers.file.filename=/etc/traefik/dynamic.yml".into());
         traefik_volumes.push("./dynamic.yml:/etc/traefik/dynamic.yml:ro".into());
-        for path in [&cert, &key] {
-            let dir = path.parent().unwrap_or(Path::new("/")).display().to_string();
-            let bind = format!("{dir}:{dir}:ro");
-            if !traefik_volumes.contains(&bind) {
-                traefik_volumes.push(bind);
-            }
-        }
+        traefik_volumes.extend(certificate_binds(source));
         extra.push(File {
             name: "dynamic.yml",
             text: format!(
@@ -338,12 +332,11 @@ pub fn traefik(source: &Source) -> Vec<File> {
     files
 }
 
-/// nginx in front: the compose file beside `nginx.conf`.
-pub fn nginx(source: &Source, config_name: &str) -> String {
-    let dep = &source.deployment;
-    let (mut services, volumes) = backend_services(source);
-    let mut binds = vec![format!("./{config_name}:/etc/nginx/nginx.conf:ro")];
+/// The directories of the certificate and key, mounted where they are on
+/// the host (so renewals there are seen).
+fn certificate_binds(source: &Source) -> Vec<String> {
     let (cert, key) = certificate_paths(source);
+    let mut binds = Vec::new();
     for path in [&cert, &key] {
         let dir = path.parent().unwrap_or(Path::new("/")).display().to_string();
         let bind = format!("{dir}:{dir}:ro");
@@ -351,6 +344,15 @@ pub fn nginx(source: &Source, config_name: &str) -> String {
             binds.push(bind);
         }
     }
+    binds
+}
+
+/// nginx in front: the compose file beside `nginx.conf`.
+pub fn nginx(source: &Source, config_name: &str) -> String {
+    let dep = &source.deployment;
+    let (mut services, volumes) = backend_services(source);
+    let mut binds = vec![format!("./{config_name}:/etc/nginx/nginx.conf:ro")];
+    binds.extend(certificate_binds(source));
     services.push(Service {
         name: format!("{}-nginx", dep.project),
         image: "nginx:1.27".into(),
