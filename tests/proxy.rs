@@ -731,6 +731,9 @@ fn a_refused_websocket_handshake_reaches_the_client_as_the_backend_sent_it() {
     );
     assert_eq!(refused.status, 400, "{}", refused.text());
     assert!(refused.text().contains("Sec-WebSocket-Key"), "{}", refused.text());
+    // The refusal counts as one of the backend's requests, finished.
+    assert_eq!(proxy.total("requests_total"), 1, "{:?}", proxy.backends());
+    assert_eq!(proxy.total("active_requests"), 0, "{:?}", proxy.backends());
     // The proxy keeps serving, and a proper handshake still switches.
     assert_eq!(get(proxy.addr, "/api/sim/whoami", None).status, 200);
     // Read the 101's head only: the connection stays open as the tunnel.

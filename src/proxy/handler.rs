@@ -340,27 +340,13 @@ async fn forward(
         match super::upstream::send(&backend, upstream, connect_timeout).await {
             Ok((response, lease)) => {
                 backend.record_connect_success();
-                backend.latency.record(started.elapsed());
-                if response.status().is_server_error() {
-                    backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
-                }
-                let (mut head, incoming) = response.into_parts();
-                remove_hop_by_hop(&mut head.headers);
-                if let Some(name) = settings.sticky_cookie.as_deref() {
-                    let value = sticky_value(&backend.id);
-                    if sticky != Some(value.as_str()) {
-                        let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
-                        if let Ok(v) = HeaderValue::from_str(&cookie) {
-                            head.headers.append(header::SET_COOKIE, v);
-                        }
-                    }
-                }
-                let body = TrackedBody {
-                    inner: incoming,
-                    _in_flight: in_flight,
-                    _lease: lease,
+                let answered = Answered {
+                    response,
+                    lease,
+                    in_flight,
+                    started,
                 };
-                return Response::from_parts(head, body.boxed());
+                return relay(&backend, settings, sticky, answered);
             }
             Err(error) => {
                 drop(in_flight);
@@ -383,6 +369,41 @@ async fn forward(
             }
         }
     }
+}
+
+/// A backend's answer, with what keeps it counted until its body is sent.
+pub(super) struct Answered {
+    pub response: Response<Incoming>,
+    pub lease: super::upstream::Lease,
+    pub in_flight: InFlight,
+    pub started: Instant,
+}
+
+/// The client's response from a backend's answer: latency and 5xx counted,
+/// hop-by-hop headers removed, the sticky cookie set, the backend's
+/// in-flight count and connection held until the body is done.
+pub(super) fn relay(backend: &Backend, settings: &Service, sticky: Option<&str>, answered: Answered) -> Response<Body> {
+    backend.latency.record(answered.started.elapsed());
+    if answered.response.status().is_server_error() {
+        backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let (mut head, incoming) = answered.response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    if let Some(name) = settings.sticky_cookie.as_deref() {
+        let value = sticky_value(&backend.id);
+        if sticky != Some(value.as_str()) {
+            let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                head.headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    let body = TrackedBody {
+        inner: incoming,
+        _in_flight: answered.in_flight,
+        _lease: answered.lease,
+    };
+    Response::from_parts(head, body.boxed())
 }
 
 /// Records a failed connect: the backend is skipped for a backoff.

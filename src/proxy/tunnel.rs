@@ -20,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
-use super::backend::{Backend, Session};
+use super::backend::{Backend, InFlight, Session};
 use super::balance::Pool;
 use super::events::ProxyEvent;
-use super::handler::{ConnInfo, origin_form, prepare_request_headers, remove_hop_by_hop};
+use super::handler::{Answered, ConnInfo, origin_form, prepare_request_headers};
 use super::listener::Prefixed;
 use super::upstream::Handshake;
 use crate::config::proxy::Service;
@@ -115,17 +115,24 @@ pub async fn upgrade(
             }
             Ok(Handshake::Refused(status)) => {
                 // Relay the backend's whole answer (a 401 or 404 with its
-                // body): the handshake is a GET, so ask again the usual way.
+                // body): the handshake is a GET, so ask again the usual way,
+                // counted as a request of this backend.
                 backend.record_connect_success();
                 let mut request = Request::new(serve::empty());
                 *request.method_mut() = parts.method.clone();
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() = parts.headers.clone();
+                let in_flight = InFlight::start(&backend);
+                let started = std::time::Instant::now();
                 return match super::upstream::send(&backend, request, timeout).await {
-                    Ok((response, _lease)) => {
-                        let (mut head, body) = response.into_parts();
-                        remove_hop_by_hop(&mut head.headers);
-                        Response::from_parts(head, http_body_util::BodyExt::boxed(body))
+                    Ok((response, lease)) => {
+                        let answered = Answered {
+                            response,
+                            lease,
+                            in_flight,
+                            started,
+                        };
+                        super::handler::relay(&backend, &settings, sticky.as_deref(), answered)
                     }
                     Err(error) => serve::text(
                         StatusCode::BAD_GATEWAY,
