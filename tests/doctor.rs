@@ -257,6 +257,18 @@ fn doctor_passes_nginx_from_export_and_fails_each_broken_rule() {
     let verdict = run("7s");
     assert!(verdict.passed, "{:#}\n{}", verdict.report, verdict.stderr);
     assert!(verdict.statuses.values().all(|s| s == "pass"), "{:#}", verdict.report);
+    let checks = verdict.report["checks"].as_array().unwrap();
+    let measured = |id: &str| checks.iter().find(|c| c["id"] == id).unwrap()["measured"].clone();
+    // No idle timeout within the wait, and both instances answered.
+    assert!(measured("idle-timeout")["idle_timeout_s"].is_null(), "{checks:#?}");
+    assert_eq!(
+        measured("instances")["requests_per_instance"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2,
+        "{checks:#?}"
+    );
     fx.kill("nginx");
 
     // Without the Upgrade and Connection headers: the handshake fails.
@@ -295,6 +307,8 @@ fn doctor_passes_nginx_from_export_and_fails_each_broken_rule() {
         .clone();
     let observed = idle["observed"].as_str().unwrap();
     assert!(observed.contains("closed after 3."), "{observed}");
+    let found = idle["measured"]["idle_timeout_s"].as_f64().unwrap();
+    assert!((2.9..4.0).contains(&found), "{idle:#}");
     assert!(
         idle["fix"]["nginx"]
             .as_str()

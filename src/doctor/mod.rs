@@ -42,8 +42,18 @@ pub struct Check {
     pub rule: &'static str,
     pub status: Status,
     pub observed: String,
+    /// Figures behind `observed`, for scripts (idle timeout, instance counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<Fix>,
+}
+
+impl Check {
+    fn measured(mut self, value: serde_json::Value) -> Check {
+        self.measured = Some(value);
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +86,7 @@ impl Setup {
             rule: rule.text(),
             status,
             observed: observed.into(),
+            measured: None,
             fix: (status == Status::Fail).then(|| rule.fix(&self.context)),
         }
     }
@@ -479,7 +490,8 @@ async fn whoami(setup: &Setup, requests: u32) -> Vec<Check> {
             Status::Fail,
             format!("all {requests} requests reached one instance ({spread})"),
         )
-    };
+    }
+    .measured(serde_json::json!({ "requests_per_instance": seen }));
     vec![forwarded, instances]
 }
 
@@ -559,6 +571,11 @@ async fn sessions(
     };
     let (silent_end, beating_end) = tokio::join!(watch_silent, watch_beating);
     let hb = heartbeat.as_secs_f64();
+    let idle_measured = serde_json::json!({
+        "idle_timeout_s": silent_end.as_ref().map(|end| (end.after.as_secs_f64() * 10.0).round() / 10.0),
+        "waited_s": wait.as_secs_f64(),
+        "heartbeat_s": hb,
+    });
     let idle = match &silent_end {
         None => setup.check(
             Rule::IdleTimeout,
@@ -589,6 +606,7 @@ async fn sessions(
             ),
         ),
     };
+    let idle = idle.measured(idle_measured);
     let beat = match beating_end {
         Err(e) => setup.check(
             Rule::HeartbeatSession,
@@ -753,6 +771,7 @@ mod tests {
                     rule: Rule::Certificate.text(),
                     status: Status::Pass,
                     observed: "valid".into(),
+                    measured: None,
                     fix: None,
                 },
                 Check {
@@ -760,6 +779,7 @@ mod tests {
                     rule: Rule::IdleTimeout.text(),
                     status: Status::Fail,
                     observed: "closed after 3.0 s".into(),
+                    measured: None,
                     fix: Some(Rule::IdleTimeout.fix(&Context {
                         domain: "flow.test".into(),
                         port: 443,
