@@ -355,14 +355,21 @@ fn tls_failure(error: &str, host: &str) -> String {
         .unwrap_or_else(|| format!("the TLS handshake failed: {error}"))
 }
 
+/// A deep link, so the redirect is seen to keep the path and query.
+const REDIRECT_PROBE: &str = "/flowgate-doctor/redirect?probe=1";
+
 async fn redirect(setup: &Setup) -> Check {
     let rule = Rule::HttpsRedirect;
-    let url = format!("http://{}:{}/", setup.host, setup.http_port);
+    let url = if setup.http_port == 80 {
+        format!("http://{}{REDIRECT_PROBE}", setup.host)
+    } else {
+        format!("http://{}:{}{REDIRECT_PROBE}", setup.host, setup.http_port)
+    };
     let target = match &setup.http {
         Ok(target) => target,
         Err(e) => return setup.check(rule, Status::Fail, format!("{url}: {e:#}")),
     };
-    let reply = match probe::request(target, hyper::Method::GET, "/", &[], REQUEST_LIMIT).await {
+    let reply = match probe::request(target, hyper::Method::GET, REDIRECT_PROBE, &[], REQUEST_LIMIT).await {
         Ok(reply) => reply,
         Err(e) => {
             return setup.check(
@@ -374,22 +381,30 @@ async fn redirect(setup: &Setup) -> Check {
     };
     let location = reply.header("location").unwrap_or_default().to_string();
     let origin = &setup.context.origin;
-    let to_https = location == *origin
-        || location.starts_with(&format!("{origin}/"))
-        || location.starts_with(&format!("{origin}?"));
+    let wanted = format!("{origin}{REDIRECT_PROBE}");
+    let to_https = location == *origin || location.starts_with(&format!("{origin}/"));
     match reply.status {
-        301 | 302 | 307 | 308 if to_https => {
+        301 | 302 | 307 | 308 if location == wanted => {
             setup.check(rule, Status::Pass, format!("{url} -> {} {location}", reply.status))
         }
+        301 | 302 | 307 | 308 if to_https => setup.check(
+            rule,
+            Status::Fail,
+            format!(
+                "{url} redirects ({}) to '{location}': HTTPS, but without the path and query, so links \
+                 to Flow pages land on the start page",
+                reply.status
+            ),
+        ),
         301 | 302 | 303 | 307 | 308 => setup.check(
             rule,
             Status::Fail,
-            format!("{url} redirects ({}) to '{location}', not to {origin}", reply.status),
+            format!("{url} redirects ({}) to '{location}', not to {wanted}", reply.status),
         ),
         status => setup.check(
             rule,
             Status::Fail,
-            format!("{url} answered {status} over plain HTTP instead of redirecting to {origin}"),
+            format!("{url} answered {status} over plain HTTP instead of redirecting to {wanted}"),
         ),
     }
 }

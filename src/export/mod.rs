@@ -93,6 +93,17 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
                 .map(|f| format!("{}\n", dir.join(f.name).display()))
                 .collect();
             crate::cli::print(&written)?;
+            let dir_shown = dir.display();
+            match args.kind {
+                ExportKind::Nginx => eprintln!(
+                    "next: nginx -t -c {} on the balancer, or cd {dir_shown} && docker-compose up -d",
+                    std::path::absolute(dir)
+                        .unwrap_or_else(|_| dir.clone())
+                        .join("nginx.conf")
+                        .display()
+                ),
+                _ => eprintln!("next: cd {dir_shown} && docker-compose up -d"),
+            }
             if source.profile == Profile::Real {
                 eprintln!(
                     "note: put MC_LICENSE and POSTGRES_PASSWORD in {} (see .env.example); the files never hold them",
