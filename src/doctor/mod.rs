@@ -129,6 +129,12 @@ fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
     };
     let host = uri.host().context("--url has no host")?.to_ascii_lowercase();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    if args.heartbeat < Duration::from_millis(100) {
+        bail!("--heartbeat must be at least 100ms (the Flow UI's is 5s)");
+    }
+    if args.requests == 0 {
+        bail!("--requests must be at least 1 (2 or more to see the spread over instances)");
+    }
     let trust = args.ca.clone().map_or(Trust::System, Trust::File);
     let resolve = with_http_port(&args.resolve, &host, args.http_port);
     let verified = Target::parse(&args.url, None, &resolve, &trust)?;
@@ -190,6 +196,7 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
         ),
         Err(e) => setup.check(Rule::WebsocketUpgrade, Status::Fail, e.clone()),
     });
+    let opened = handshake.is_ok();
     // The sessions run while the quick checks go on.
     let sessions = async {
         match handshake {
@@ -205,7 +212,7 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
         quick.push(mc_cors(setup, args.mc_url.as_deref()).await);
         quick
     };
-    if handshake_opened(&checks) {
+    if opened {
         eprintln!(
             "doctor: watching a silent WebSocket session for up to {} s to find the idle timeout, beside one that \
              heartbeats every {} s",
@@ -230,12 +237,6 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
         passed: checks.iter().all(|c| c.status != Status::Fail),
         checks,
     }
-}
-
-fn handshake_opened(checks: &[Check]) -> bool {
-    checks
-        .iter()
-        .any(|c| c.id == Rule::WebsocketUpgrade.id() && c.status == Status::Pass)
 }
 
 /// The certificates of Flow's domain and, when its URL is https, MC's.
@@ -438,7 +439,7 @@ async fn open_session(setup: &Setup, path: &str) -> Result<(Peer<Stream>, Durati
 async fn whoami(setup: &Setup, requests: u32) -> Vec<Check> {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut first_headers: Option<BTreeMap<String, String>> = None;
-    for _ in 0..requests.max(1) {
+    for _ in 0..requests {
         let reply = probe::request(&setup.any_cert, hyper::Method::GET, WHOAMI, &[], REQUEST_LIMIT).await;
         let parsed = reply.as_ref().ok().and_then(|r| {
             (r.status == 200)
