@@ -565,6 +565,20 @@ pub fn find_license(dir: &Path) -> Option<String> {
         .find(|v| !v.is_empty())
 }
 
+/// The production-shaped deployment the tests of settings and export use.
+#[cfg(test)]
+pub(crate) fn example() -> Deployment {
+    Deployment {
+        project: "prod".into(),
+        domain: "flow.example.com".into(),
+        mc_domain: "mc.example.com".into(),
+        instances: 3,
+        http_port: 80,
+        https_port: 443,
+        tls: TlsFile::default(),
+    }
+}
+
 #[cfg(test)]
 mod golden {
     //! Golden files: every generated setting, compared with the file in
@@ -584,15 +598,7 @@ mod golden {
     }
 
     fn deployment() -> Deployment {
-        Deployment {
-            project: "prod".into(),
-            domain: "flow.example.com".into(),
-            mc_domain: "mc.example.com".into(),
-            instances: 3,
-            http_port: 80,
-            https_port: 443,
-            tls: TlsFile::default(),
-        }
+        example()
     }
 
     fn real() -> RealProfile {

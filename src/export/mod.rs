@@ -221,17 +221,12 @@ mod tests {
     pub fn source(profile: Profile) -> Source {
         Source {
             deployment: Deployment {
-                project: "prod".into(),
-                domain: "flow.example.com".into(),
-                mc_domain: "mc.example.com".into(),
-                instances: 3,
-                http_port: 80,
-                https_port: 443,
                 tls: TlsFile {
                     mode: CertMode::AcmeProduction,
                     email: Some("ops@example.com".into()),
                     ..TlsFile::default()
                 },
+                ..settings::example()
             },
             profile,
             tag: "latest".into(),
