@@ -85,15 +85,18 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_help = "Checks, in order: certificate, https-redirect, websocket-upgrade, \
     forwarded-headers, instances, idle-timeout, heartbeat-session, mc-cors. The exit code is 0 only \
-    when none fails (a check that cannot run here is skipped and said so).\n\n\
+    when none fails (a check that cannot run here is skipped and said so). Without --url it checks \
+    the project's deployment on this machine (its URLs, local CA and ports).\n\n\
     Examples:\n  \
+    flowgate doctor\n  \
     flowgate doctor --url https://flow.example.com --mc-url https://mc.example.com\n  \
     flowgate doctor --url https://flow.localhost:8443 --ca ca.pem --resolve flow.localhost:8443:127.0.0.1 \
     --http-port 8080 --idle-wait 20s")]
 pub struct DoctorArgs {
-    /// The Flow URL users open, e.g. https://flow.example.com.
+    /// The Flow URL users open, e.g. https://flow.example.com [default: the project's
+    /// deployment on this machine].
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
     /// Management Center's URL; its CORS preflight from the Flow origin is checked.
     #[arg(long)]
     pub mc_url: Option<String>,
@@ -105,9 +108,9 @@ pub struct DoctorArgs {
     /// port is given.
     #[arg(long)]
     pub resolve: Vec<String>,
-    /// The plain-HTTP port that must redirect to HTTPS.
-    #[arg(long, default_value_t = 80)]
-    pub http_port: u16,
+    /// The plain-HTTP port that must redirect to HTTPS [default: 80, or the local deployment's].
+    #[arg(long)]
+    pub http_port: Option<u16>,
     /// A path where Flow accepts WebSockets.
     #[arg(long, default_value = "/")]
     pub ws_path: String,

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         // Commands that run a deployment read flowgate.toml; `proxy` reads its own file.
         let deployment_command = !matches!(
             cli.command,
-            Some(Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_) | Command::Doctor(_))
+            Some(Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_))
         );
         let config_path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
         let file = if deployment_command {
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => flowgate::sim::loadgen::run(args).await,
             Command::Cert(CertCommand::Status(args)) => flowgate::tls::command::status(args).await,
             Command::Cert(CertCommand::Renew(args)) => flowgate::tls::command::renew(args).await,
-            Command::Doctor(args) => flowgate::doctor::run(args).await,
+            Command::Doctor(args) => flowgate::doctor::run(&project, args).await,
             Command::Export(args) => flowgate::export::run(&project, args, file).await,
         }
     });

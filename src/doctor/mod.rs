@@ -92,7 +92,11 @@ impl Setup {
     }
 }
 
-pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
+pub async fn run(project: &str, args: DoctorArgs) -> anyhow::Result<()> {
+    let args = match args.url {
+        Some(_) => args,
+        None => local_deployment(project, args).await?,
+    };
     let setup = setup(&args)?;
     let report = examine(&setup, &args).await;
     if args.json {
@@ -117,15 +121,44 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Without --url: the project's deployment on this machine, reached on
+/// loopback when its names are `*.localhost`, trusting its local CA.
+async fn local_deployment(project: &str, mut args: DoctorArgs) -> anyhow::Result<DoctorArgs> {
+    let docker = crate::deploy::connect()
+        .await
+        .context("no --url given, and Docker is not reachable to find the local deployment")?;
+    let running = crate::deploy::command::Running::read(&docker, project).await?;
+    let Some(dep) = running.settings else {
+        bail!("no --url given, and no deployment of project '{project}' runs here; pass --url (or --project)");
+    };
+    args.url = Some(dep.flow_origin());
+    args.mc_url = args.mc_url.or_else(|| Some(dep.mc_origin()));
+    args.http_port = args.http_port.or(Some(dep.http_port));
+    let ca = crate::deploy::settings::project_dir(project).join("ca.pem");
+    if args.ca.is_none() && dep.tls.mode == crate::config::deployment::CertMode::SelfSigned && ca.exists() {
+        args.ca = Some(ca);
+    }
+    for name in [&dep.domain, &dep.mc_domain] {
+        if name == "localhost" || name.ends_with(".localhost") {
+            args.resolve.push(format!("{name}:{}:127.0.0.1", dep.https_port));
+        }
+    }
+    eprintln!(
+        "doctor: checking project {project}: {} (MC {})",
+        dep.flow_origin(),
+        dep.mc_origin()
+    );
+    Ok(args)
+}
+
 fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
-    let uri: hyper::Uri = args
-        .url
-        .parse()
-        .with_context(|| format!("--url '{}' is not a URL", args.url))?;
+    let url = args.url.as_deref().context("--url is missing")?;
+    let http_port = args.http_port.unwrap_or(80);
+    let uri: hyper::Uri = url.parse().with_context(|| format!("--url '{url}' is not a URL"))?;
     let secure = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => bail!("--url '{}' must start with https:// (or http://)", args.url),
+        _ => bail!("--url '{url}' must start with https:// (or http://)"),
     };
     let host = uri.host().context("--url has no host")?.to_ascii_lowercase();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
@@ -136,13 +169,13 @@ fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
         bail!("--requests must be at least 1 (2 or more to see the spread over instances)");
     }
     let trust = args.ca.clone().map_or(Trust::System, Trust::File);
-    let resolve = with_http_port(&args.resolve, &host, args.http_port);
-    let verified = Target::parse(&args.url, None, &resolve, &trust)?;
-    let any_cert = Target::parse(&args.url, None, &resolve, &Trust::Insecure)?;
-    let http_url = if args.http_port == 80 {
+    let resolve = with_http_port(&args.resolve, &host, http_port);
+    let verified = Target::parse(url, None, &resolve, &trust)?;
+    let any_cert = Target::parse(url, None, &resolve, &Trust::Insecure)?;
+    let http_url = if http_port == 80 {
         format!("http://{host}/")
     } else {
-        format!("http://{host}:{}/", args.http_port)
+        format!("http://{host}:{http_port}/")
     };
     let http = Target::parse(&http_url, None, &resolve, &Trust::Insecure);
     let origin = if port == 443 {
@@ -156,7 +189,7 @@ fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
         http,
         secure,
         host: host.clone(),
-        http_port: args.http_port,
+        http_port,
         context: Context {
             domain: host,
             port,
@@ -233,7 +266,7 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
     }
     checks.extend(quick);
     Report {
-        url: args.url.clone(),
+        url: args.url.clone().unwrap_or_default(),
         passed: checks.iter().all(|c| c.status != Status::Fail),
         checks,
     }
