@@ -84,7 +84,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Checks, in order: certificate, https-redirect, websocket-upgrade, \
-    forwarded-headers, instances, idle-timeout, heartbeat-session, mc-cors. The exit code is 0 only \
+    forwarded-headers, instances, host-routing, idle-timeout, heartbeat-session, mc-cors. The exit code is 0 only \
     when none fails (a check that cannot run here is skipped and said so). Without --url it checks \
     the project's deployment on this machine (its URLs, local CA and ports).\n\n\
     Examples:\n  \

@@ -59,7 +59,7 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
         doctor.contains(&format!("flowgate doctor https://flow.localhost:{https}")),
         "{doctor}"
     );
-    assert!(doctor.contains("8 passed, 0 failed, 0 skipped"), "{doctor}");
+    assert!(doctor.contains("9 passed, 0 failed, 0 skipped"), "{doctor}");
 
     assert!(
         status["instances"][0]["memory_bytes"].as_u64().unwrap_or(0) > 0,

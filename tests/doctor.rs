@@ -119,45 +119,45 @@ fn doctor_passes_flowgate_proxy_and_names_a_wrong_mc_origin() {
     let (http, https) = (free_port(), free_port());
     let origin = format!("https://flow.test:{https}");
     let b = backends(&mut fx, &origin);
-    let state = fx.dir.join("proxy-state");
-    let (cert, key) = (pki.path("flow.pem"), pki.path("flow.key"));
-    let (flow1, flow2) = (b.flow[0].to_string(), b.flow[1].to_string());
-    fx.start(
-        "proxy",
-        &[
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--tls",
-            "files",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--tls-listen",
-            &format!("127.0.0.1:{https}"),
-            "--domain",
-            "flow.test",
-            "--backend",
-            &flow1,
-            "--backend",
-            &flow2,
-            "--forwarded-proto",
-            "https",
-            "--forwarded-port",
-            &https.to_string(),
-            "--admin",
-            "127.0.0.1:0",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &["listening on https://"],
-    );
+    // flowgate's proxy with TLS from files, routing flow.test only.
+    let proxy = |fx: &mut Fixture, name: &str, http: u16, https: u16, routes: &[&str]| {
+        let state = fx.dir.join(format!("{name}-state"));
+        let (cert, key) = (pki.path("flow.pem"), pki.path("flow.key"));
+        let (flow1, flow2) = (b.flow[0].to_string(), b.flow[1].to_string());
+        let (http, https) = (format!("127.0.0.1:{http}"), https.to_string());
+        let tls = format!("127.0.0.1:{https}");
+        let mut args = vec!["proxy", "--listen", &http, "--tls", "files", "--tls-listen", &tls];
+        args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+        args.extend(["--backend", &flow1, "--backend", &flow2, "--admin", "127.0.0.1:0"]);
+        args.extend(["--forwarded-proto", "https", "--forwarded-port", &https]);
+        args.extend(["--state-dir", state.to_str().unwrap()]);
+        args.extend(routes);
+        fx.start(name, &args, &["listening on https://"]);
+    };
+    proxy(&mut fx, "proxy", http, https, &["--domain", "flow.test"]);
     let ca = pki.path("ca.pem");
     let right = [format!("http://{}", b.mc_right)];
     let verdict = doctor(&doctor_args(&ca, http, https, &right, "7s"));
     assert!(verdict.passed, "{:#}\n{}", verdict.report, verdict.stderr);
     assert!(verdict.statuses.values().all(|s| s == "pass"), "{:#}", verdict.report);
+
+    // Without a host rule every name reaches Flow.
+    let (http_any, https_any) = (free_port(), free_port());
+    proxy(&mut fx, "proxy-any-host", http_any, https_any, &[]);
+    let origin_any = format!("https://flow.test:{https_any}");
+    let mc_any = fx.start(
+        "mc-any",
+        &["sim", "mc", "--listen", "127.0.0.1:0", "--flow-addresses", &origin_any],
+        &["listening on http://"],
+    );
+    let verdict = doctor(&doctor_args(
+        &ca,
+        http_any,
+        https_any,
+        &[format!("http://{}", mc_any[0])],
+        "1s",
+    ));
+    assert_eq!(verdict.failed(), ["host-routing"], "{:#}", verdict.report);
 
     let wrong = [format!("http://{}", b.mc_wrong)];
     let verdict = doctor(&doctor_args(&ca, http, https, &wrong, "1s"));

@@ -230,5 +230,5 @@ fn the_demo_compose_runs_here_and_passes_the_doctor() {
         report.contains("PASS  instances          12 requests reached 2 instances"),
         "{report}"
     );
-    assert!(report.contains("8 passed, 0 failed, 0 skipped"), "{report}");
+    assert!(report.contains("9 passed, 0 failed, 0 skipped"), "{report}");
 }

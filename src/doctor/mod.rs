@@ -242,6 +242,7 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
     };
     let quick = async {
         let mut quick = whoami(setup, args.requests).await;
+        quick.push(host_routing(setup).await);
         quick.push(mc_cors(setup, args.mc_url.as_deref()).await);
         quick
     };
@@ -255,7 +256,7 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
     }
     let (sessions, quick) = tokio::join!(sessions, quick);
     let mut quick = quick.into_iter();
-    checks.extend(quick.by_ref().take(2));
+    checks.extend(quick.by_ref().take(3));
     match sessions {
         Some((idle, beat)) => checks.extend([idle, beat]),
         None => {
@@ -542,6 +543,47 @@ async fn whoami(setup: &Setup, requests: u32) -> Vec<Check> {
     }
     .measured(serde_json::json!({ "requests_per_instance": seen }));
     vec![forwarded, instances]
+}
+
+/// A name the balancer cannot have been configured for.
+const FOREIGN_HOST: &str = "flowgate-doctor.invalid";
+
+/// A request for another name, on a connection made for the domain (same
+/// SNI), must not reach Flow: Flow's health endpoint must not answer it.
+async fn host_routing(setup: &Setup) -> Check {
+    let rule = Rule::HostRouting;
+    let path = crate::config::proxy::FLOW_HEALTH_PATH;
+    let answer = probe::request(
+        &setup.any_cert,
+        hyper::Method::GET,
+        path,
+        &[("host", FOREIGN_HOST)],
+        REQUEST_LIMIT,
+    )
+    .await;
+    match answer {
+        Ok(reply) if reply.status == 200 && String::from_utf8_lossy(&reply.body).contains("UP") => setup.check(
+            rule,
+            Status::Fail,
+            format!(
+                "GET {path} for Host: {FOREIGN_HOST} reached Flow (200, its health answer): the balancer forwards \
+                 any name to Flow"
+            ),
+        ),
+        Ok(reply) => setup.check(
+            rule,
+            Status::Pass,
+            format!(
+                "a request for Host: {FOREIGN_HOST} got {} from the balancer, not Flow",
+                reply.status
+            ),
+        ),
+        Err(e) => setup.check(
+            rule,
+            Status::Pass,
+            format!("a request for Host: {FOREIGN_HOST} was refused ({e:#})"),
+        ),
+    }
 }
 
 async fn mc_cors(setup: &Setup, mc_url: Option<&str>) -> Check {

@@ -28,18 +28,20 @@ pub enum Rule {
     WebsocketUpgrade,
     ForwardedHeaders,
     Instances,
+    HostRouting,
     IdleTimeout,
     HeartbeatSession,
     McCors,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::Certificate,
         Rule::HttpsRedirect,
         Rule::WebsocketUpgrade,
         Rule::ForwardedHeaders,
         Rule::Instances,
+        Rule::HostRouting,
         Rule::IdleTimeout,
         Rule::HeartbeatSession,
         Rule::McCors,
@@ -52,6 +54,7 @@ impl Rule {
             Rule::WebsocketUpgrade => "websocket-upgrade",
             Rule::ForwardedHeaders => "forwarded-headers",
             Rule::Instances => "instances",
+            Rule::HostRouting => "host-routing",
             Rule::IdleTimeout => "idle-timeout",
             Rule::HeartbeatSession => "heartbeat-session",
             Rule::McCors => "mc-cors",
@@ -72,6 +75,10 @@ impl Rule {
                 "requests reach Flow with X-Forwarded-Proto: https and X-Forwarded-Port: the public HTTPS port"
             }
             Rule::Instances => "the load balancer spreads requests over every Flow instance on port 9021",
+            Rule::HostRouting => {
+                "the load balancer routes to Flow by host name (a rule such as Host(`flow.example.com`)): requests for \
+                 other names do not reach Flow"
+            }
             Rule::IdleTimeout => {
                 "the load balancer's idle timeout is greater than the Flow UI's heartbeat interval (5 s by default)"
             }
@@ -135,6 +142,17 @@ impl Rule {
                     .into(),
                 "list every instance in the upstream: upstream flow { server flow-1:9021; server flow-2:9021; ... }"
                     .into(),
+            ),
+            Rule::HostRouting => (
+                format!(
+                    "route by host: [[route]] host = \"{domain}\" in the proxy's TOML (`flowgate up` writes it), or \
+                     `--domain {domain}` with the quick flags; other names then get 404"
+                ),
+                format!("make the Flow router's rule Host(`{domain}`), not PathPrefix(`/`) alone"),
+                format!(
+                    "server_name {domain}; in the Flow server, and a default_server for other names that does not \
+                     proxy (return 444; or ssl_reject_handshake on;)"
+                ),
             ),
             Rule::IdleTimeout | Rule::HeartbeatSession => (
                 format!(

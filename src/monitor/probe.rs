@@ -40,7 +40,8 @@ impl Reply {
 }
 
 /// Sends one request on a new connection to `target` (TLS when it is
-/// https) and reads the whole answer, within `limit`.
+/// https) and reads the whole answer, within `limit`. The Host header is the
+/// target's unless `headers` has one.
 pub async fn request(
     target: &Target,
     method: hyper::Method,
@@ -52,10 +53,10 @@ pub async fn request(
         let stream = connect(target, None).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &target.host_header);
+        let mut builder = hyper::Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            builder = builder.header(hyper::header::HOST, &target.host_header);
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
