@@ -211,7 +211,7 @@ pub struct DeploymentArgs {
 #[derive(Debug, Args, Default)]
 #[command(
     after_help = "Keys: + / - scale, digits then Enter set the count, r restart, d drain, l logs, \
-    c certificate, m MC/CORS, / filter, Tab panes, ? help, q quit (the deployment keeps running), \
+    c certificate, m MC/CORS, D doctor, / filter, Tab panes, ? help, q quit (the deployment keeps running), \
     Q take it down.\n\nExample:\n  flowgate tui --demo --http-port 8080 --https-port 8443"
 )]
 pub struct TuiArgs {

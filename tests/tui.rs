@@ -133,6 +133,15 @@ fn tui_demo_shows_instances_scales_with_plus_and_quits_leaving_them_running() {
         !s.contains("quit and take the deployment down")
     });
 
+    // `D` runs the doctor on the deployment: every rule of the guide holds.
+    tmux.keys("D");
+    let screen = tmux.wait_for("the doctor's verdict", Duration::from_secs(60), |s| {
+        s.contains("every rule holds") || s.contains("broken") || s.contains("could not run")
+    });
+    assert!(screen.contains("every rule holds"), "{screen}");
+    assert!(screen.contains("PASS  idle-timeout"), "{screen}");
+    tmux.keys("Escape");
+
     // `q` quits; the deployment keeps running.
     tmux.keys("q");
     let screen = tmux.wait_for("flowgate to exit", Duration::from_secs(10), |s| s.contains("EXITED"));

@@ -95,6 +95,11 @@ pub const KEY_ACTIONS: &[(&str, &str, &str)] = &[
     ("logs", "l", "logs of the selected instance"),
     ("certificate", "c", "certificate details"),
     ("mc", "m", "Management Center and its CORS check"),
+    (
+        "doctor",
+        "D",
+        "check the deployment against Flow's load-balancing guide",
+    ),
     ("filter", "/", "filter instances by name"),
     ("help", "?", "this help"),
     ("quit", "q", "quit; the deployment keeps running"),

@@ -92,13 +92,41 @@ impl Setup {
     }
 }
 
+/// Where progress lines go: stderr for the command, nowhere in the dashboard.
+type Say = dyn Fn(&str) + Sync;
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+/// The checks on the project's deployment on this machine, quietly, for the
+/// dashboard: `idle_wait` bounds how long it takes.
+pub async fn check_local(project: &str, idle_wait: Duration) -> anyhow::Result<Report> {
+    let args = DoctorArgs {
+        url: None,
+        mc_url: None,
+        ca: None,
+        resolve: Vec::new(),
+        http_port: None,
+        ws_path: "/".into(),
+        heartbeat: crate::config::proxy::FLOW_HEARTBEAT,
+        idle_wait,
+        requests: 12,
+        json: false,
+    };
+    let quiet = |_: &str| {};
+    let args = local_deployment(project, args, &quiet).await?;
+    let setup = setup(&args)?;
+    Ok(examine(&setup, &args, &quiet).await)
+}
+
 pub async fn run(project: &str, args: DoctorArgs) -> anyhow::Result<()> {
     let args = match args.url {
         Some(_) => args,
-        None => local_deployment(project, args).await?,
+        None => local_deployment(project, args, &say).await?,
     };
     let setup = setup(&args)?;
-    let report = examine(&setup, &args).await;
+    let report = examine(&setup, &args, &say).await;
     if args.json {
         crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
@@ -123,7 +151,7 @@ pub async fn run(project: &str, args: DoctorArgs) -> anyhow::Result<()> {
 
 /// Without --url: the project's deployment on this machine, reached on
 /// loopback when its names are `*.localhost`, trusting its local CA.
-async fn local_deployment(project: &str, mut args: DoctorArgs) -> anyhow::Result<DoctorArgs> {
+async fn local_deployment(project: &str, mut args: DoctorArgs, say: &Say) -> anyhow::Result<DoctorArgs> {
     let docker = crate::deploy::connect()
         .await
         .context("no --url given, and Docker is not reachable to find the local deployment")?;
@@ -143,11 +171,11 @@ async fn local_deployment(project: &str, mut args: DoctorArgs) -> anyhow::Result
             args.resolve.push(format!("{name}:{}:127.0.0.1", dep.https_port));
         }
     }
-    eprintln!(
+    say(&format!(
         "doctor: checking project {project}: {} (MC {})",
         dep.flow_origin(),
         dep.mc_origin()
-    );
+    ));
     Ok(args)
 }
 
@@ -218,7 +246,7 @@ fn with_http_port(entries: &[String], host: &str, http_port: u16) -> Vec<String>
     out
 }
 
-async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
+async fn examine(setup: &Setup, args: &DoctorArgs, say: &Say) -> Report {
     let mut checks = vec![certificate(setup, args.mc_url.as_deref()).await, redirect(setup).await];
     let handshake = open_session(setup, &args.ws_path).await;
     checks.push(match &handshake {
@@ -247,12 +275,12 @@ async fn examine(setup: &Setup, args: &DoctorArgs) -> Report {
         quick
     };
     if opened {
-        eprintln!(
+        say(&format!(
             "doctor: watching a silent WebSocket session for up to {} s to find the idle timeout, beside one that \
              heartbeats every {} s",
             args.idle_wait.as_secs(),
             args.heartbeat.as_secs()
-        );
+        ));
     }
     let (sessions, quick) = tokio::join!(sessions, quick);
     let mut quick = quick.into_iter();

@@ -29,6 +29,8 @@ pub enum Action {
     Logs(Option<String>),
     /// Run MC's CORS preflight through the proxy.
     CheckMc,
+    /// Run `flowgate doctor` on the deployment.
+    RunDoctor,
     /// Which instance's sessions the feeds should fetch.
     WatchSessions(Option<String>),
 }
@@ -46,6 +48,7 @@ pub enum Msg {
     Busy(Option<String>),
     LogLine(String),
     Mc(Result<Preflight, String>),
+    Doctor(Result<crate::doctor::Report, String>),
     /// The deployment was taken down: quit.
     Down,
 }
@@ -70,6 +73,7 @@ pub enum Mode {
     Logs,
     Certificate,
     Mc,
+    Doctor,
     /// Typing a filter for instance names.
     Filter(String),
     /// Typing an instance count (digits, then Enter).
@@ -149,6 +153,8 @@ pub struct App {
     pub events_scroll: usize,
     pub logs: Logs,
     pub mc_check: Option<Result<Preflight, String>>,
+    /// The last doctor run (None: running or never run).
+    pub doctor: Option<Result<crate::doctor::Report, String>>,
     /// What the deployer is doing now.
     pub busy: Option<String>,
     /// The instance count asked for and not reached yet.
@@ -179,6 +185,7 @@ impl App {
             events_scroll: 0,
             logs: Logs::default(),
             mc_check: None,
+            doctor: None,
             busy: None,
             pending: None,
             drained: BTreeSet::new(),
@@ -280,6 +287,10 @@ impl App {
             }
             Msg::Mc(result) => {
                 self.mc_check = Some(result);
+                Vec::new()
+            }
+            Msg::Doctor(result) => {
+                self.doctor = Some(result);
                 Vec::new()
             }
             Msg::Down => {
@@ -441,7 +452,7 @@ impl App {
                     vec![Action::Logs(None)]
                 }
             },
-            Mode::Help | Mode::Certificate | Mode::Mc => {
+            Mode::Help | Mode::Certificate | Mode::Mc | Mode::Doctor => {
                 self.mode = Mode::Normal;
                 Vec::new()
             }
@@ -542,6 +553,11 @@ impl App {
                 self.mode = Mode::Mc;
                 self.mc_check = None;
                 vec![Action::CheckMc]
+            }
+            "doctor" => {
+                self.mode = Mode::Doctor;
+                self.doctor = None;
+                vec![Action::RunDoctor]
             }
             "filter" => {
                 self.mode = Mode::Filter(self.filter.clone());

@@ -213,6 +213,16 @@ async fn session(
                             logs_task = Some(tokio::spawn(follow_logs(docker.clone(), name, tx.clone())));
                         }
                     }
+                    Action::RunDoctor => {
+                        let tx = tx.clone();
+                        let project = project.to_string();
+                        tokio::spawn(async move {
+                            let result = crate::doctor::check_local(&project, DOCTOR_IDLE_WAIT)
+                                .await
+                                .map_err(|e| format!("{e:#}"));
+                            let _ = tx.send(Msg::Doctor(result)).await;
+                        });
+                    }
                     Action::CheckMc => {
                         let tx = tx.clone();
                         let dep = app.deployment.clone();
@@ -259,6 +269,10 @@ async fn session(
 }
 
 /// The shortest time between two frames (10 frames a second).
+/// How long the dashboard's doctor watches a silent session for the idle
+/// timeout (the command's default is 75 s; the dashboard answers sooner).
+pub const DOCTOR_IDLE_WAIT: Duration = Duration::from_secs(12);
+
 const MIN_FRAME: Duration = Duration::from_millis(100);
 /// The shortest time between frames that only show new live data.
 const FEED_FRAME: Duration = Duration::from_millis(250);

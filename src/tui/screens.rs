@@ -276,6 +276,41 @@ fn mc_panel_and_logs() {
 }
 
 #[test]
+fn doctor_panel() {
+    use crate::doctor::{Check, Report, Status};
+    let mut app = running(3);
+    let actions = app.update(key('D'));
+    assert_eq!(actions, vec![super::app::Action::RunDoctor]);
+    let screen = text(&app, 120, 30);
+    assert!(screen.contains("checking the deployment"), "{screen}");
+    let check = |id: &'static str, status: Status, observed: &str| Check {
+        id,
+        rule: "the rule",
+        status,
+        observed: observed.into(),
+        measured: None,
+        fix: (status == Status::Fail).then(|| crate::doctor::rules::Fix {
+            flowgate: "[service.flow.websocket] idle_timeout = \"1h\"".into(),
+            traefik: "t".into(),
+            nginx: "n".into(),
+        }),
+    };
+    app.update(Msg::Doctor(Ok(Report {
+        url: "https://flow.example.com".into(),
+        passed: false,
+        checks: vec![
+            check("certificate", Status::Pass, "flow.example.com: valid, 89 days left"),
+            check("instances", Status::Pass, "12 requests reached 3 instances"),
+            check("idle-timeout", Status::Fail, "a silent session was closed after 3.0 s"),
+            check("mc-cors", Status::Skip, "no --mc-url given"),
+        ],
+    })));
+    insta::assert_snapshot!("doctor", text(&app, 120, 30));
+    app.update(key('x'));
+    assert!(!text(&app, 120, 30).contains("Doctor:"));
+}
+
+#[test]
 fn no_color_draws_without_colours() {
     let mut app = running(3);
     app.color = false;

@@ -118,6 +118,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         Mode::Logs => render_logs(frame, app, &theme),
         Mode::Certificate => render_certificate(frame, &snap, &theme),
         Mode::Mc => render_mc(frame, app, &snap, &theme),
+        Mode::Doctor => render_doctor(frame, app, &theme),
         Mode::Confirm(what) => render_confirm(frame, what, app, &theme),
         _ => {}
     }
@@ -575,7 +576,7 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Layout::horizontal([Constraint::Min(0), Constraint::Length(right.chars().count() as u16 + 1)])
                     .areas(area);
             let hints = format!(
-                "{} {} scale · 0-9 count · {} restart · {} drain · {} logs · {} cert · {} MC · {} filter · Tab pane · {} down",
+                "{} {} scale · 0-9 count · {} restart · {} drain · {} logs · {} cert · {} MC · {} filter · Tab pane · {} down · {} doctor",
                 k("scale_up"),
                 k("scale_down"),
                 k("restart"),
@@ -585,6 +586,7 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 k("mc"),
                 k("filter"),
                 k("quit_down"),
+                k("doctor"),
             );
             let hints = fit_hints(&hints, left_area.width as usize);
             frame.render_widget(
@@ -790,6 +792,65 @@ fn render_mc(frame: &mut Frame, app: &App, snap: &Snapshot, theme: &Theme) {
         theme.fg(Color::DarkGray),
     )));
     render_popup(frame, "Management Center CORS", lines, 90, theme);
+}
+
+/// `flowgate doctor` on the deployment: one line per check, and under a
+/// failure the rule and flowgate's fix (the command prints Traefik's and
+/// nginx's too).
+fn render_doctor(frame: &mut Frame, app: &App, theme: &Theme) {
+    use crate::doctor::Status;
+    let mut lines = Vec::new();
+    match &app.doctor {
+        None => lines.push(Line::from(Span::styled(
+            format!(
+                "checking the deployment against Flow's load-balancing guide (about {} s: a silent WebSocket \
+                 session is watched for the idle timeout)...",
+                super::DOCTOR_IDLE_WAIT.as_secs() + 5
+            ),
+            theme.fg(Color::Yellow),
+        ))),
+        Some(Err(e)) => lines.push(Line::from(Span::styled(
+            format!("the doctor could not run: {e}"),
+            theme.fg(Color::Red),
+        ))),
+        Some(Ok(report)) => {
+            let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+            for check in &report.checks {
+                let (mark, color) = match check.status {
+                    Status::Pass => ("PASS", Color::Green),
+                    Status::Fail => ("FAIL", Color::Red),
+                    Status::Skip => ("SKIP", Color::DarkGray),
+                };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{mark}  "), theme.fg(color).patch(theme.bold())),
+                    Span::styled(format!("{:width$}  ", check.id), theme.bold()),
+                    Span::raw(check.observed.clone()),
+                ]));
+                if let Some(fix) = &check.fix {
+                    lines.push(Line::from(Span::styled(
+                        format!("      fix: {}", fix.flowgate),
+                        theme.fg(Color::Yellow),
+                    )));
+                }
+            }
+            let failed = report.checks.iter().filter(|c| c.status == Status::Fail).count();
+            lines.push(Line::from(""));
+            lines.push(Line::from(if failed == 0 {
+                Span::styled("every rule holds", theme.fg(Color::Green))
+            } else {
+                Span::styled(
+                    format!("{failed} rule(s) broken; `flowgate doctor` prints the Traefik and nginx fixes too"),
+                    theme.fg(Color::Red),
+                )
+            }));
+        }
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        "Any key closes this.",
+        theme.fg(Color::DarkGray),
+    )));
+    render_popup(frame, "Doctor: Flow's load-balancing rules", lines, 120, theme);
 }
 
 fn render_confirm(frame: &mut Frame, what: &Confirm, app: &App, theme: &Theme) {
