@@ -55,7 +55,8 @@ impl Deployment {
     }
 }
 
-fn origin(host: &str, port: u16) -> String {
+/// The HTTPS origin browsers send for `host` on `port` (no port when 443).
+pub fn origin(host: &str, port: u16) -> String {
     if port == 443 {
         format!("https://{host}")
     } else {

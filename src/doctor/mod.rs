@@ -200,17 +200,8 @@ fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
     let resolve = with_http_port(&args.resolve, &host, http_port);
     let verified = Target::parse(url, None, &resolve, &trust)?;
     let any_cert = Target::parse(url, None, &resolve, &Trust::Insecure)?;
-    let http_url = if http_port == 80 {
-        format!("http://{host}/")
-    } else {
-        format!("http://{host}:{http_port}/")
-    };
-    let http = Target::parse(&http_url, None, &resolve, &Trust::Insecure);
-    let origin = if port == 443 {
-        format!("https://{host}")
-    } else {
-        format!("https://{host}:{port}")
-    };
+    let http = Target::parse(&http_url(&host, http_port, "/"), None, &resolve, &Trust::Insecure);
+    let origin = crate::deploy::settings::origin(&host, port);
     Ok(Setup {
         verified,
         any_cert,
@@ -227,6 +218,15 @@ fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
         resolve,
         trust,
     })
+}
+
+/// `http://host[:port]path`, the port left out when it is 80.
+fn http_url(host: &str, port: u16, path: &str) -> String {
+    if port == 80 {
+        format!("http://{host}{path}")
+    } else {
+        format!("http://{host}:{port}{path}")
+    }
 }
 
 /// `--resolve` entries plus one for the HTTP port when only another port of
@@ -423,11 +423,7 @@ const REDIRECT_PROBE: &str = "/flowgate-doctor/redirect?probe=1";
 
 async fn redirect(setup: &Setup) -> Check {
     let rule = Rule::HttpsRedirect;
-    let url = if setup.http_port == 80 {
-        format!("http://{}{REDIRECT_PROBE}", setup.host)
-    } else {
-        format!("http://{}:{}{REDIRECT_PROBE}", setup.host, setup.http_port)
-    };
+    let url = http_url(&setup.host, setup.http_port, REDIRECT_PROBE);
     let target = match &setup.http {
         Ok(target) => target,
         Err(e) => return setup.check(rule, Status::Fail, format!("{url}: {e:#}")),

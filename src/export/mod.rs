@@ -60,8 +60,9 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
         no_pull: true,
     };
     // A running deployment of the project fills in what flags and the file leave open, as for `up`.
-    let running = match crate::deploy::connect().await {
-        Ok(docker) => Running::read(&docker, project).await.unwrap_or_default(),
+    let docker = crate::deploy::connect().await;
+    let running = match &docker {
+        Ok(docker) => Running::read(docker, project).await.unwrap_or_default(),
         Err(_) => Running::default(),
     };
     let target = resolve(project, &up, file, &running)?;
@@ -83,7 +84,7 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
     };
     let uses_image = files.iter().any(|f| f.text.contains(&source.image));
     if uses_image && args.image.is_none() {
-        tag_local_image(&default_image).await;
+        tag_local_image(docker.as_ref().map_err(|e| e.to_string()), &default_image).await;
     }
     match &args.out {
         Some(dir) => {
@@ -129,11 +130,11 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
 
 /// Tags the image of this binary (built when missing) as `name`, so the
 /// compose file runs here without a registry. Without Docker, says how.
-async fn tag_local_image(name: &str) {
+async fn tag_local_image(docker: Result<&bollard::Docker, String>, name: &str) {
     let result = async {
-        let docker = crate::deploy::connect().await?;
+        let docker = docker.map_err(anyhow::Error::msg)?;
         let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
-        let built = crate::deploy::image::ensure(&docker, &binary, |line| eprintln!("{line}")).await?;
+        let built = crate::deploy::image::ensure(docker, &binary, |line| eprintln!("{line}")).await?;
         let (repo, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
         let options = bollard::query_parameters::TagImageOptionsBuilder::new()
             .repo(repo)
