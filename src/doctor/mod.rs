@@ -505,17 +505,18 @@ async fn whoami(setup: &Setup, requests: u32) -> Vec<Check> {
                 .flatten()
         });
         let Some(body) = parsed else {
-            let observed = match reply {
-                Ok(r) if r.status == 404 => format!(
-                    "{WHOAMI} answered 404: the instances are not flowgate's simulator, whose echo this check reads"
+            let (status, observed) = match reply {
+                Ok(r) if r.status == 404 => (
+                    Status::Skip,
+                    format!(
+                        "{WHOAMI} answered 404: the instances are not flowgate's simulator, whose echo this check reads"
+                    ),
                 ),
-                Ok(r) => format!("{WHOAMI} answered {} without the simulator's JSON", r.status),
-                Err(e) => format!("{WHOAMI} failed: {e:#}"),
-            };
-            let status = if observed.contains("404") {
-                Status::Skip
-            } else {
-                Status::Fail
+                Ok(r) => (
+                    Status::Fail,
+                    format!("{WHOAMI} answered {} without the simulator's JSON", r.status),
+                ),
+                Err(e) => (Status::Fail, format!("{WHOAMI} failed: {e:#}")),
             };
             return [Rule::ForwardedHeaders, Rule::Instances]
                 .into_iter()
