@@ -377,12 +377,81 @@ pub struct ProxyArgs {
     /// How long SIGTERM waits for requests and sessions.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
-    /// Most client connections open at once.
-    #[arg(long, default_value_t = 50_000)]
-    pub max_connections: usize,
-    /// Time a client has to send a request head (408 after).
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub header_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits and timeouts of `flowgate proxy`. Each one overrides the same
+/// setting under `[limits]` in the --config file; unset, the file's value or
+/// the default (README, "Limits and timeouts") applies.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Limits and timeouts")]
+pub struct LimitArgs {
+    /// Client connections open at once; a WebSocket session counts until it
+    /// closes. Further clients wait for a slot [default: 50000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address (0: no limit);
+    /// beyond it that address's new connections are refused [default: 1000].
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Time a client has to send a request head (408 after) [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// A request body that sends no byte for this long gets 408 [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// Slowest average request body accepted after --body-timeout, in bytes/s;
+    /// 0 turns it off [default: 500].
+    #[arg(long)]
+    pub body_min_rate: Option<u64>,
+    /// A client that accepts no byte for this long while the proxy has data
+    /// for it is disconnected (responses and WebSocket sessions) [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// How long a backend has to send a response head (504 after) [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub upstream_timeout: Option<Duration>,
+    /// Close client connections with no request in flight after this long [default: 75s].
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive_timeout: Option<Duration>,
+    /// HTTP/2 streams one client connection may have open [default: 100].
+    #[arg(long)]
+    pub max_concurrent_streams: Option<u32>,
+    /// HTTP connections to one backend at most; further requests wait up to
+    /// the connect timeout, then get 503 [default: 1024].
+    #[arg(long)]
+    pub max_upstream_connections: Option<usize>,
+    /// A peer (CIDR or address, repeatable) whose X-Forwarded-*, Forwarded and
+    /// X-Real-IP headers are believed; from any other peer they are removed
+    /// [default: none].
+    #[arg(long, value_parser = crate::config::proxy::Cidr::parse)]
+    pub trusted_proxy: Vec<crate::config::proxy::Cidr>,
+}
+
+impl LimitArgs {
+    /// Sets every limit given on the command line.
+    pub fn apply(&self, limits: &mut Limits) -> Result<(), ConfigError> {
+        fn set<T: Clone>(flag: &Option<T>, field: &mut T) {
+            if let Some(value) = flag {
+                *field = value.clone();
+            }
+        }
+        set(&self.max_connections, &mut limits.max_connections);
+        set(&self.max_connections_per_ip, &mut limits.max_connections_per_ip);
+        set(&self.header_timeout, &mut limits.header_read_timeout);
+        set(&self.body_timeout, &mut limits.body_read_timeout);
+        set(&self.body_min_rate, &mut limits.body_min_rate);
+        set(&self.write_timeout, &mut limits.write_timeout);
+        set(&self.upstream_timeout, &mut limits.upstream_timeout);
+        set(&self.keepalive_timeout, &mut limits.keepalive_timeout);
+        set(&self.max_concurrent_streams, &mut limits.max_concurrent_streams);
+        set(&self.max_upstream_connections, &mut limits.max_upstream_connections);
+        if !self.trusted_proxy.is_empty() {
+            limits.trusted_proxies = self.trusted_proxy.clone();
+        }
+        limits.check().map_err(|e| ConfigError::new(e.replace('_', "-")).with_hint("see flowgate proxy --help"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,6 +576,7 @@ impl ProxyArgs {
         if let Some(path) = &self.admin_token_file {
             config.admin_token_file = Some(path.clone());
         }
+        self.limits.apply(&mut config.limits)?;
         Ok(config)
     }
 
@@ -595,8 +665,6 @@ impl ProxyArgs {
             admin_token_file: None,
             state_dir: proxy::default_state_dir(),
             limits: Limits {
-                max_connections: self.max_connections,
-                header_read_timeout: self.header_timeout,
                 shutdown_grace: self.shutdown_grace,
                 ..Limits::default()
             },

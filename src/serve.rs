@@ -18,6 +18,18 @@ use tokio::net::{TcpListener, TcpSocket};
 /// The body type every handler returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Any error a body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request the proxy sends to a backend: the client's body,
+/// which may also end with the proxy's own timeout.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
+/// An empty request body.
+pub fn empty_request() -> RequestBody {
+    Full::new(Bytes::new()).map_err(|never: Infallible| match never {}).boxed()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: the address is already in use; stop whatever holds it or choose another port")]
@@ -51,13 +63,25 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     })
 }
 
+/// What one of these servers allows: how many connections at once (further
+/// clients wait in the accept queue) and how long a request head may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: std::time::Duration,
+}
+
 /// Accepts connections forever, serving HTTP/1.1 and h2c with upgrades.
-pub async fn run<F, Fut>(listener: TcpListener, handler: F)
+pub async fn run<F, Fut>(listener: TcpListener, limits: ServerLimits, handler: F)
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -70,11 +94,17 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req, peer).await) }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            builder.http2().timer(hyper_util::rt::TokioTimer::new());
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
@@ -88,7 +118,7 @@ where
 /// Like [`run`], until SIGTERM or SIGINT: for the simulators, which (unlike
 /// the proxy) have nothing to drain and must stop at once when Docker stops
 /// their container.
-pub async fn run_until_stopped<F, Fut>(listener: TcpListener, handler: F) -> std::io::Result<()>
+pub async fn run_until_stopped<F, Fut>(listener: TcpListener, limits: ServerLimits, handler: F) -> std::io::Result<()>
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -97,7 +127,7 @@ where
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
-        _ = run(listener, handler) => {}
+        _ = run(listener, limits, handler) => {}
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }

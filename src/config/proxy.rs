@@ -90,27 +90,118 @@ pub struct ProxyConfig {
     pub source: Option<PathBuf>,
 }
 
+/// What one client, one request or one backend may take. Every default is
+/// part of the proxy's security posture: each one bounds what a hostile
+/// client can hold (README, "Limits and timeouts").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
+    /// Client connections open at once; a WebSocket session counts until it closes.
     pub max_connections: usize,
+    /// Client connections open at once from one address (0: no limit).
+    pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     /// How long SIGTERM waits for requests and sessions before exiting.
     pub shutdown_grace: Duration,
     pub connect_timeout: Duration,
+    /// A request body that sends no byte for this long gets 408.
+    pub body_read_timeout: Duration,
+    /// A request body slower than this on average (bytes/s, after the first
+    /// `body_read_timeout`) gets 408 too: a trickle of one byte every few
+    /// seconds never trips an inactivity timeout. 0 turns the check off.
+    pub body_min_rate: u64,
+    /// A client that accepts no byte for this long while the proxy has data
+    /// for it (a response, WebSocket frames) is disconnected.
+    pub write_timeout: Duration,
+    /// How long a backend has to send a response head (504 after).
+    pub upstream_timeout: Duration,
+    /// A client connection with no request in flight is closed after this long.
+    pub keepalive_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    /// HTTP connections to one backend at most; further requests wait for
+    /// one, up to `connect_timeout`, then get 503.
+    pub max_upstream_connections: usize,
+    /// Peers whose X-Forwarded-* and Forwarded headers are believed (and
+    /// appended to); from anyone else they are removed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 50_000,
+            max_connections_per_ip: 1_000,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             shutdown_grace: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            body_read_timeout: Duration::from_secs(60),
+            body_min_rate: 500,
+            write_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_concurrent_streams: 100,
+            max_upstream_connections: 1_024,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// An address block such as `10.0.0.0/8` or `::1/128` (a bare address is
+/// the block of that one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let hint = "write it like 10.0.0.0/8, 192.168.1.7 or fd00::/8";
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{text}' is not an address block; {hint}"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("'{text}' has a prefix length outside 0-{max}; {hint}")),
+            },
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 
@@ -384,11 +475,21 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     header_read_timeout: Option<Dur>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
     shutdown_grace: Option<Dur>,
     connect_timeout: Option<Dur>,
+    body_read_timeout: Option<Dur>,
+    body_min_rate: Option<u64>,
+    write_timeout: Option<Dur>,
+    upstream_timeout: Option<Dur>,
+    keepalive_timeout: Option<Dur>,
+    max_concurrent_streams: Option<u32>,
+    max_upstream_connections: Option<usize>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -469,18 +570,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
         None => DEFAULT_ADMIN.parse().ok(),
     };
 
-    let defaults = Limits::default();
-    let limits = Limits {
-        max_connections: raw.limits.max_connections.unwrap_or(defaults.max_connections),
-        header_read_timeout: raw
-            .limits
-            .header_read_timeout
-            .map_or(defaults.header_read_timeout, |d| d.0),
-        max_header_bytes: raw.limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
-        max_headers: raw.limits.max_headers.unwrap_or(defaults.max_headers),
-        shutdown_grace: raw.limits.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
-        connect_timeout: raw.limits.connect_timeout.map_or(defaults.connect_timeout, |d| d.0),
-    };
+    let limits = limits_from_file(&source, raw.limits)?;
 
     let mut services = BTreeMap::new();
     for (name, file_service) in raw.services {
@@ -591,6 +681,67 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
         e
     })?;
     Ok(config)
+}
+
+fn limits_from_file(source: &Source<'_>, file: FileLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let dur = |v: Option<Dur>, default: Duration| v.map_or(default, |v| v.0);
+    let mut trusted_proxies = Vec::new();
+    for entry in &file.trusted_proxies {
+        let cidr = Cidr::parse(entry.get_ref()).map_err(|e| source.error_at(entry.span(), e))?;
+        trusted_proxies.push(cidr);
+    }
+    let limits = Limits {
+        max_connections: file.max_connections.unwrap_or(d.max_connections),
+        max_connections_per_ip: file.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+        header_read_timeout: dur(file.header_read_timeout, d.header_read_timeout),
+        max_header_bytes: file.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: file.max_headers.unwrap_or(d.max_headers),
+        shutdown_grace: dur(file.shutdown_grace, d.shutdown_grace),
+        connect_timeout: dur(file.connect_timeout, d.connect_timeout),
+        body_read_timeout: dur(file.body_read_timeout, d.body_read_timeout),
+        body_min_rate: file.body_min_rate.unwrap_or(d.body_min_rate),
+        write_timeout: dur(file.write_timeout, d.write_timeout),
+        upstream_timeout: dur(file.upstream_timeout, d.upstream_timeout),
+        keepalive_timeout: dur(file.keepalive_timeout, d.keepalive_timeout),
+        max_concurrent_streams: file.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+        max_upstream_connections: file.max_upstream_connections.unwrap_or(d.max_upstream_connections),
+        trusted_proxies,
+    };
+    limits.check().map_err(|e| ConfigError::new(format!("[limits]: {e}")))?;
+    Ok(limits)
+}
+
+impl Limits {
+    /// Values that would switch a protection off by accident.
+    pub fn check(&self) -> Result<(), String> {
+        let nonzero = [
+            ("max_connections", self.max_connections),
+            ("max_upstream_connections", self.max_upstream_connections),
+            ("max_concurrent_streams", self.max_concurrent_streams as usize),
+            ("max_headers", self.max_headers),
+            ("max_header_bytes", self.max_header_bytes),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        let timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("upstream_timeout", self.upstream_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, v)| v.is_zero()) {
+            return Err(format!("{name} must be longer than 0s"));
+        }
+        Ok(())
+    }
+
+    pub fn is_trusted(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
 }
 
 /// Paths in a file are relative to the file's directory.
@@ -764,6 +915,40 @@ idle_timeout = "10m"
             }
         );
         assert!(tls.redirect_http);
+    }
+
+    #[test]
+    fn address_blocks() {
+        let lan = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(lan.contains("10.1.200.3".parse().unwrap()));
+        assert!(!lan.contains("10.2.0.1".parse().unwrap()));
+        assert!(lan.contains("::ffff:10.1.0.9".parse().unwrap()), "mapped IPv4");
+        let one = Cidr::parse("192.0.2.7").unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.1".parse().unwrap()));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("evil").is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_file_with_positions() {
+        let config = parse(
+            "listen = [\"127.0.0.1:80\"]\n[limits]\nwrite_timeout = \"5s\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n[service.flow]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.limits.write_timeout, Duration::from_secs(5));
+        assert!(config.limits.is_trusted("10.9.9.9".parse().unwrap()));
+        assert_eq!(config.limits.max_connections_per_ip, 1_000);
+        let err = parse(
+            "listen = [\"127.0.0.1:80\"]\n[limits]\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        assert!(parse("listen = [\"127.0.0.1:80\"]\n[limits]\nupstream_timeout = \"0s\"\n", None).is_err());
     }
 
     #[test]

@@ -123,12 +123,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The admin API is for flowgate and the operator's scripts: a few
+/// connections at once, and a head within 10 s (which also closes a
+/// connection left idle that long; `AdminClient` drops its idle ones sooner).
+pub const SERVER_LIMITS: serve::ServerLimits = serve::ServerLimits {
+    max_connections: 64,
+    header_read_timeout: Duration::from_secs(10),
+};
+
+/// `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
 fn authorized(token: &str, req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| same(given.trim().as_bytes(), token.as_bytes()))
 }
 
 pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body> {
@@ -224,7 +234,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
                 "only ACME certificates are renewed on request; this proxy has none",
             ),
         },
-        (Method::POST, "/api/v1/reload") => match super::run::reload(&proxy) {
+        (Method::POST, "/api/v1/reload") => match proxy.reload() {
             Ok(summary) => serve::json(StatusCode::OK, &summary),
             Err(e) => error(StatusCode::BAD_REQUEST, &e),
         },
@@ -302,14 +312,23 @@ fn certificates(proxy: &Proxy) -> Vec<CertificateView> {
         .collect()
 }
 
-/// `5`, `0.5` (seconds) or a duration such as `500ms`.
+/// The longest drain window the API accepts.
+const MAX_DRAIN: Duration = Duration::from_secs(3600);
+
+/// `5`, `0.5` (seconds) or a duration such as `500ms`, from 0 to an hour.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let range = "drain must be from 0 to 3600 seconds (for example drain=30 or drain=90s)";
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_DRAIN.as_secs_f64()).contains(&secs) => {
+            Duration::from_secs_f64(secs)
         }
+        Ok(_) => return Err(format!("{range}; got '{text}'")),
+        Err(_) => crate::config::duration::parse(text).map_err(|e| format!("{range}: {e}"))?,
+    };
+    if parsed > MAX_DRAIN {
+        return Err(format!("{range}; got '{text}'"));
     }
-    crate::config::duration::parse(text).map_err(|e| format!("drain: {e}"))
+    Ok(parsed)
 }
 
 fn percent_decode(text: &str) -> String {
@@ -400,6 +419,11 @@ mod tests {
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_seconds("-1").is_err());
+        for out_of_range in ["1e300", "3601", "NaN", "inf", "2h", "99999999999999999999d"] {
+            let err = parse_seconds(out_of_range).unwrap_err();
+            assert!(err.contains("0 to 3600"), "{out_of_range}: {err}");
+        }
+        assert_eq!(parse_seconds("3600"), Ok(MAX_DRAIN));
     }
 
     #[test]

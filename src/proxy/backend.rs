@@ -1,18 +1,24 @@
-//! A backend (one Flow instance) and everything the proxy counts about it.
+//! A backend (one Flow instance), everything the proxy counts about it, and
+//! the connections it owns: the idle keep-alive connections, the cap on how
+//! many it may have, and its addresses when it is given by name.
 //!
 //! Counters are atomics so request and WebSocket tasks update them without
 //! locks; the admin API, `/metrics` and the dashboard read them.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hyper::client::conn::http1::SendRequest;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::histogram::Histogram;
+use crate::serve::RequestBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,9 +128,11 @@ pub struct Backend {
     pub close_sessions: watch::Sender<bool>,
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
     /// Idle keep-alive connections to this backend.
-    pub idle: super::upstream::IdlePool,
+    pub idle: IdlePool,
+    /// One permit per open HTTP connection (`max_upstream_connections`).
+    pub connections: Arc<Semaphore>,
     /// Its addresses, when it is given by name.
-    pub resolved: super::upstream::Resolved,
+    pub resolved: Resolved,
 }
 
 impl Backend {
@@ -143,8 +151,15 @@ impl Backend {
             close_sessions: watch::channel(false).0,
             sessions: Mutex::new(HashMap::new()),
             idle: Default::default(),
+            connections: Arc::new(Semaphore::new(crate::config::proxy::Limits::default().max_upstream_connections)),
             resolved: Default::default(),
         }
+    }
+
+    /// Caps the HTTP connections this backend may have open at once.
+    pub fn with_connection_limit(mut self, limit: usize) -> Self {
+        self.connections = Arc::new(Semaphore::new(limit.max(1)));
+        self
     }
 
     pub fn state(&self) -> BackendState {
@@ -242,9 +257,140 @@ impl Drop for InFlight {
     }
 }
 
+/// Idle connections unused this long are closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many idle connections are kept per backend.
+const MAX_IDLE: usize = 512;
+
+/// The idle connections of one backend.
+#[derive(Default)]
+pub struct IdlePool {
+    stack: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    /// Told when a connection comes back, for requests waiting for one.
+    pub returned: Notify,
+}
+
+impl fmt::Debug for IdlePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let idle = self.stack.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("IdlePool").field("idle", &idle).finish()
+    }
+}
+
+impl IdlePool {
+    /// The most recently used connection that can take a request now.
+    pub fn take(&self) -> Option<SendRequest<RequestBody>> {
+        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = stack.pop() {
+            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<RequestBody>) {
+        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+        if stack.len() < MAX_IDLE {
+            stack.push((sender, Instant::now()));
+            drop(stack);
+            self.returned.notify_one();
+        }
+    }
+
+    /// Closes every idle connection (the backend is going away).
+    pub fn clear(&self) {
+        self.stack.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A pooled connection lent to one exchange. Dropped, it goes back to its
+/// backend's pool only once the connection is ready for another request:
+/// the request and the response were both framed to their end. A
+/// connection that ends otherwise is closed, never reused.
+pub struct Lease {
+    sender: Option<SendRequest<RequestBody>>,
+    backend: Arc<Backend>,
+}
+
+impl Lease {
+    pub fn new(sender: SendRequest<RequestBody>, backend: Arc<Backend>) -> Self {
+        Lease {
+            sender: Some(sender),
+            backend,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else { return };
+        if sender.is_ready() {
+            self.backend.idle.put(sender);
+        } else if !sender.is_closed() {
+            // The connection finishes its exchange in its own task first
+            // (a request body still being sent, say).
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() && !backend.removed.load(Ordering::Acquire) {
+                    backend.idle.put(sender);
+                }
+            });
+        }
+    }
+}
+
+/// How long a backend name's addresses are reused before asking again.
+const RESOLVE_TTL: Duration = Duration::from_secs(5);
+
+/// A backend's addresses when it is given by name (a container name, say):
+/// looked up at most every few seconds rather than for every connection,
+/// and again at once after a failed connect.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    cached: Mutex<Option<(Vec<std::net::SocketAddr>, Instant)>>,
+}
+
+impl Resolved {
+    pub async fn addresses(&self, address: &str) -> io::Result<Vec<std::net::SocketAddr>> {
+        if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        if let Some((addrs, at)) = &*self.cached.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < RESOLVE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs: Vec<_> = tokio::net::lookup_host(address).await?.collect();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+
+    pub fn forget(&self) {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn names_are_looked_up_once_in_a_while_and_again_after_forget() {
+        let resolved = Resolved::default();
+        let literal = resolved.addresses("127.0.0.1:9021").await.unwrap();
+        assert_eq!(literal, vec!["127.0.0.1:9021".parse().unwrap()]);
+        assert!(resolved.cached.lock().unwrap().is_none(), "literals are not cached");
+        // localhost comes from /etc/hosts: no DNS query leaves the machine.
+        let named = resolved.addresses("localhost:9021").await.unwrap();
+        assert!(
+            named.iter().all(|a| a.ip().is_loopback() && a.port() == 9021),
+            "{named:?}"
+        );
+        assert!(resolved.cached.lock().unwrap().is_some());
+        resolved.forget();
+        assert!(resolved.cached.lock().unwrap().is_none());
+    }
 
     #[test]
     fn draining_is_final() {

@@ -26,7 +26,10 @@ impl AdminClient {
         AdminClient {
             addr,
             token: token.trim().to_string(),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            // The admin server closes connections idle for 10 s: never reuse one that old.
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build(HttpConnector::new()),
         }
     }
 

@@ -90,16 +90,19 @@ fn announce(proxy: &Proxy, backend: &Backend, reason: String) {
 
 async fn probe(proxy: &Proxy, backend: &Arc<Backend>, check: &HealthCheck) -> Result<(), String> {
     let uri: hyper::Uri = check.path.parse().map_err(|e| format!("bad health path: {e}"))?;
-    let mut request = Request::new(serve::empty());
+    let mut request = Request::new(serve::empty_request());
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
     headers.insert(header::USER_AGENT, header::HeaderValue::from_static("flowgate-health"));
     if let Ok(host) = header::HeaderValue::from_str(&backend.address) {
         headers.insert(header::HOST, host);
     }
-    let connect_timeout = proxy.config().limits.connect_timeout;
+    let timeouts = super::upstream::Timeouts {
+        connect: proxy.config().limits.connect_timeout,
+        response: check.timeout,
+    };
     let exchange = async {
-        let (response, lease) = super::upstream::send(backend, request, connect_timeout).await?;
+        let (response, lease) = super::upstream::send(backend, request, timeouts).await?;
         let status = response.status();
         // Reading the (small) body lets the connection be used again.
         let _ = http_body_util::BodyExt::collect(response.into_body()).await;

@@ -1,24 +1,28 @@
-//! Client-facing listeners: accept with a connection limit, give the first
+//! Client-facing listeners: accept within `max_connections` and the
+//! client's per-address share (a WebSocket session keeps both until it
+//! ends), bound every write to the client (`io::Guarded`), give the first
 //! request head a deadline (408 when it is missed: slowloris), then serve
-//! HTTP/1.1 and h2c through hyper with header limits (431). Generic over the
-//! transport, so TLS streams plug in the same way as TCP.
+//! HTTP/1.1 and h2c through hyper with header and stream limits, closing
+//! connections that stay idle. Generic over the transport, so TLS streams
+//! plug in the same way as TCP.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
-use super::handler::{self, ConnInfo};
+use super::conn::{ConnInfo, RequestGuard};
+use super::handler;
+use super::io::{Guarded, Prefixed};
+use crate::config::proxy::Limits;
+use crate::serve::Body;
 use crate::websocket::peer::find_head_end;
 
 /// The most one read takes from a client (hyper's buffer limit).
@@ -33,12 +37,11 @@ pub async fn run(
 ) {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = proxy.config().limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut shutdown = proxy.shutting_down.subscribe();
     loop {
         let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+            permit = proxy.slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
             _ = shutdown.changed() => return,
         };
         let (stream, client) = tokio::select! {
@@ -52,26 +55,70 @@ pub async fn run(
             },
             _ = shutdown.changed() => return,
         };
+        // A trusted proxy speaks for many clients: no per-address share.
+        let trusted = limits.is_trusted(client.ip());
+        let client_slot = if trusted {
+            None
+        } else {
+            match proxy.clients.admit(client.ip(), limits.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(
+                        "refused a connection from {}: it has {} open (max_connections_per_ip)",
+                        client.ip(),
+                        limits.max_connections_per_ip
+                    );
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo::new(client, scheme, port));
+        let conn = Arc::new(ConnInfo::new(client, scheme, port).holding(permit, client_slot, trusted, proxy.clock));
         let proxy = proxy.clone();
         let watcher = watcher();
         let tls = tls.clone();
-        let handshake_timeout = limits.header_read_timeout;
+        let limits = limits.clone();
         tokio::spawn(async move {
             proxy.connections_active.fetch_add(1, Ordering::Relaxed);
             proxy.connections_total.fetch_add(1, Ordering::Relaxed);
+            let stream = Guarded::new(stream, limits.write_timeout, Some(conn.clone()));
             match tls {
                 None => serve_connection(proxy.clone(), conn, stream, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => serve_connection(proxy.clone(), conn, stream, watcher).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake with {client} failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
                 },
             }
             proxy.connections_active.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
+    }
+}
+
+/// A response body that keeps its request counted on the connection until
+/// it has been sent: a connection streaming a long answer is not idle.
+struct Counted {
+    inner: Body,
+    _request: RequestGuard,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -92,20 +139,48 @@ where
             return;
         }
     };
+    conn.http2.store(head.starts_with(b"PRI * HTTP/2.0"), Ordering::Relaxed);
     let io = Prefixed::new(head, io);
+    let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        let conn = conn.clone();
+        let conn = service_conn.clone();
         // Boxed: the handler's state is a few KiB, and hyper moves the
         // future around (into its dispatcher, into a task for HTTP/2);
         // moving a pointer is cheaper than copying that state each time.
-        Box::pin(async move { Ok::<_, std::convert::Infallible>(handler::handle(proxy, conn, req).await) })
+        Box::pin(async move {
+            let request = conn.start_request();
+            let response = handler::handle(proxy, conn, req).await;
+            Ok::<_, std::convert::Infallible>(response.map(|inner| Counted {
+                inner,
+                _request: request,
+            }))
+        })
     });
+    let builder = builder(&limits);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let served = async {
+        match watcher {
+            Some(watcher) => watcher.watch(connection.into_owned()).await,
+            None => connection.await,
+        }
+    };
+    tokio::select! {
+        result = served => if let Err(e) = result {
+            tracing::debug!("client connection ended: {e}");
+        },
+        () = idle(&conn, &limits) => tracing::debug!("closed an idle connection from {}", conn.client),
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper times the wait for every later head from the moment the
+        // connection goes idle; `idle` closes it sooner where it must.
+        .header_read_timeout(limits.keepalive_timeout.max(limits.header_read_timeout))
         .max_headers(limits.max_headers)
         // hyper's buffer also bounds how much of a body one read takes:
         // 64 KiB reads move uploads with a quarter of the system calls of
@@ -115,14 +190,19 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let result = match watcher {
-        Some(watcher) => watcher.watch(connection.into_owned()).await,
-        None => connection.await,
-    };
-    if let Err(e) = result {
-        tracing::debug!("client connection ended: {e}");
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(Some(limits.keepalive_timeout.min(Duration::from_secs(30))))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Completes when the connection is due to close: idle (no request in
+/// flight) for `keepalive_timeout`, or a later request head taking longer
+/// than `header_read_timeout`.
+async fn idle(conn: &ConnInfo, limits: &Limits) {
+    while let Some(left) = conn.time_left(limits.keepalive_timeout, limits.header_read_timeout) {
+        tokio::time::sleep(left).await;
     }
 }
 
@@ -153,54 +233,3 @@ async fn read_first_head<IO: AsyncRead + Unpin>(io: &mut IO, limit: usize, timeo
     tokio::time::timeout(timeout, read).await.unwrap_or(FirstHead::TimedOut)
 }
 
-/// A stream that first replays bytes already read from it.
-pub(crate) struct Prefixed<IO> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: IO,
-}
-
-impl<IO> Prefixed<IO> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: IO) -> Self {
-        Prefixed { prefix, pos: 0, inner }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}

@@ -1,18 +1,27 @@
 //! The proxy core: a WebSocket-aware reverse proxy for Flow.
 //!
-//! Layers, outermost first: `listener` (accept, limits, first-request
-//! deadline) -> `handler` (route by host and path, balance, forward with
-//! retries) -> `tunnel` (WebSocket copy loop with the frame tap). `Proxy`
-//! holds the shared state they read: config, pools of backends, events.
-//! `admin` and `metrics` expose that state; `health` keeps it current.
+//! The request path runs one way, outermost first: `listener` (accept,
+//! connection limits, first-request deadline, idle connections; `io` and
+//! `conn` hold what it keeps per connection) -> `handler` (refuse, route by
+//! host and path) -> `forward` (plain requests, retries) | `tunnel`
+//! (WebSocket copy loop with the frame tap) -> `upstream` (exchanges with a
+//! backend, over the connections `backend` owns). `headers` is the one
+//! place request headers are checked and rewritten, for both branches.
+//! `Proxy` holds the shared state they read: config, pools of backends,
+//! events. `admin` and `metrics` expose that state; `health` keeps it
+//! current; `run` starts and stops the process.
 
 pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod client;
+pub mod conn;
 pub mod events;
+pub mod forward;
 pub mod handler;
+pub mod headers;
 pub mod health;
+pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod run;
@@ -21,20 +30,18 @@ pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::proxy::{ProxyConfig, check_backend_address};
 use backend::{Backend, BackendState, Clock};
 use balance::Pool;
 use events::{EventBus, ProxyEvent};
-
-/// The HTTP client used for every upstream request and health check; it
-/// keeps connections alive per backend and resolves names when connecting.
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -65,6 +72,12 @@ pub struct Proxy {
     pub shutting_down: watch::Sender<bool>,
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
+    /// One permit per client connection or WebSocket session (`max_connections`).
+    pub slots: Arc<Semaphore>,
+    /// Open connections per client address (`max_connections_per_ip`).
+    pub clients: Arc<conn::ClientCounts>,
+    /// Serializes writes of `backends.json`, so the last change is the one kept.
+    persisting: Mutex<()>,
 }
 
 /// A backend added through the admin API, as kept in the state dir.
@@ -89,6 +102,9 @@ impl Proxy {
             shutting_down: watch::channel(false).0,
             connections_active: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            clients: Default::default(),
+            persisting: Mutex::new(()),
         });
         proxy.apply_config(config);
         proxy
@@ -156,7 +172,10 @@ impl Proxy {
         } else {
             BackendState::Healthy
         };
-        let backend = Arc::new(Backend::new(&id, address, &service, dynamic, initial));
+        let backend = Arc::new(
+            Backend::new(&id, address, &service, dynamic, initial)
+                .with_connection_limit(config.limits.max_upstream_connections),
+        );
         {
             // Check and insert under one lock so two concurrent adds of the
             // same id cannot both succeed.
@@ -286,6 +305,7 @@ impl Proxy {
     /// Writes the admin-added backends to the state dir (atomically), so a
     /// restarted proxy serves the same instances without the deployer.
     fn persist_dynamic(&self) {
+        let _one_writer = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         let list: Vec<DynamicBackend> = self
             .all_backends()
             .iter()
@@ -321,5 +341,67 @@ impl Proxy {
             }
             Err(e) => tracing::warn!("ignoring {}: {e}", path.display()),
         }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReloadSummary {
+    pub services: usize,
+    pub routes: usize,
+    pub backends: usize,
+}
+
+impl Proxy {
+    /// Reads the configuration file again and applies it; open connections
+    /// and sessions are untouched. Listener, admin and TLS settings and the
+    /// connection limits need a restart.
+    pub fn reload(self: &Arc<Self>) -> Result<ReloadSummary, String> {
+        let current = self.config();
+        let Some(path) = current.source.clone() else {
+            return Err(
+                "the proxy was started from flags, so there is no file to reload; start it with --config FILE".into(),
+            );
+        };
+        let mut next = match crate::config::proxy::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                self.events.send(ProxyEvent::ConfigRejected { error: e.to_string() });
+                return Err(e.to_string());
+            }
+        };
+        // Listeners, the admin API and TLS are set up at start; a reload keeps
+        // them (port 0 in the file matches whatever port was bound).
+        let same = |file: &[SocketAddr], bound: &[SocketAddr]| {
+            file.len() == bound.len()
+                && file
+                    .iter()
+                    .zip(bound)
+                    .all(|(f, b)| f.ip() == b.ip() && (f.port() == 0 || f.port() == b.port()))
+        };
+        let file_tls_listen = next.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+        let bound_tls_listen = current.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+        let tls_mode_changed = next.tls.as_ref().map(|t| &t.mode) != current.tls.as_ref().map(|t| &t.mode);
+        if !same(&next.listen, &current.listen) || !same(&file_tls_listen, &bound_tls_listen) || tls_mode_changed {
+            tracing::warn!("listeners and TLS settings change only on restart; keeping the current ones");
+        }
+        if next.limits != current.limits {
+            tracing::warn!("[limits] change only on restart; keeping the current ones");
+        }
+        next.listen = current.listen.clone();
+        next.admin = current.admin;
+        next.tls = current.tls.clone();
+        next.state_dir = current.state_dir.clone();
+        next.limits = current.limits.clone();
+        let summary = ReloadSummary {
+            services: next.services.len(),
+            routes: next.routes.len(),
+            backends: next.services.values().map(|s| s.backends.len()).sum(),
+        };
+        self.apply_config(next);
+        self.events.send(ProxyEvent::ConfigReloaded {
+            services: summary.services,
+            routes: summary.routes,
+        });
+        Ok(summary)
     }
 }

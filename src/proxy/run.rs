@@ -15,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Proxy;
 use super::events::ProxyEvent;
-use crate::config::proxy::{self, ProxyConfig, TlsMode};
+use crate::config::proxy::{ProxyConfig, TlsMode};
 use crate::fsutil::write_atomic;
 use crate::tls::CertEvent;
 use crate::tls::acme::AcmeIssuer;
@@ -33,12 +33,6 @@ pub struct RuntimeInfo {
     pub admin_token_file: PathBuf,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ReloadSummary {
-    pub services: usize,
-    pub routes: usize,
-    pub backends: usize,
-}
 
 /// Reads the token from the configured file, or from `<state-dir>/admin-token`,
 /// creating that one (mode 0600) with a fresh random token when absent.
@@ -158,7 +152,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     }
     if let Some(listener) = admin {
         let proxy = proxy.clone();
-        tokio::spawn(crate::serve::run(listener, move |req, _peer| {
+        tokio::spawn(crate::serve::run(listener, super::admin::SERVER_LIMITS, move |req, _peer| {
             super::admin::handle(proxy.clone(), req)
         }));
     }
@@ -200,7 +194,7 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => match reload(&proxy) {
+            _ = hangup.recv() => match proxy.reload() {
                 Ok(s) => tracing::info!("configuration reloaded: {} services, {} routes", s.services, s.routes),
                 Err(e) => tracing::error!("configuration not reloaded, the running one stays: {e}"),
             },
@@ -270,50 +264,3 @@ fn start_tls(proxy: &Arc<Proxy>, mode: &TlsMode, domains: &[String], state_dir: 
     Ok(TlsAcceptor::from(crate::tls::server_config(store)?))
 }
 
-/// Reads the configuration file again and applies it; open connections and
-/// sessions are untouched. Listener and admin addresses need a restart.
-pub fn reload(proxy: &Arc<Proxy>) -> Result<ReloadSummary, String> {
-    let current = proxy.config();
-    let Some(path) = current.source.clone() else {
-        return Err(
-            "the proxy was started from flags, so there is no file to reload; start it with --config FILE".into(),
-        );
-    };
-    let mut next = match proxy::load(&path) {
-        Ok(config) => config,
-        Err(e) => {
-            proxy.events.send(ProxyEvent::ConfigRejected { error: e.to_string() });
-            return Err(e.to_string());
-        }
-    };
-    // Listeners, the admin API and TLS are set up at start; a reload keeps
-    // them (port 0 in the file matches whatever port was bound).
-    let same = |file: &[SocketAddr], bound: &[SocketAddr]| {
-        file.len() == bound.len()
-            && file
-                .iter()
-                .zip(bound)
-                .all(|(f, b)| f.ip() == b.ip() && (f.port() == 0 || f.port() == b.port()))
-    };
-    let file_tls_listen = next.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
-    let bound_tls_listen = current.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
-    let tls_mode_changed = next.tls.as_ref().map(|t| &t.mode) != current.tls.as_ref().map(|t| &t.mode);
-    if !same(&next.listen, &current.listen) || !same(&file_tls_listen, &bound_tls_listen) || tls_mode_changed {
-        tracing::warn!("listeners and TLS settings change only on restart; keeping the current ones");
-    }
-    next.listen = current.listen.clone();
-    next.admin = current.admin;
-    next.tls = current.tls.clone();
-    next.state_dir = current.state_dir.clone();
-    let summary = ReloadSummary {
-        services: next.services.len(),
-        routes: next.routes.len(),
-        backends: next.services.values().map(|s| s.backends.len()).sum(),
-    };
-    proxy.apply_config(next);
-    proxy.events.send(ProxyEvent::ConfigReloaded {
-        services: summary.services,
-        routes: summary.routes,
-    });
-    Ok(summary)
-}

@@ -13,19 +13,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 use super::Proxy;
 use super::backend::{Backend, InFlight, Session};
 use super::balance::Pool;
+use super::conn::ConnInfo;
 use super::events::ProxyEvent;
-use super::handler::{Answered, ConnInfo, origin_form, prepare_request_headers};
-use super::listener::Prefixed;
-use super::upstream::Handshake;
+use super::forward::{MAX_ATTEMPTS, no_backend};
+use super::headers::{check_upgrade_framing, origin_form, prepare_handshake_headers, prepare_request_headers};
+use super::io::{Guarded, Prefixed};
+use super::upstream::{self, Answered, Handshake, Timeouts};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body};
 use crate::websocket::frame::{self, Opcode};
@@ -85,46 +87,46 @@ pub async fn upgrade(
     if req.version() != Version::HTTP_11 {
         return serve::text(StatusCode::BAD_REQUEST, "WebSocket upgrades need HTTP/1.1");
     }
+    if let Err(e) = check_upgrade_framing(req.headers()) {
+        return super::handler::bad_request(e);
+    }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();
     prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &settings);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    parts
-        .headers
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    prepare_handshake_headers(&mut parts.headers);
 
     let mut tried: Vec<Arc<Backend>> = Vec::new();
-    let timeout = proxy.config().limits.connect_timeout;
+    let limits = proxy.config().limits.clone();
+    let timeouts = Timeouts {
+        connect: limits.connect_timeout,
+        response: limits.upstream_timeout,
+    };
     let uri = origin_form(&parts.uri);
     let (backend, stream, headers, early) = loop {
         let now = proxy.clock.now_ms();
         let Some(backend) = pool.pick(now, sticky.as_deref(), &tried) else {
-            return serve::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no healthy backend for service '{}'", settings.name),
-            );
+            return no_backend();
         };
         // A connection of its own, the handshake written by hand: after the
         // 101 the connection is the tunnel.
-        match super::upstream::websocket_handshake(&backend, timeout, &parts.method, &uri, &parts.headers).await {
+        match upstream::websocket_handshake(&backend, timeouts, &parts.method, &uri, &parts.headers).await {
             Ok(Handshake::Switched { stream, headers, early }) => {
                 backend.record_connect_success();
                 break (backend, stream, headers, early);
             }
             Ok(Handshake::Refused(status)) => {
                 // Relay the backend's whole answer (a 401 or 404 with its
-                // body): the handshake is a GET, so ask again the usual way,
-                // counted as a request of this backend.
+                // body): the handshake is a GET without a body, so ask again
+                // the usual way, counted as a request of this backend. The
+                // refusing connection is closed, never pooled.
                 backend.record_connect_success();
-                let mut request = Request::new(serve::empty());
+                let mut request = Request::new(serve::empty_request());
                 *request.method_mut() = parts.method.clone();
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() = parts.headers.clone();
                 let in_flight = InFlight::start(&backend);
                 let started = std::time::Instant::now();
-                return match super::upstream::send(&backend, request, timeout).await {
+                return match upstream::send(&backend, request, timeouts).await {
                     Ok((response, lease)) => {
                         let answered = Answered {
                             response,
@@ -132,22 +134,23 @@ pub async fn upgrade(
                             in_flight,
                             started,
                         };
-                        super::handler::relay(&backend, &settings, sticky.as_deref(), answered)
+                        upstream::relay(&backend, &settings, sticky.as_deref(), conn.scheme == "https", answered)
                     }
-                    Err(error) => serve::text(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the backend refused the WebSocket handshake ({status}), then failed: {error}"),
-                    ),
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.id, "WebSocket handshake refused ({status}), then: {error}");
+                        error.client_response()
+                    }
                 };
             }
             Err(error) => {
                 if error.is_connect() {
-                    super::handler::eject(&proxy, &backend, now, &error);
+                    upstream::eject(&proxy, &backend, now, &error);
                 }
+                tracing::warn!(backend = %backend.id, "WebSocket handshake failed: {error}");
                 tried.push(backend);
                 // The handshake is a GET without a body: always safe to retry.
-                if tried.len() >= 3 {
-                    return serve::text(StatusCode::BAD_GATEWAY, format!("WebSocket handshake failed: {error}"));
+                if tried.len() >= MAX_ATTEMPTS || matches!(error, upstream::UpstreamError::Timeout(_)) {
+                    return error.client_response();
                 }
             }
         }
@@ -159,6 +162,8 @@ pub async fn upgrade(
 
     let session = Arc::new(Session::new(proxy.next_session_id(), conn.client));
     tokio::spawn(async move {
+        // The session holds the client connection's slots until it ends.
+        let _conn = conn;
         let client = match client_upgrade.await {
             Ok(client) => client,
             Err(e) => {
@@ -166,7 +171,7 @@ pub async fn upgrade(
                 return;
             }
         };
-        let upstream = Prefixed::new(early, stream);
+        let upstream = Guarded::new(Prefixed::new(early, stream), limits.write_timeout, None);
         open_session(&proxy, &backend, &session);
         let reason = copy(&proxy, &backend, &session, &settings, client, upstream).await;
         close_session(&proxy, &backend, &session, reason);
@@ -230,14 +235,54 @@ struct Direction {
 }
 
 impl Direction {
-    fn new() -> Self {
+    fn new(tap: FrameTap) -> Self {
         Direction {
-            tap: FrameTap::new(),
+            tap,
             following: true,
             eof: false,
             sent_close: false,
             injected: false,
         }
+    }
+}
+
+/// What can end a session while it waits to write: a drain or shutdown
+/// (before the proxy has started closing), or the close deadline (after).
+/// A peer that reads nothing cannot take a close frame, so such a session
+/// is cut rather than closed politely; `Guarded` bounds the wait anyway.
+struct Stop {
+    drain: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Stop {
+    async fn wait(&mut self, closing: Option<tokio::time::Instant>) -> &'static str {
+        match closing {
+            Some(deadline) => {
+                tokio::time::sleep_until(deadline).await;
+                "close handshake timed out"
+            }
+            None => tokio::select! {
+                _ = self.drain.wait_for(|d| *d) => "backend draining",
+                _ = self.shutdown.wait_for(|s| *s) => "proxy shutting down",
+            },
+        }
+    }
+}
+
+/// Writes all of `data` unless the session is stopped first.
+async fn write_or_stop(
+    io: &mut (impl AsyncWrite + Unpin),
+    data: &[u8],
+    stop: &mut Stop,
+    closing: Option<tokio::time::Instant>,
+) -> Result<(), String> {
+    tokio::select! {
+        written = io.write_all(data) => written.map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => format!("write timeout: {e}"),
+            _ => "connection ended".to_string(),
+        }),
+        reason = stop.wait(closing) => Err(reason.to_string()),
     }
 }
 
@@ -252,11 +297,16 @@ async fn copy(
     let mut client = TokioIo::new(client);
     let mut client_buf = AdaptiveBuffer::new();
     let mut upstream_buf = AdaptiveBuffer::new();
-    // `up` carries client -> backend, `down` backend -> client.
-    let mut up = Direction::new();
-    let mut down = Direction::new();
+    // `up` carries client -> backend (frames must be masked), `down`
+    // backend -> client.
+    let mut up = Direction::new(FrameTap::from_client());
+    let mut down = Direction::new(FrameTap::new());
     let mut drain = backend.close_sessions.subscribe();
     let mut shutdown = proxy.shutting_down.subscribe();
+    let mut stop = Stop {
+        drain: backend.close_sessions.subscribe(),
+        shutdown: proxy.shutting_down.subscribe(),
+    };
     let idle = settings.websocket.idle_timeout;
     // The idle timer is not moved on every frame (that costs a timer-wheel
     // update per message): it fires, and re-arms itself from the last activity.
@@ -280,16 +330,16 @@ async fn copy(
             // say where the boundaries are.
             if !down.injected && (down.tap.at_boundary() || !down.following) && !down.eof {
                 let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), None);
-                if client.write_all(&close).await.is_err() {
-                    break;
+                if let Err(why) = write_or_stop(&mut client, &close, &mut stop, close_deadline).await {
+                    return why;
                 }
                 down.injected = true;
             }
             if !up.injected && (up.tap.at_boundary() || !up.following) && !up.eof {
                 let key = crate::websocket::random_bytes::<4>();
                 let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), Some(key));
-                if upstream.write_all(&close).await.is_err() {
-                    break;
+                if let Err(why) = write_or_stop(&mut upstream, &close, &mut stop, close_deadline).await {
+                    return why;
                 }
                 up.injected = true;
             }
@@ -328,14 +378,24 @@ async fn copy(
                 if heartbeat && proxy.events.has_listeners() {
                     proxy.events.send(ProxyEvent::Heartbeat { backend: backend.id.clone(), session: session.id });
                 }
+                if !up.following && !up.injected {
+                    // A client that breaks the protocol (an unmasked frame,
+                    // a reserved opcode, an impossible length) is failed
+                    // (RFC 6455, 7.1.7): nothing more of it reaches Flow.
+                    if down.tap.at_boundary() && !down.injected {
+                        let close = frame::encode(Opcode::Close, true, &frame::close_payload(1002, "protocol error"), None);
+                        let _ = write_or_stop(&mut client, &close, &mut stop, Some(tokio::time::Instant::now() + CLOSE_GRACE)).await;
+                    }
+                    return "client protocol error".to_string();
+                }
                 if up.injected {
                     // The proxy closed this session: what the client sends now
                     // (its close reply) ends here.
                     if up.sent_close || !up.following {
                         let _ = client.shutdown().await;
                     }
-                } else if upstream.write_all(data).await.is_err() {
-                    break;
+                } else if let Err(why) = write_or_stop(&mut upstream, data, &mut stop, close_deadline).await {
+                    return closing.map_or(why, str::to_string);
                 }
             }
             read = upstream.read(&mut upstream_buf.buf), if !down.eof => {
@@ -349,10 +409,11 @@ async fn copy(
                         // client properly, so it reconnects instead of seeing
                         // an abnormal closure, and swallow its close reply.
                         let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, "backend went away"), None);
-                        let _ = client.write_all(&close).await;
+                        let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+                        let _ = write_or_stop(&mut client, &close, &mut stop, Some(grace)).await;
                         up.injected = true;
                         closing.get_or_insert("backend went away");
-                        close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
+                        close_deadline.get_or_insert(grace);
                     } else {
                         let _ = client.shutdown().await;
                     }
@@ -370,8 +431,8 @@ async fn copy(
                     if down.sent_close || !down.following {
                         let _ = upstream.shutdown().await;
                     }
-                } else if client.write_all(data).await.is_err() {
-                    break;
+                } else if let Err(why) = write_or_stop(&mut client, data, &mut stop, close_deadline).await {
+                    return closing.map_or(why, str::to_string);
                 }
             }
             changed = drain.changed(), if closing.is_none() => {

@@ -1,95 +1,42 @@
-//! Connections to backends. Each backend keeps its own stack of idle
-//! HTTP/1.1 connections (hyper's client connection API), so a request
-//! costs no absolute-URI building, no pool-key hashing and no hand-off to
-//! a pool task: pop a ready connection (or connect), send, and put the
-//! connection back once its response body is done.
+//! Exchanges with backends. A request goes over one of its backend's idle
+//! keep-alive connections, or a new one within the backend's connection
+//! cap (waiting for one up to the connect timeout); the response head must
+//! come within the upstream timeout. WebSocket handshakes are written by
+//! hand on a connection of their own, which becomes the tunnel. Also here:
+//! relaying an answer to the client, and what a client is told when there
+//! is none (in words; addresses and OS errors go to the log and events).
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::backend::Backend;
-use crate::serve::Body;
+use super::Proxy;
+use super::backend::{Backend, InFlight, Lease};
+use super::balance::sticky_value;
+use super::events::ProxyEvent;
+use super::headers::{remove_hop_by_hop, sticky_cookie};
+use crate::config::proxy::Service;
+use crate::serve::{self, Body, RequestBody};
 
-/// Idle connections unused this long are closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// At most this many idle connections are kept per backend.
-const MAX_IDLE: usize = 512;
-
-/// The idle connections of one backend.
-#[derive(Default)]
-pub struct IdlePool {
-    stack: Mutex<Vec<(SendRequest<Body>, Instant)>>,
-}
-
-impl fmt::Debug for IdlePool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let idle = self.stack.lock().map(|s| s.len()).unwrap_or(0);
-        f.debug_struct("IdlePool").field("idle", &idle).finish()
-    }
-}
-
-impl IdlePool {
-    /// The most recently used connection that can take a request now.
-    fn take(&self) -> Option<SendRequest<Body>> {
-        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = stack.pop() {
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn put(&self, sender: SendRequest<Body>) {
-        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
-        if stack.len() < MAX_IDLE {
-            stack.push((sender, Instant::now()));
-        }
-    }
-
-    /// Closes every idle connection (the backend is going away).
-    pub fn clear(&self) {
-        self.stack.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// How long a backend name's addresses are reused before asking again.
-const RESOLVE_TTL: Duration = Duration::from_secs(5);
-
-/// A backend's addresses when it is given by name (a container name, say):
-/// looked up at most every few seconds rather than for every connection,
-/// and again at once after a failed connect.
-#[derive(Debug, Default)]
-pub struct Resolved {
-    cached: Mutex<Option<(Vec<std::net::SocketAddr>, Instant)>>,
-}
-
-impl Resolved {
-    pub async fn addresses(&self, address: &str) -> io::Result<Vec<std::net::SocketAddr>> {
-        if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
-            return Ok(vec![addr]);
-        }
-        if let Some((addrs, at)) = &*self.cached.lock().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < RESOLVE_TTL {
-                return Ok(addrs.clone());
-            }
-        }
-        let addrs: Vec<_> = tokio::net::lookup_host(address).await?.collect();
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((addrs.clone(), Instant::now()));
-        Ok(addrs)
-    }
-
-    pub fn forget(&self) {
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
+/// The time limits of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// For the response head (or the WebSocket handshake's answer).
+    pub response: Duration,
 }
 
 /// Why a request did not get a response.
@@ -97,8 +44,12 @@ impl Resolved {
 pub enum UpstreamError {
     /// No connection could be made: the backend never saw the request.
     Connect(io::Error),
+    /// Every connection the backend may have was in use for the whole wait.
+    Busy,
     /// The connection failed while the request was sent or answered.
     Request(hyper::Error),
+    /// No response head within the upstream timeout.
+    Timeout(Duration),
     /// The WebSocket handshake failed after connecting.
     Handshake(io::Error),
 }
@@ -107,12 +58,61 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
     }
+
+    /// The client's own request body stalled (see `forward::TimedBody`).
+    pub fn is_body_timeout(&self) -> bool {
+        let UpstreamError::Request(e) = self else { return false };
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            if cause.is::<BodyTimeout>() {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
+    /// What the client is told: what happened, in words, and nothing about
+    /// addresses or the operating system.
+    pub fn client_response(&self) -> Response<Body> {
+        match self {
+            UpstreamError::Busy => serve::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every connection to the Flow instances is in use; try again shortly",
+            ),
+            UpstreamError::Timeout(limit) => serve::text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the Flow instance did not answer in {}", crate::config::duration::format(*limit)),
+            ),
+            _ if self.is_body_timeout() => {
+                let mut response = serve::text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            UpstreamError::Handshake(_) => serve::text(
+                StatusCode::BAD_GATEWAY,
+                "no Flow instance completed the WebSocket handshake",
+            ),
+            UpstreamError::Connect(_) | UpstreamError::Request(_) => {
+                serve::text(StatusCode::BAD_GATEWAY, "no healthy Flow instance answered")
+            }
+        }
+    }
 }
+
+/// The error a stalled request body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body in time")]
+pub struct BodyTimeout;
 
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
+            UpstreamError::Busy => write!(f, "every connection the backend may have is in use"),
+            UpstreamError::Timeout(limit) => write!(f, "no response head within {}s", limit.as_secs_f64()),
             UpstreamError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
             UpstreamError::Request(e) => {
                 write!(f, "{e}")?;
@@ -132,30 +132,7 @@ impl std::error::Error for UpstreamError {
         match self {
             UpstreamError::Connect(e) | UpstreamError::Handshake(e) => Some(e),
             UpstreamError::Request(e) => Some(e),
-        }
-    }
-}
-
-/// A pooled connection lent to one response: it goes back to its backend's
-/// pool when dropped, once the response body is done.
-pub struct Lease {
-    sender: Option<SendRequest<Body>>,
-    backend: Arc<Backend>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else { return };
-        if sender.is_ready() {
-            self.backend.idle.put(sender);
-        } else if !sender.is_closed() {
-            // The connection finishes its response in its own task first.
-            let backend = self.backend.clone();
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    backend.idle.put(sender);
-                }
-            });
+            UpstreamError::Busy | UpstreamError::Timeout(_) => None,
         }
     }
 }
@@ -190,18 +167,42 @@ async fn connect_tcp(backend: &Backend, timeout: Duration) -> Result<TcpStream, 
     Ok(stream)
 }
 
-/// Opens a new keep-alive HTTP/1.1 connection to `backend`; its own task
-/// drives it. (WebSocket sessions use `websocket_handshake` instead.)
-async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
-    let stream = connect_tcp(backend, timeout).await?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// A connection that can take a request now: an idle one, or a new one once
+/// the backend's cap allows, waiting up to `timeout` for either.
+async fn ready_connection(
+    backend: &Backend,
+    timeout: Duration,
+) -> Result<(SendRequest<RequestBody>, bool), UpstreamError> {
+    if let Some(sender) = backend.idle.take() {
+        return Ok((sender, true));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let returned = backend.idle.returned.notified();
+        tokio::select! {
+            permit = backend.connections.clone().acquire_owned() => {
+                let Ok(permit) = permit else { return Err(UpstreamError::Busy) };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let stream = connect_tcp(backend, left.max(Duration::from_millis(1))).await?;
+                let (sender, connection) = http1::Builder::new()
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
+                // The permit lives as long as the connection does.
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(permit);
+                });
+                return Ok((sender, false));
+            }
+            _ = returned => {
+                if let Some(sender) = backend.idle.take() {
+                    return Ok((sender, true));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Err(UpstreamError::Busy),
+        }
+    }
 }
 
 /// Sends `request` (origin-form URI) to `backend` over a pooled connection,
@@ -209,24 +210,18 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<Bod
 /// was sent goes out again on a fresh connection.
 pub async fn send(
     backend: &Arc<Backend>,
-    mut request: Request<Body>,
-    connect_timeout: Duration,
+    mut request: Request<RequestBody>,
+    timeouts: Timeouts,
 ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
     loop {
-        let (mut sender, pooled) = match backend.idle.take() {
-            Some(sender) => (sender, true),
-            // Boxed for the same reason: connecting is the rare path.
-            None => (Box::pin(connect(backend, connect_timeout)).await?, false),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                let lease = Lease {
-                    sender: Some(sender),
-                    backend: backend.clone(),
-                };
-                return Ok((response, lease));
-            }
-            Err(mut error) => match error.take_message() {
+        // Boxed: connecting is the rare path and its state is large.
+        let (mut sender, pooled) = Box::pin(ready_connection(backend, timeouts.connect)).await?;
+        let exchange = tokio::time::timeout(timeouts.response, sender.try_send_request(request)).await;
+        match exchange {
+            // The connection is dropped with its unfinished exchange: closed.
+            Err(_) => return Err(UpstreamError::Timeout(timeouts.response)),
+            Ok(Ok(response)) => return Ok((response, Lease::new(sender, backend.clone()))),
+            Ok(Err(mut error)) => match error.take_message() {
                 // Not sent: a pooled connection closed under us. Try a new one.
                 Some(unsent) if pooled => request = unsent,
                 _ => return Err(UpstreamError::Request(error.into_error())),
@@ -237,8 +232,6 @@ pub async fn send(
 
 /// The most a backend's answer to a WebSocket handshake may take, head only.
 const HANDSHAKE_HEAD_LIMIT: usize = 16 * 1024;
-/// How long a backend has to answer a WebSocket handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a backend answered to a WebSocket handshake.
 pub enum Handshake {
@@ -251,21 +244,22 @@ pub enum Handshake {
     },
     /// Any other answer. The connection is closed; the caller asks again
     /// through the pool to relay the whole answer (the handshake is a GET).
-    Refused(hyper::StatusCode),
+    Refused(StatusCode),
 }
 
 /// Sends a WebSocket handshake by hand on a new connection and reads the
 /// answer's head. Cheaper than a client connection with upgrades: no
-/// connection task and no upgrade hand-off per session.
+/// connection task and no upgrade hand-off per session. `headers` must
+/// carry no body framing (`headers::prepare_handshake_headers`).
 pub async fn websocket_handshake(
     backend: &Backend,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
     method: &hyper::Method,
     uri: &hyper::Uri,
     headers: &hyper::HeaderMap,
 ) -> Result<Handshake, UpstreamError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = connect_tcp(backend, connect_timeout).await?;
+    let mut stream = connect_tcp(backend, timeouts.connect).await?;
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
@@ -296,15 +290,10 @@ pub async fn websocket_handshake(
             }
         }
     };
-    let (buf, end) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+    let (buf, end) = match tokio::time::timeout(timeouts.response, exchange).await {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => return Err(UpstreamError::Handshake(e)),
-        Err(_) => {
-            return Err(UpstreamError::Handshake(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {}s", HANDSHAKE_TIMEOUT.as_secs()),
-            )));
-        }
+        Err(_) => return Err(UpstreamError::Timeout(timeouts.response)),
     };
     let mut parsed = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut parsed);
@@ -317,15 +306,15 @@ pub async fn websocket_handshake(
         }
     }
     let code = response.code.unwrap_or(0);
-    let status = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
-    if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Handshake::Refused(status));
     }
     let mut headers = hyper::HeaderMap::with_capacity(response.headers.len());
     for h in response.headers.iter() {
         if let (Ok(name), Ok(value)) = (
-            hyper::header::HeaderName::from_bytes(h.name.as_bytes()),
-            hyper::header::HeaderValue::from_bytes(h.value),
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
         ) {
             headers.append(name, value);
         }
@@ -337,24 +326,84 @@ pub async fn websocket_handshake(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A backend's answer, with what keeps it counted until its body is sent.
+pub struct Answered {
+    pub response: Response<Incoming>,
+    pub lease: Lease,
+    pub in_flight: InFlight,
+    pub started: Instant,
+}
 
-    #[tokio::test]
-    async fn names_are_looked_up_once_in_a_while_and_again_after_forget() {
-        let resolved = Resolved::default();
-        let literal = resolved.addresses("127.0.0.1:9021").await.unwrap();
-        assert_eq!(literal, vec!["127.0.0.1:9021".parse().unwrap()]);
-        assert!(resolved.cached.lock().unwrap().is_none(), "literals are not cached");
-        // localhost comes from /etc/hosts: no DNS query leaves the machine.
-        let named = resolved.addresses("localhost:9021").await.unwrap();
-        assert!(
-            named.iter().all(|a| a.ip().is_loopback() && a.port() == 9021),
-            "{named:?}"
+/// The client's response from a backend's answer: latency and 5xx counted,
+/// hop-by-hop headers removed, the sticky cookie set (Secure over TLS), the
+/// backend's in-flight count and connection held until the body is done.
+pub fn relay(backend: &Backend, settings: &Service, sticky: Option<&str>, tls: bool, answered: Answered) -> Response<Body> {
+    backend.latency.record(answered.started.elapsed());
+    if answered.response.status().is_server_error() {
+        backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let (mut head, incoming) = answered.response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    if let Some(name) = settings.sticky_cookie.as_deref() {
+        let value = sticky_value(&backend.id);
+        if sticky != Some(value.as_str()) {
+            if let Some(cookie) = sticky_cookie(name, &value, tls) {
+                head.headers.append(header::SET_COOKIE, cookie);
+            }
+        }
+    }
+    let body = TrackedBody {
+        inner: incoming,
+        _in_flight: answered.in_flight,
+        _lease: answered.lease,
+    };
+    Response::from_parts(head, body.boxed())
+}
+
+/// Records a failed connect: the backend is skipped for a backoff.
+pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &UpstreamError) {
+    if crate::fsutil::is_fd_exhaustion(error) {
+        tracing::warn!(
+            "out of file descriptors: cannot connect to {}; raise the limit (ulimit -n) or lower max_connections",
+            backend.address
         );
-        assert!(resolved.cached.lock().unwrap().is_some());
-        resolved.forget();
-        assert!(resolved.cached.lock().unwrap().is_none());
+        return;
+    }
+    let was_ejected = backend.is_ejected(now_ms);
+    let backoff = backend.record_connect_failure(now_ms);
+    if !was_ejected {
+        let reason = format!("connect failed ({error}), ejected for {}s", backoff.as_secs());
+        tracing::warn!(backend = %backend.id, "{reason}");
+        proxy.events.send(ProxyEvent::BackendState {
+            backend: backend.id.clone(),
+            state: "unhealthy",
+            reason,
+        });
+    }
+}
+
+/// A response body that keeps its backend's in-flight count until the body
+/// has been sent (or dropped), so a drain waits for streaming responses too.
+struct TrackedBody {
+    inner: Incoming,
+    _in_flight: InFlight,
+    /// Returns the connection to the pool once the body is done (dropped after `inner`).
+    _lease: Lease,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

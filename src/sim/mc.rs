@@ -36,7 +36,7 @@ pub async fn run(args: SimMcArgs) -> anyhow::Result<()> {
             origins.join(", ")
         }
     );
-    serve::run_until_stopped(listener, move |req, _| {
+    serve::run_until_stopped(listener, crate::sim::SERVER_LIMITS, move |req, _| {
         let origins = origins.clone();
         async move { handle(&origins, req) }
     })

@@ -5,3 +5,10 @@
 pub mod flow;
 pub mod loadgen;
 pub mod mc;
+
+/// The simulators' servers take as many connections as a proxy in front of
+/// them may hold sessions, and a request head in 10 s like the proxy's.
+pub const SERVER_LIMITS: crate::serve::ServerLimits = crate::serve::ServerLimits {
+    max_connections: 50_000,
+    header_read_timeout: std::time::Duration::from_secs(10),
+};

@@ -83,6 +83,8 @@ pub enum FrameError {
     UnexpectedContinuation,
     #[error("new data frame while a fragmented message is unfinished")]
     UnfinishedMessage,
+    #[error("a client sent an unmasked frame")]
+    Unmasked,
 }
 
 /// Parses a frame header from the start of `buf`.

@@ -165,13 +165,33 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The offset just past the first `\r\n\r\n`, if the buffer holds one.
+/// Where an HTTP head ends: after its empty line, whether lines end in
+/// CRLF or (as some clients send them) a bare LF.
 pub fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    let mut from = 0;
+    while let Some(pos) = buf[from..].iter().position(|&b| b == b'\n') {
+        let end = from + pos + 1;
+        match buf.get(end..) {
+            Some([b'\n', ..]) => return Some(end + 1),
+            Some([b'\r', b'\n', ..]) => return Some(end + 2),
+            _ => from = end,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_end_after_an_empty_line_with_crlf_or_bare_lf() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"), Some(27));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n"), None);
+        assert_eq!(find_head_end(b""), None);
+    }
 
     #[tokio::test]
     async fn client_and_server_exchange_frames() {

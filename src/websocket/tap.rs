@@ -48,6 +48,8 @@ pub struct FrameTap {
     message: Option<Opcode>,
     prefix: [u8; PREFIX_LEN],
     prefix_len: usize,
+    /// Frames must be masked: they come from a client (RFC 6455, 5.1).
+    from_client: bool,
 }
 
 impl Default for FrameTap {
@@ -59,6 +61,7 @@ impl Default for FrameTap {
             message: None,
             prefix: [0; PREFIX_LEN],
             prefix_len: 0,
+            from_client: false,
         }
     }
 }
@@ -66,6 +69,14 @@ impl Default for FrameTap {
 impl FrameTap {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tap on what a client sends: an unmasked frame is a protocol error.
+    pub fn from_client() -> Self {
+        FrameTap {
+            from_client: true,
+            ..Self::default()
+        }
     }
 
     /// True between frames: a frame written to this direction now would not
@@ -123,6 +134,9 @@ impl FrameTap {
                 Ok(&data[copy..])
             }
             Some((header, used)) => {
+                if self.from_client && header.mask.is_none() {
+                    return Err(FrameError::Unmasked);
+                }
                 self.check_sequence(&header)?;
                 self.header_len = 0;
                 self.prefix_len = 0;

@@ -1,0 +1,202 @@
+//! What the proxy knows about one client connection, and what it holds for
+//! it: a slot of `max_connections` and of the client's per-address share,
+//! both kept until the connection ends, and for a WebSocket session until
+//! the session ends. It also tracks whether the connection is idle, for
+//! the keep-alive timeout.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::header::HeaderValue;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::backend::Clock;
+
+/// Open connections per client address, for `max_connections_per_ip`.
+#[derive(Debug, Default)]
+pub struct ClientCounts {
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl ClientCounts {
+    /// Counts a new connection from `ip`, or None when it already has `limit`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if limit > 0 && *count as usize >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn open_from(&self, ip: IpAddr) -> u32 {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's share of its address's count; given back on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the handler knows about the client connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// `http` or `https`: what the client used.
+    pub scheme: &'static str,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The peer is a trusted proxy: its forwarded headers are kept.
+    pub trusted: bool,
+    /// The client's IP address and the port as header values, made once per
+    /// connection rather than per request.
+    pub client_ip: HeaderValue,
+    pub port_value: HeaderValue,
+    /// Held for the connection's life (and its WebSocket session's).
+    _slots: Option<(OwnedSemaphorePermit, Option<ClientSlot>)>,
+    clock: Clock,
+    in_flight: AtomicU32,
+    /// Clock time the connection last became idle (no request in flight).
+    idle_since_ms: AtomicU64,
+    /// Clock time the first byte arrived while idle (a head started), or 0.
+    head_started_ms: AtomicU64,
+    /// The client speaks HTTP/2 (frames such as PING arrive while idle).
+    pub http2: AtomicBool,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, scheme: &'static str, port: u16) -> ConnInfo {
+        let clock = Clock::new();
+        ConnInfo {
+            client,
+            scheme,
+            port,
+            trusted: false,
+            client_ip: HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            port_value: HeaderValue::from(port),
+            _slots: None,
+            idle_since_ms: AtomicU64::new(clock.now_ms()),
+            clock,
+            in_flight: AtomicU32::new(0),
+            head_started_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    /// A connection holding its slots, from a peer that is or is not trusted.
+    pub fn holding(
+        mut self,
+        slot: OwnedSemaphorePermit,
+        client_slot: Option<ClientSlot>,
+        trusted: bool,
+        clock: Clock,
+    ) -> ConnInfo {
+        self._slots = Some((slot, client_slot));
+        self.trusted = trusted;
+        self.clock = clock;
+        self.idle_since_ms.store(clock.now_ms(), Ordering::Relaxed);
+        self
+    }
+
+    /// Marks a request in flight until the guard is dropped (with its response body).
+    pub fn start_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(0, Ordering::Relaxed);
+        RequestGuard { conn: self.clone() }
+    }
+
+    /// Called by the stream when bytes arrive.
+    pub fn bytes_arrived(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == 0 {
+            self.head_started_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long until this connection is due to be closed, or None if it is
+    /// due now. A connection with a request in flight is never due; an idle
+    /// one is due `keepalive` after it became idle, or `head` after the
+    /// next request head started arriving (HTTP/1.1 only).
+    pub fn time_left(&self, keepalive: Duration, head: Duration) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(keepalive);
+        }
+        let now = self.clock.now_ms();
+        let started = self.head_started_ms.load(Ordering::Relaxed);
+        let (since, limit) = if started != 0 && !self.http2.load(Ordering::Relaxed) {
+            (started, head)
+        } else {
+            (self.idle_since_ms.load(Ordering::Relaxed), keepalive)
+        };
+        let due = since + limit.as_millis() as u64;
+        (due > now).then(|| Duration::from_millis(due - now))
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub struct RequestGuard {
+    conn: Arc<ConnInfo>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.conn.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.conn.idle_since_ms.store(self.conn.clock.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_counts_refuse_beyond_the_limit_and_free_on_drop() {
+        let counts = Arc::new(ClientCounts::default());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = counts.admit(ip, 2).unwrap();
+        let _b = counts.admit(ip, 2).unwrap();
+        assert!(counts.admit(ip, 2).is_none());
+        assert!(counts.admit("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        assert_eq!(counts.open_from(ip), 1);
+        assert!(counts.admit(ip, 2).is_some());
+        assert!(counts.admit(ip, 0).is_some(), "0 means no limit");
+    }
+
+    #[test]
+    fn a_connection_with_a_request_in_flight_is_never_idle() {
+        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", 80));
+        let guard = conn.start_request();
+        assert_eq!(conn.time_left(Duration::ZERO, Duration::ZERO), Some(Duration::ZERO));
+        drop(guard);
+        assert_eq!(conn.time_left(Duration::ZERO, Duration::from_secs(9)), None);
+        assert!(conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap() > Duration::from_secs(50));
+        conn.bytes_arrived();
+        let left = conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap();
+        assert!(left <= Duration::from_secs(9), "a started head has the head timeout: {left:?}");
+    }
+}

@@ -1,0 +1,186 @@
+//! A plain request through the proxy: pick a backend, send the request with
+//! the client's body under the body timeouts, and retry on another backend
+//! when that is safe (nothing was sent, or an idempotent request without a
+//! body failed before any answer).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio::time::Sleep;
+
+use super::Proxy;
+use super::backend::{Backend, InFlight};
+use super::balance::Pool;
+use super::conn::ConnInfo;
+use super::headers::{origin_form, prepare_request_headers};
+use super::upstream::{self, Answered, BodyTimeout, Timeouts};
+use crate::config::proxy::{Limits, Service};
+use crate::serve::{self, Body, BoxError};
+
+/// Requests are tried on at most this many backends.
+pub const MAX_ATTEMPTS: usize = 3;
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// What a client is told when no backend could take the request at all.
+pub fn no_backend() -> Response<Body> {
+    serve::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy Flow instance is available")
+}
+
+pub async fn forward(
+    proxy: &Arc<Proxy>,
+    conn: &ConnInfo,
+    pool: &Pool,
+    settings: &Service,
+    limits: &Limits,
+    req: Request<Incoming>,
+    sticky: Option<&str>,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
+    let uri = origin_form(&parts.uri);
+    // A request without a body can be sent again as it is; one with a body
+    // cannot, because the first attempt consumed it.
+    let bodyless = body.is_end_stream();
+    let mut body = Some(body);
+    let timeouts = Timeouts {
+        connect: limits.connect_timeout,
+        response: limits.upstream_timeout,
+    };
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    loop {
+        let now = proxy.clock.now_ms();
+        let Some(backend) = pool.pick(now, sticky, &tried) else {
+            return if tried.is_empty() {
+                no_backend()
+            } else {
+                serve::text(StatusCode::BAD_GATEWAY, "no healthy Flow instance answered")
+            };
+        };
+        let outgoing_body = match (bodyless, body.take()) {
+            (false, Some(b)) => TimedBody::new(b, limits).boxed(),
+            _ => serve::empty_request(),
+        };
+        let mut upstream = Request::new(outgoing_body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri.clone();
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = parts.headers.clone();
+
+        let in_flight = InFlight::start(&backend);
+        let started = Instant::now();
+        match upstream::send(&backend, upstream, timeouts).await {
+            Ok((response, lease)) => {
+                backend.record_connect_success();
+                let answered = Answered {
+                    response,
+                    lease,
+                    in_flight,
+                    started,
+                };
+                return upstream::relay(&backend, settings, sticky, conn.scheme == "https", answered);
+            }
+            Err(error) => {
+                drop(in_flight);
+                let connect = error.is_connect();
+                if connect {
+                    upstream::eject(proxy, &backend, now, &error);
+                }
+                let retry = bodyless && (connect || is_idempotent(&parts.method));
+                tried.push(backend.clone());
+                if error.is_body_timeout() {
+                    tracing::debug!(client = %conn.client, "request body timed out");
+                    return error.client_response();
+                }
+                tracing::warn!(backend = %backend.id, retry, "upstream request failed: {error}");
+                if retry && tried.len() < MAX_ATTEMPTS && !matches!(error, upstream::UpstreamError::Timeout(_)) {
+                    backend.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+                return error.client_response();
+            }
+        }
+    }
+}
+
+/// The client's request body on its way to a backend, under two limits: no
+/// byte for `body_read_timeout` ends it, and so does an average slower than
+/// `body_min_rate` once the first `body_read_timeout` has passed (each
+/// `body_min_rate` bytes buy one more second), so a trickle cannot hold a
+/// connection and a backend slot for ever.
+pub struct TimedBody {
+    inner: Incoming,
+    idle: Duration,
+    min_rate: u64,
+    started: tokio::time::Instant,
+    received: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl TimedBody {
+    pub fn new(inner: Incoming, limits: &Limits) -> Self {
+        let started = tokio::time::Instant::now();
+        TimedBody {
+            inner,
+            idle: limits.body_read_timeout,
+            min_rate: limits.body_min_rate,
+            started,
+            received: 0,
+            timer: Box::pin(tokio::time::sleep_until(started + limits.body_read_timeout)),
+        }
+    }
+
+    fn deadline(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let idle = now + self.idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        idle.min(self.started + self.idle + earned)
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.received += data.len() as u64;
+                    let deadline = self.deadline(tokio::time::Instant::now());
+                    self.timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,406 @@
+//! The headers the proxy checks and rewrites, for plain requests and
+//! WebSocket handshakes alike: the one Host a request may name, the
+//! hop-by-hop headers that go, the forwarded headers that only the proxy
+//! (or a trusted proxy before it) may set, and the sticky cookie.
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Uri, Version};
+
+use super::conn::ConnInfo;
+use crate::config::proxy::Service;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Headers a `Connection` token can never remove: what routes and frames the
+/// message, and what the proxy sets itself.
+fn protected(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str().starts_with("x-forwarded-")
+        || name == FORWARDED
+        || name == X_REAL_IP
+}
+
+/// Why a request is refused with 400 before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("the request has no Host header")]
+    NoHost,
+    #[error("the request has more than one Host header")]
+    SeveralHosts,
+    #[error("the Host header is not a valid host name with an optional port")]
+    InvalidHost,
+    #[error("the request target names another host than the Host header")]
+    HostMismatch,
+    #[error("a WebSocket handshake cannot carry a request body")]
+    UpgradeWithBody,
+}
+
+/// The request's host, lower-case and without a port. Exactly one Host
+/// header, a valid authority; on HTTP/2 (and for absolute-form targets) it
+/// must name the same host as the target, so the proxy never routes by one
+/// name and forwards another.
+pub fn request_host<B>(req: &Request<B>) -> Result<String, BadRequest> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::SeveralHosts);
+    }
+    let header = match header {
+        Some(value) => Some(parse_authority(value.as_bytes()).ok_or(BadRequest::InvalidHost)?),
+        None => None,
+    };
+    let target = match req.uri().authority() {
+        Some(a) => Some(parse_authority(a.as_str().as_bytes()).ok_or(BadRequest::InvalidHost)?),
+        None => None,
+    };
+    match (target, header) {
+        (Some(t), Some(h)) => {
+            // HTTP/2: :authority and Host are one name for one thing. HTTP/1.1
+            // absolute form: the target wins (RFC 9112, 3.2.2), so the Host
+            // header must agree with it.
+            let same = if req.version() == Version::HTTP_2 {
+                t == h
+            } else {
+                t.0 == h.0
+            };
+            if same { Ok(t.0) } else { Err(BadRequest::HostMismatch) }
+        }
+        (Some(t), None) => Ok(t.0),
+        (None, Some(h)) => Ok(h.0),
+        (None, None) => Err(BadRequest::NoHost),
+    }
+}
+
+/// `host[:port]` as (lower-case host, port): a DNS name, an IPv4 address or
+/// a bracketed IPv6 address; no user info, no path, nothing else.
+fn parse_authority(bytes: &[u8]) -> Option<(String, Option<u16>)> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (inside, port)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    let valid_name = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    if !text.starts_with('[') && !valid_name(host) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// A WebSocket handshake is a GET without a body (RFC 6455, 4.1). One that
+/// declares a body would leave those bytes on the backend connection, to
+/// be read as the start of the next request.
+pub fn check_upgrade_framing(headers: &HeaderMap) -> Result<(), BadRequest> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(BadRequest::UpgradeWithBody);
+    }
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        if value.as_bytes().trim_ascii() != b"0" {
+            return Err(BadRequest::UpgradeWithBody);
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites request headers for the backend: hop-by-hop headers go (and
+/// whatever the Connection header names, unless protected), Host stays, the
+/// client's own forwarded headers go unless its address is trusted, and the
+/// X-Forwarded-* set says what the client used.
+pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::UPGRADE);
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in the :authority pseudo-header.
+        if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(header::HOST, value);
+        }
+    }
+    let forwarded_for = if conn.trusted {
+        match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) if !previous.trim().is_empty() => {
+                let client_ip = conn.client_ip.to_str().unwrap_or("unknown");
+                HeaderValue::from_str(&format!("{previous}, {client_ip}")).unwrap_or_else(|_| conn.client_ip.clone())
+            }
+            _ => conn.client_ip.clone(),
+        }
+    } else {
+        remove_client_forwarding(headers);
+        conn.client_ip.clone()
+    };
+    let proto = match settings.forwarded_proto.as_deref() {
+        Some(proto) => HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("https")),
+        None => HeaderValue::from_static(conn.scheme),
+    };
+    let port = match settings.forwarded_port {
+        Some(port) => HeaderValue::from(port),
+        None => conn.port_value.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, proto);
+    headers.insert(X_FORWARDED_PORT, port);
+    match headers.get(header::HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// Removes what a client may claim about earlier hops: only a trusted
+/// proxy's claims reach the backend.
+fn remove_client_forwarding(headers: &mut HeaderMap) {
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-forwarded-") || *name == FORWARDED || *name == X_REAL_IP)
+        .cloned()
+        .collect();
+    for name in claimed {
+        headers.remove(name);
+    }
+}
+
+/// Removes the hop-by-hop headers, and those the Connection header names
+/// unless they are protected.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|name| !protected(name))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    // Most messages carry none of them: look before removing.
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The headers of a WebSocket handshake as written to the backend by hand:
+/// nothing that frames a body or asks for one.
+pub fn prepare_handshake_headers(headers: &mut HeaderMap) {
+    for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::TE, header::EXPECT] {
+        headers.remove(name);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// The URI to send to a backend: the client's path and query (origin form;
+/// HTTP/2 requests arrive with scheme and authority, which go).
+pub fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The sticky cookie: never readable by scripts, not sent on cross-site
+/// subrequests, and over TLS never sent in clear.
+pub fn sticky_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        for h in hosts {
+            builder = builder.header(header::HOST, *h);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_comes_from_one_valid_header_or_the_authority() {
+        assert_eq!(
+            request_host(&request("/", &["Flow.Example.com:8443"])).unwrap(),
+            "flow.example.com"
+        );
+        assert_eq!(request_host(&request("http://a.example/", &[])).unwrap(), "a.example");
+        assert_eq!(request_host(&request("/", &["[::1]:80"])).unwrap(), "::1");
+        assert_eq!(
+            request_host(&request("http://evil.example/", &["flow.example.com"])),
+            Err(BadRequest::HostMismatch)
+        );
+        assert_eq!(request_host(&request("/", &[])), Err(BadRequest::NoHost));
+        assert_eq!(
+            request_host(&request("/", &["flow.example.com", "evil.example"])),
+            Err(BadRequest::SeveralHosts)
+        );
+        for bad in ["a b", "user@flow.example.com", "flow.example.com:80:80", "flow/x", "[::1", "h:99999", ""] {
+            assert_eq!(
+                request_host(&request("/", &[bad])),
+                Err(BadRequest::InvalidHost),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http2_authority_and_host_must_agree() {
+        let mut req = request("https://flow.example.com/", &["evil.example"]);
+        *req.version_mut() = Version::HTTP_2;
+        assert_eq!(request_host(&req), Err(BadRequest::HostMismatch));
+        let mut req = request("https://flow.example.com:443/", &["flow.example.com"]);
+        *req.version_mut() = Version::HTTP_2;
+        assert_eq!(request_host(&req), Err(BadRequest::HostMismatch), "the port differs");
+        let mut req = request("https://flow.example.com/", &["FLOW.example.com"]);
+        *req.version_mut() = Version::HTTP_2;
+        assert_eq!(request_host(&req).unwrap(), "flow.example.com");
+    }
+
+    #[test]
+    fn upgrades_with_a_body_are_refused() {
+        let mut headers = HeaderMap::new();
+        assert!(check_upgrade_framing(&headers).is_ok());
+        headers.insert(header::CONTENT_LENGTH, "0".parse().unwrap());
+        assert!(check_upgrade_framing(&headers).is_ok());
+        headers.insert(header::CONTENT_LENGTH, "23".parse().unwrap());
+        assert_eq!(check_upgrade_framing(&headers), Err(BadRequest::UpgradeWithBody));
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert_eq!(check_upgrade_framing(&headers), Err(BadRequest::UpgradeWithBody));
+    }
+
+    fn untrusted() -> ConnInfo {
+        ConnInfo::new("127.0.0.7:5000".parse().unwrap(), "http", 8080)
+    }
+
+    #[test]
+    fn forwarded_headers_from_clients_are_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "flow.example.com".parse().unwrap());
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.insert("x-forwarded-proto", "gopher".parse().unwrap());
+        headers.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        headers.insert("x-forwarded-prefix", "/admin".parse().unwrap());
+        headers.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        headers.insert("x-real-ip", "1.2.3.4".parse().unwrap());
+        headers.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        let mut settings = Service::new("flow");
+        settings.forwarded_proto = Some("https".into());
+        settings.forwarded_port = Some(443);
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &untrusted(), &settings);
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-port"], "443");
+        assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+        for gone in ["x-forwarded-prefix", "forwarded", "x-real-ip", "x-secret", "connection"] {
+            assert!(!headers.contains_key(gone), "{gone} reached the backend");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_chain_is_appended_to() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "flow.example.com".parse().unwrap());
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.insert("x-real-ip", "203.0.113.9".parse().unwrap());
+        let mut conn = untrusted();
+        conn.trusted = true;
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &conn, &Service::new("flow"));
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.7");
+        assert_eq!(headers["x-real-ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn connection_tokens_cannot_remove_what_routes_or_frames() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "flow.example.com".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        headers.insert(
+            header::CONNECTION,
+            "close, host, content-length, x-forwarded-for, x-other".parse().unwrap(),
+        );
+        headers.insert("x-other", "1".parse().unwrap());
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &untrusted(), &Service::new("flow"));
+        assert_eq!(headers["host"], "flow.example.com");
+        assert_eq!(headers["content-length"], "5");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.7");
+        assert!(!headers.contains_key("x-other"));
+    }
+
+    #[test]
+    fn handshakes_carry_no_framing() {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [("content-length", "0"), ("te", "trailers"), ("expect", "100-continue")] {
+            headers.insert(HeaderName::from_static(n), v.parse().unwrap());
+        }
+        prepare_handshake_headers(&mut headers);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn cookies_are_found_among_others_and_set_safely() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; flowgate=abc; b=2".parse().unwrap());
+        assert_eq!(cookie_value(&headers, "flowgate").as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&headers, "missing"), None);
+        let cookie = sticky_cookie("fg", "x", true).unwrap();
+        assert_eq!(cookie, "fg=x; Path=/; HttpOnly; SameSite=Lax; Secure");
+        assert!(!sticky_cookie("fg", "x", false).unwrap().to_str().unwrap().contains("Secure"));
+    }
+}
