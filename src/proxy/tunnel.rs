@@ -262,10 +262,16 @@ impl Stop {
                 tokio::time::sleep_until(deadline).await;
                 "close handshake timed out"
             }
-            None => tokio::select! {
-                _ = self.drain.wait_for(|d| *d) => "backend draining",
-                _ = self.shutdown.wait_for(|s| *s) => "proxy shutting down",
-            },
+            None => {
+                let reason = tokio::select! {
+                    _ = self.drain.wait_for(|d| *d) => "backend draining",
+                    _ = self.shutdown.wait_for(|s| *s) => "proxy shutting down",
+                };
+                // A write that is merely slow finishes in this time, and the
+                // session is then closed politely by the copy loop.
+                tokio::time::sleep(CLOSE_GRACE).await;
+                reason
+            }
         }
     }
 }
@@ -326,11 +332,12 @@ async fn copy(
             break;
         }
         if let Some(reason) = closing {
+            let grace = *close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
             // Frames written between two frames of the stream only: the taps
             // say where the boundaries are.
             if !down.injected && (down.tap.at_boundary() || !down.following) && !down.eof {
                 let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), None);
-                if let Err(why) = write_or_stop(&mut client, &close, &mut stop, close_deadline).await {
+                if let Err(why) = write_or_stop(&mut client, &close, &mut stop, Some(grace)).await {
                     return why;
                 }
                 down.injected = true;
@@ -338,13 +345,10 @@ async fn copy(
             if !up.injected && (up.tap.at_boundary() || !up.following) && !up.eof {
                 let key = crate::websocket::random_bytes::<4>();
                 let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), Some(key));
-                if let Err(why) = write_or_stop(&mut upstream, &close, &mut stop, close_deadline).await {
+                if let Err(why) = write_or_stop(&mut upstream, &close, &mut stop, Some(grace)).await {
                     return why;
                 }
                 up.injected = true;
-            }
-            if close_deadline.is_none() {
-                close_deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
         }
         let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
