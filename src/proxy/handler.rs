@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::headers::{cookie_value, request_host};
+use super::headers::{check_framing, cookie_value, request_host};
 use crate::config::proxy::Route;
 use crate::serve::{self, Body};
 
@@ -28,6 +28,9 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("the request headers are larger than {limit} bytes"),
         );
+    }
+    if let Err(e) = check_framing(&req) {
+        return bad_request(e);
     }
     let host = match request_host(&req) {
         Ok(host) => host,

@@ -52,6 +52,32 @@ pub enum BadRequest {
     HostMismatch,
     #[error("a WebSocket handshake cannot carry a request body")]
     UpgradeWithBody,
+    #[error("the request's length is ambiguous (Content-Length with Transfer-Encoding, or several lengths)")]
+    AmbiguousLength,
+    #[error("Transfer-Encoding must be exactly 'chunked', once, on HTTP/1.1")]
+    BadTransferEncoding,
+}
+
+/// The framing rules hyper leaves to the proxy (RFC 9112, 6.1 and 6.3):
+/// Content-Length beside Transfer-Encoding, Transfer-Encoding on HTTP/1.0,
+/// a coding other than one `chunked`, and differing lengths are refused,
+/// since some server behind or beside the proxy may read them otherwise.
+pub fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
+    let headers = req.headers();
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if headers.contains_key(header::TRANSFER_ENCODING) || lengths.any(|other| other != first) {
+            return Err(BadRequest::AmbiguousLength);
+        }
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next() {
+        let chunked = coding.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        if !chunked || codings.next().is_some() || req.version() != Version::HTTP_11 {
+            return Err(BadRequest::BadTransferEncoding);
+        }
+    }
+    Ok(())
 }
 
 /// The request's host, lower-case and without a port. Exactly one Host
@@ -308,6 +334,37 @@ mod tests {
         let mut req = request("https://flow.example.com/", &["FLOW.example.com"]);
         *req.version_mut() = Version::HTTP_2;
         assert_eq!(request_host(&req).unwrap(), "flow.example.com");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let build = |version: Version, headers: &[(&str, &str)]| {
+            let mut builder = Request::builder().uri("/").version(version);
+            for (n, v) in headers {
+                builder = builder.header(*n, *v);
+            }
+            builder.body(()).unwrap()
+        };
+        let ok = |h: &[(&str, &str)]| check_framing(&build(Version::HTTP_11, h));
+        assert!(ok(&[("content-length", "5")]).is_ok());
+        assert!(ok(&[("content-length", "5"), ("content-length", "5")]).is_ok());
+        assert!(ok(&[("transfer-encoding", "Chunked")]).is_ok());
+        assert_eq!(ok(&[("content-length", "5"), ("content-length", "6")]), Err(BadRequest::AmbiguousLength));
+        assert_eq!(
+            ok(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+            Err(BadRequest::AmbiguousLength)
+        );
+        for bad in ["gzip", "chunked, chunked", "gzip, chunked", ""] {
+            assert_eq!(ok(&[("transfer-encoding", bad)]), Err(BadRequest::BadTransferEncoding), "{bad}");
+        }
+        assert_eq!(
+            ok(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
+            Err(BadRequest::BadTransferEncoding)
+        );
+        assert_eq!(
+            check_framing(&build(Version::HTTP_10, &[("transfer-encoding", "chunked")])),
+            Err(BadRequest::BadTransferEncoding)
+        );
     }
 
     #[test]

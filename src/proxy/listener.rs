@@ -202,7 +202,10 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// than `header_read_timeout`.
 async fn idle(conn: &ConnInfo, limits: &Limits) {
     while let Some(left) = conn.time_left(limits.keepalive_timeout, limits.header_read_timeout) {
-        tokio::time::sleep(left).await;
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            () = conn.head_started.notified() => {}
+        }
     }
 }
 

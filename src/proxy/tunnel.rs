@@ -331,6 +331,11 @@ async fn copy(
         if up.eof && down.eof {
             break;
         }
+        if up.sent_close && down.sent_close && close_deadline.is_none() {
+            // The close handshake is done: a peer that keeps its end open
+            // gets a moment to close it, not the idle timeout.
+            close_deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+        }
         if let Some(reason) = closing {
             let grace = *close_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
             // Frames written between two frames of the stream only: the taps

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,6 +15,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flowgate");
+
+/// The binary the fixtures start: this build, or `FLOWGATE_TEST_BIN` (to show
+/// that a test fails against an older build).
+pub fn bin() -> String {
+    std::env::var("FLOWGATE_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// Child processes and temporary directories, cleaned up on drop.
 pub struct Fixture {
@@ -42,7 +49,7 @@ impl Fixture {
     /// Like [`Fixture::start`], with extra environment variables.
     pub fn start_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)], ready: &[&str]) -> Vec<String> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")

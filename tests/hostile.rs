@@ -1,0 +1,691 @@
+//! The hostile-input suite: what an attacker on the open internet sends,
+//! written byte by byte to a real `flowgate proxy` on loopback, with either
+//! the Flow simulator or a raw keep-alive backend (one that answers first and
+//! reads the declared body afterwards, as Tomcat- and Netty-style servers
+//! do) behind it. Each test ends by checking that the proxy still serves a
+//! normal request, that no WebSocket session is left counted, and that
+//! nothing panicked. The HTTP/2 cases are in tests/test_hostile_h2.py.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::raw::{Raw, RawBackend};
+use common::*;
+
+/// A proxy over the raw backend, no health checks (the raw backend answers
+/// every path).
+fn over_raw(fx: &mut Fixture, backend: &RawBackend, extra: &[&str]) -> Proxy {
+    let addr = backend.addr.to_string();
+    let mut args = vec!["--backend", addr.as_str(), "--no-health-check"];
+    args.extend_from_slice(extra);
+    fx.proxy("proxy", &args)
+}
+
+/// A proxy over one Flow simulator, healthy.
+fn over_sim(fx: &mut Fixture, extra: &[&str]) -> Proxy {
+    let sim = fx.sim_flow("flow-1").to_string();
+    let mut args = vec!["--backend", sim.as_str()];
+    args.extend_from_slice(extra);
+    let proxy = fx.proxy("proxy", &args);
+    proxy.wait_healthy(1);
+    proxy
+}
+
+/// The proxy still answers a normal request, holds no session, and logged no panic.
+fn still_serves(fx: &Fixture, proxy: &Proxy, path: &str) {
+    let r = get(proxy.addr, path, Some("flow.example.com"));
+    assert_eq!(r.status, 200, "a normal request after the attack: {}", r.text());
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 0);
+    let log = fx.log("proxy");
+    assert!(!log.contains("panicked"), "the proxy panicked:\n{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Framing and smuggling
+
+#[test]
+fn upgrade_with_a_body_is_refused_and_smuggles_nothing_onto_pooled_connections() {
+    let mut fx = Fixture::new("hostile-upgrade-cl");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, &backend, &[]);
+    // Warm the pool so a smuggled body would land on a kept connection.
+    assert_eq!(get(proxy.addr, "/warm", None).status, 200);
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let attack = format!(
+        "GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Content-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut client = Raw::connect(proxy.addr);
+    client.send(attack.as_bytes());
+    assert_eq!(client.response().status, 400);
+    let chunked = "GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(Raw::connect(proxy.addr).send(chunked.as_bytes()).response().status, 400);
+    // The next clients get their own answers, and the backend never read a
+    // request that no client sent.
+    for i in 0..5 {
+        let r = get(proxy.addr, &format!("/next-{i}"), None);
+        assert_eq!(r.text(), format!("GET /next-{i} HTTP/1.1"));
+    }
+    let lines = backend.lines();
+    assert!(
+        lines.iter().all(|l| l.starts_with("GET /warm") || l.starts_with("GET /next-")),
+        "the backend saw requests no client sent: {lines:?}"
+    );
+    still_serves(&fx, &proxy, "/after");
+}
+
+#[test]
+fn upgrade_with_expect_continue_is_answered_not_hung() {
+    let mut fx = Fixture::new("hostile-upgrade-expect");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, &backend, &[]);
+    let started = Instant::now();
+    let mut client = Raw::connect(proxy.addr);
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    let r = client.response();
+    assert_eq!(r.status, 404, "the backend's refusal is relayed: {}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let heads = backend.heads();
+    assert!(
+        heads.iter().all(|h| !h.to_ascii_lowercase().contains("expect:")),
+        "Expect reached the backend: {heads:?}"
+    );
+    still_serves(&fx, &proxy, "/after");
+}
+
+#[test]
+fn ambiguous_framing_gets_400_and_the_connection_closes() {
+    let mut fx = Fixture::new("hostile-framing");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, &backend, &[]);
+    let cases: [(&str, &str); 5] = [
+        (
+            "TE on HTTP/1.0",
+            "POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "unknown TE",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        ),
+        (
+            "repeated TE",
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "differing CLs",
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "obs-fold",
+            "GET /x HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+        ),
+    ];
+    for (name, request) in cases {
+        let mut client = Raw::connect(proxy.addr);
+        client.send(request.as_bytes());
+        let r = client.response();
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(client.closed_within(Duration::from_secs(5)), "{name}: the connection stayed open");
+    }
+    assert!(backend.lines().is_empty(), "a malformed request reached the backend: {:?}", backend.lines());
+    // Content-Length beside Transfer-Encoding: hyper removes the length and
+    // reads the chunked body, and the connection closes after the answer
+    // (RFC 9112, 6.3), so the two can never be read two ways. The backend
+    // gets one request, chunked framing only, and then the next client's.
+    let mut client = Raw::connect(proxy.addr);
+    client.send(
+        b"POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    let r = client.response();
+    assert!(r.status == 200 || r.status == 400, "{}", r.status);
+    assert!(client.closed_within(Duration::from_secs(5)), "CL+TE: the connection stayed open");
+    assert_eq!(get(proxy.addr, "/next", None).text(), "GET /next HTTP/1.1");
+    let heads = backend.heads();
+    assert!(heads.iter().all(|h| !h.contains("/smuggled")), "{heads:?}");
+    if let Some(head) = heads.iter().find(|h| h.starts_with("POST /cl-te")) {
+        assert!(!head.to_ascii_lowercase().contains("content-length: 40"), "{head}");
+    }
+    still_serves(&fx, &proxy, "/after");
+}
+
+#[test]
+fn h2c_upgrade_requests_are_plain_requests_to_the_backend() {
+    let mut fx = Fixture::new("hostile-h2c");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, &backend, &[]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    let r = client.response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same connection goes on as HTTP/1.1.
+    client.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "GET /second HTTP/1.1");
+    let head = backend.heads().into_iter().find(|h| h.starts_with("GET /h2c")).unwrap().to_ascii_lowercase();
+    assert!(!head.contains("upgrade"), "{head}");
+    assert!(!head.contains("http2-settings"), "{head}");
+    still_serves(&fx, &proxy, "/after");
+}
+
+#[test]
+fn heads_with_bare_lf_line_ends_are_answered_at_once() {
+    let mut fx = Fixture::new("hostile-bare-lf");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, &backend, &["--header-timeout", "10s"]);
+    let started = Instant::now();
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"GET /lf HTTP/1.1\nHost: flow.example.com\n\n");
+    let r = client.response();
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(r.status == 200 || r.status == 400, "{}", r.status);
+    still_serves(&fx, &proxy, "/after");
+}
+
+// ---------------------------------------------------------------------------
+// Host and forwarded headers
+
+#[test]
+fn duplicate_or_invalid_host_gets_400_and_connection_tokens_cannot_drop_host() {
+    let mut fx = Fixture::new("hostile-host");
+    let proxy = over_sim(&mut fx, &["--domain", "flow.example.com"]);
+    let two = "GET /api/sim/whoami HTTP/1.1\r\nHost: flow.example.com\r\nHost: evil.example\r\n\r\n";
+    assert_eq!(Raw::connect(proxy.addr).send(two.as_bytes()).response().status, 400);
+    let bad = "GET /api/sim/whoami HTTP/1.1\r\nHost: flow.example.com@evil.example\r\n\r\n";
+    assert_eq!(Raw::connect(proxy.addr).send(bad.as_bytes()).response().status, 400);
+    let r = request(
+        proxy.addr,
+        "GET",
+        "/api/sim/whoami",
+        &[
+            ("Host", "flow.example.com"),
+            ("Connection", "close, host, x-forwarded-host, x-forwarded-for"),
+        ],
+        b"",
+    );
+    let headers = &r.json()["headers"];
+    assert_eq!(headers["host"], "flow.example.com");
+    assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn forwarded_headers_from_clients_are_replaced_unless_the_peer_is_trusted() {
+    let spoofed = [
+        ("Host", "flow.example.com"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-For", "203.0.113.66"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Forwarded", "for=203.0.113.66;host=evil.example"),
+        ("X-Real-IP", "203.0.113.66"),
+    ];
+    let mut fx = Fixture::new("hostile-forwarded");
+    let proxy = over_sim(&mut fx, &[]);
+    let headers = request(proxy.addr, "GET", "/api/sim/whoami", &spoofed, b"").json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    for gone in ["x-forwarded-prefix", "forwarded", "x-real-ip"] {
+        assert!(headers.get(gone).is_none(), "{gone} reached Flow: {headers}");
+    }
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+
+    // A proxy in front that the operator trusts: its chain is appended to.
+    let mut fx = Fixture::new("hostile-forwarded-trusted");
+    let proxy = over_sim(&mut fx, &["--trusted-proxy", "127.0.0.0/8"]);
+    let headers = request(proxy.addr, "GET", "/api/sim/whoami", &spoofed, b"").json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
+    assert_eq!(headers["x-real-ip"], "203.0.113.66");
+    assert_eq!(headers["x-forwarded-host"], "flow.example.com", "the proxy sets it itself");
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+// ---------------------------------------------------------------------------
+// Limits and timeouts
+
+#[test]
+fn a_trickled_or_stalled_body_gets_408() {
+    let mut fx = Fixture::new("hostile-slow-body");
+    let proxy = over_sim(&mut fx, &["--body-timeout", "1s", "--body-min-rate", "500"]);
+    // One byte every 300 ms never trips an inactivity timeout; the rate does.
+    let started = Instant::now();
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"POST /api/sim/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n");
+    let trickler = client.stream.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let mut s = trickler;
+        for _ in 0..40 {
+            if s.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let r = client.response();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert!(client.closed_within(Duration::from_secs(5)));
+    trickle.join().unwrap();
+    // A body that stops: 408 after the inactivity timeout.
+    let started = Instant::now();
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"POST /api/sim/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+    assert_eq!(client.response().status, 408);
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn a_slow_backend_gets_504_after_the_upstream_timeout() {
+    let mut fx = Fixture::new("hostile-upstream-timeout");
+    // A backend that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        silent.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok((s, _)) = silent.accept() {
+                kept.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let proxy = fx.proxy(
+        "proxy",
+        &["--backend", &addr, "--no-health-check", "--upstream-timeout", "1s"],
+    );
+    let started = Instant::now();
+    let r = get(proxy.addr, "/", None);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("did not answer in 1s"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.join().unwrap();
+    assert!(!fx.log("proxy").contains("panicked"));
+}
+
+#[test]
+fn error_pages_name_no_address_and_no_os_error() {
+    let mut fx = Fixture::new("hostile-error-pages");
+    // A port nobody listens on.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let proxy = fx.proxy("proxy", &["--backend", &dead, "--no-health-check"]);
+    let port = dead.rsplit(':').next().unwrap().to_string();
+    for _ in 0..2 {
+        let r = get(proxy.addr, "/", None);
+        assert!(r.status == 502 || r.status == 503, "{}", r.status);
+        let text = r.text();
+        for secret in ["127.0.0.1", port.as_str(), "refused", "os error", "connect"] {
+            assert!(!text.contains(secret), "the error page shows '{secret}': {text}");
+        }
+        assert!(text.contains("Flow instance"), "{text}");
+    }
+    // The details are in the log for the operator.
+    assert!(fx.log("proxy").contains(&port), "{}", fx.log("proxy"));
+}
+
+#[test]
+fn websocket_sessions_count_against_max_connections() {
+    let mut fx = Fixture::new("hostile-max-conn-ws");
+    let proxy = over_sim(&mut fx, &["--max-connections", "4"]);
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(ws_open(proxy.addr));
+    }
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 4);
+    // Further clients wait: 16 more never get a handshake answer while the
+    // four sessions are open.
+    let mut waiting: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(proxy.addr).unwrap();
+            s.write_all(handshake("/ws").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(proxy.total("ws_active"), 4, "sessions opened beyond max_connections");
+    for s in &mut waiting {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(s.read(&mut buf).is_err(), "a waiting client was answered");
+    }
+    // Open sessions are never closed to make room; one that ends frees a slot.
+    drop(waiting);
+    let first = open.remove(0);
+    drop(first);
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 3);
+    open.push(ws_open(proxy.addr));
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 4);
+    drop(open);
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn one_address_cannot_take_more_than_its_share() {
+    let mut fx = Fixture::new("hostile-per-ip");
+    let proxy = over_sim(&mut fx, &["--max-connections-per-ip", "3"]);
+    let held: Vec<Raw> = (0..3)
+        .map(|_| {
+            let mut c = Raw::connect(proxy.addr);
+            c.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(c.response().status, 200);
+            c
+        })
+        .collect();
+    let mut fourth = Raw::connect(proxy.addr);
+    let _ = fourth.stream.write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(fourth.closed_within(Duration::from_secs(5)), "a fourth connection from one address was served");
+    // Another address is served meanwhile.
+    let mut other = Raw::connect_from("127.0.0.2", proxy.addr);
+    other.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(other.response().status, 200);
+    drop(held);
+    wait_for(Duration::from_secs(5), || {
+        let mut c = Raw::connect(proxy.addr);
+        let _ = c.stream.write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let head = read_head(&mut c.stream);
+        head.starts_with("HTTP/1.1 200")
+    });
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_keepalive_timeout() {
+    let mut fx = Fixture::new("hostile-idle");
+    let proxy = over_sim(&mut fx, &["--keepalive-timeout", "2s", "--header-timeout", "1s"]);
+    // HTTP/1.1, idle after one request.
+    let mut h1 = Raw::connect(proxy.addr);
+    h1.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(h1.response().status, 200);
+    // HTTP/2 with prior knowledge: the preface and SETTINGS, then nothing.
+    let mut h2 = Raw::connect(proxy.addr);
+    h2.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    let started = Instant::now();
+    assert!(h2.closed_within(Duration::from_secs(8)), "an idle HTTP/2 connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "closed too early: {:?}", started.elapsed());
+    assert!(h1.closed_within(Duration::from_secs(3)), "an idle HTTP/1.1 connection stayed open");
+    // A second request head that starts and stalls gets the head timeout.
+    let mut slow = Raw::connect(proxy.addr);
+    slow.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(slow.response().status, 200);
+    slow.send(b"GET /api/sim/whoami HTTP/1.1\r\n");
+    let started = Instant::now();
+    assert!(slow.closed_within(Duration::from_secs(5)));
+    assert!(started.elapsed() < Duration::from_millis(1900), "took {:?}", started.elapsed());
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket sessions
+
+fn handshake(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// An open WebSocket session on a raw socket.
+fn ws_open(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(handshake("/ws").as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// A client frame: masked with a fixed key (or not, when `mask` is false).
+fn client_frame(first: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut out = vec![first];
+    let m = if mask { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(m | n as u8),
+        n if n < 65536 => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if mask {
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Reads frames until a close frame; returns its code (None on EOF first).
+fn close_code(s: &mut TcpStream) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut pos = 0;
+        while buf.len() >= pos + 2 {
+            let opcode = buf[pos] & 0x0f;
+            let len = (buf[pos + 1] & 0x7f) as usize;
+            let (len, start) = match len {
+                126 if buf.len() >= pos + 4 => (u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize, pos + 4),
+                126 | 127 => break,
+                n => (n, pos + 2),
+            };
+            if buf.len() < start + len {
+                break;
+            }
+            if opcode == 8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]]));
+            }
+            pos = start + len;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+#[test]
+fn protocol_violations_from_clients_close_the_session_with_1002() {
+    let mut fx = Fixture::new("hostile-ws-frames");
+    let proxy = over_sim(&mut fx, &[]);
+    let mut huge = vec![0x82, 0xff];
+    huge.extend_from_slice(&u64::MAX.to_be_bytes());
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("2^63-length frame", huge),
+        ("unmasked frame", client_frame(0x81, b"hello", false)),
+        ("reserved opcode 3", client_frame(0x83, b"x", true)),
+        ("reserved control opcode 0xB", client_frame(0x8b, b"", true)),
+    ];
+    for (name, bytes) in cases {
+        let mut s = ws_open(proxy.addr);
+        wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
+        s.write_all(&bytes).unwrap();
+        assert_eq!(close_code(&mut s), Some(1002), "{name}");
+        wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 0);
+    }
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn a_fragment_flood_is_relayed_without_growing_the_proxy() {
+    let mut fx = Fixture::new("hostile-ws-fragments");
+    let proxy = over_sim(&mut fx, &[]);
+    let mut s = ws_open(proxy.addr);
+    let mut flood = client_frame(0x01, b"a", true);
+    for _ in 0..20_000 {
+        flood.extend_from_slice(&client_frame(0x00, b"b", true));
+    }
+    flood.extend_from_slice(&client_frame(0x80, b"c", true));
+    let writer = s.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        let mut w = writer;
+        w.write_all(&flood).unwrap();
+    });
+    // The simulator echoes the whole message: 20,002 bytes of text.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while got.len() < 20_002 + 4 {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the session ended during the flood");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    send.join().unwrap();
+    assert_eq!(got[0] & 0x0f, 1, "a text message came back");
+    s.write_all(&client_frame(0x88, &1000u16.to_be_bytes(), true)).unwrap();
+    assert_eq!(close_code(&mut s), Some(1000));
+    // The client never closes its end: the proxy ends the session anyway
+    // once both sides have sent their close frames.
+    wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 0);
+    drop(s);
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+/// A client that sends and never reads: the echo fills the socket buffers.
+fn stop_reading(proxy: &Proxy) -> (TcpStream, std::thread::JoinHandle<()>) {
+    let s = ws_open(proxy.addr);
+    // A small receive buffer, so the proxy's writes block sooner.
+    let writer = s.try_clone().unwrap();
+    let message = client_frame(0x82, &vec![7u8; 60_000], true);
+    let send = std::thread::spawn(move || {
+        let mut w = writer;
+        w.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            if w.write_all(&message).is_err() {
+                return;
+            }
+        }
+    });
+    (s, send)
+}
+
+#[test]
+fn a_websocket_client_that_stops_reading_is_freed_within_the_write_timeout() {
+    let mut fx = Fixture::new("hostile-ws-stuck");
+    let proxy = over_sim(&mut fx, &["--write-timeout", "2s"]);
+    let (held, send) = stop_reading(&proxy);
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
+    let started = Instant::now();
+    wait_for(Duration::from_secs(20), || proxy.total("ws_active") == 0);
+    assert!(started.elapsed() >= Duration::from_secs(1), "freed before the client stalled");
+    send.join().unwrap();
+    drop(held);
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn a_websocket_client_that_stops_reading_is_freed_at_once_on_drain() {
+    let mut fx = Fixture::new("hostile-ws-stuck-drain");
+    let proxy = over_sim(&mut fx, &["--write-timeout", "60s"]);
+    let (held, send) = stop_reading(&proxy);
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
+    // Let the buffers fill, so the proxy is stuck writing to this client.
+    std::thread::sleep(Duration::from_secs(2));
+    let id = proxy.backends()[0]["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let r = proxy.admin("DELETE", &format!("/api/v1/backends/{id}?drain=0"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for(Duration::from_secs(10), || proxy.backends().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(9), "took {:?}", started.elapsed());
+    send.join().unwrap();
+    drop(held);
+    assert!(!fx.log("proxy").contains("panicked"));
+}
+
+// ---------------------------------------------------------------------------
+// The admin API
+
+#[test]
+fn drain_values_out_of_range_get_400_and_never_panic() {
+    let mut fx = Fixture::new("hostile-admin-drain");
+    let proxy = over_sim(&mut fx, &[]);
+    let id = proxy.backends()[0]["id"].as_str().unwrap().to_string();
+    for value in ["1e300", "-1", "NaN", "inf", "3601", "2h", "99999999999999999999d", "abc"] {
+        let r = proxy.admin("DELETE", &format!("/api/v1/backends/{id}?drain={value}"), "");
+        assert_eq!(r.status, 400, "drain={value}: {}", r.text());
+        assert!(r.text().contains("0 to 3600"), "drain={value}: {}", r.text());
+    }
+    assert_eq!(proxy.backends()[0]["state"], "healthy");
+    // The scheme is case-insensitive.
+    let r = request(
+        proxy.admin,
+        "GET",
+        "/api/v1/backends",
+        &[("Authorization", &format!("bearer {}", proxy.token))],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn the_admin_server_bounds_slow_heads() {
+    let mut fx = Fixture::new("hostile-admin-slow");
+    let proxy = over_sim(&mut fx, &[]);
+    let mut slow = Raw::connect(proxy.admin);
+    slow.send(b"GET /api/v1/backends HTTP/1.1\r\n");
+    let started = Instant::now();
+    assert!(slow.closed_within(Duration::from_secs(20)), "a slow head held the admin server");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(proxy.backends().len(), 1);
+}
+
+#[test]
+fn concurrent_admin_changes_keep_the_backend_list_whole() {
+    let mut fx = Fixture::new("hostile-admin-race");
+    let proxy = over_sim(&mut fx, &[]);
+    let state = fx.dir.join("proxy-state");
+    let adders: Vec<_> = (0..8)
+        .map(|i| {
+            let (admin, token) = (proxy.admin, proxy.token.clone());
+            std::thread::spawn(move || {
+                let client = Proxy {
+                    addr: admin,
+                    admin,
+                    token,
+                };
+                for j in 0..5 {
+                    let body = format!("{{\"address\": \"127.0.0.1:{}\"}}", 20_000 + i * 10 + j);
+                    assert_eq!(client.admin("POST", "/api/v1/backends", &body).status, 201);
+                }
+            })
+        })
+        .collect();
+    for a in adders {
+        a.join().unwrap();
+    }
+    let saved: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(state.join("backends.json")).unwrap()).unwrap();
+    assert_eq!(saved.len(), 40, "the saved list lost or tore entries");
+    let temporary: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
