@@ -427,6 +427,11 @@ pub struct LimitArgs {
     /// [default: none].
     #[arg(long, value_parser = crate::config::proxy::Cidr::parse)]
     pub trusted_proxy: Vec<crate::config::proxy::Cidr>,
+    /// A peer (CIDR, address, or `gateway` for this machine's default
+    /// gateway, which in a container is where every client on the host comes
+    /// from) not held to --max-connections-per-ip (repeatable) [default: none].
+    #[arg(long)]
+    pub per_ip_exempt: Vec<String>,
 }
 
 impl LimitArgs {
@@ -450,7 +455,22 @@ impl LimitArgs {
         if !self.trusted_proxy.is_empty() {
             limits.trusted_proxies = self.trusted_proxy.clone();
         }
-        limits.check().map_err(|e| ConfigError::new(e.replace('_', "-")).with_hint("see flowgate proxy --help"))
+        if !self.per_ip_exempt.is_empty() {
+            limits.per_ip_exempt.clear();
+            limits.exempt_gateway = false;
+            for entry in &self.per_ip_exempt {
+                if entry == "gateway" {
+                    limits.exempt_gateway = true;
+                } else {
+                    let cidr = crate::config::proxy::Cidr::parse(entry)
+                        .map_err(|e| ConfigError::new(format!("--per-ip-exempt: {e}")))?;
+                    limits.per_ip_exempt.push(cidr);
+                }
+            }
+        }
+        limits
+            .check()
+            .map_err(|e| ConfigError::new(e.replace('_', "-")).with_hint("see flowgate proxy --help"))
     }
 }
 

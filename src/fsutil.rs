@@ -17,7 +17,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let unique = format!(
         ".{name}.tmp.{}.{}",
         std::process::id(),
@@ -128,7 +131,10 @@ mod tests {
         }
         let content = std::fs::read(&path).unwrap();
         assert_eq!(content.len(), 64 * 1024);
-        assert!(content.iter().all(|b| *b == content[0]), "bytes of two writers in one file");
+        assert!(
+            content.iter().all(|b| *b == content[0]),
+            "bytes of two writers in one file"
+        );
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary files left behind");
         std::fs::remove_dir_all(dir).unwrap();
@@ -145,7 +151,11 @@ mod tests {
         let path = dir.join("token");
         std::os::unix::fs::symlink(&victim, &path).unwrap();
         write_atomic(&path, b"new", 0o600).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep", "the link's target was written");
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"keep",
+            "the link's target was written"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         std::fs::remove_dir_all(dir).unwrap();
     }

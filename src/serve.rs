@@ -27,7 +27,9 @@ pub type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// An empty request body.
 pub fn empty_request() -> RequestBody {
-    Full::new(Bytes::new()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(Bytes::new())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,9 @@ fn upgrade_with_a_body_is_refused_and_smuggles_nothing_onto_pooled_connections()
     }
     let lines = backend.lines();
     assert!(
-        lines.iter().all(|l| l.starts_with("GET /warm") || l.starts_with("GET /next-")),
+        lines
+            .iter()
+            .all(|l| l.starts_with("GET /warm") || l.starts_with("GET /next-")),
         "the backend saw requests no client sent: {lines:?}"
     );
     still_serves(&fx, &proxy, "/after");
@@ -95,7 +97,11 @@ fn upgrade_with_expect_continue_is_answered_not_hung() {
     );
     let r = client.response();
     assert_eq!(r.status, 404, "the backend's refusal is relayed: {}", r.text());
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let heads = backend.heads();
     assert!(
         heads.iter().all(|h| !h.to_ascii_lowercase().contains("expect:")),
@@ -136,9 +142,16 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
         client.send(request.as_bytes());
         let r = client.response();
         assert_eq!(r.status, 400, "{name}: {}", r.text());
-        assert!(client.closed_within(Duration::from_secs(5)), "{name}: the connection stayed open");
+        assert!(
+            client.closed_within(Duration::from_secs(5)),
+            "{name}: the connection stayed open"
+        );
     }
-    assert!(backend.lines().is_empty(), "a malformed request reached the backend: {:?}", backend.lines());
+    assert!(
+        backend.lines().is_empty(),
+        "a malformed request reached the backend: {:?}",
+        backend.lines()
+    );
     // Content-Length beside Transfer-Encoding: hyper removes the length and
     // reads the chunked body, and the connection closes after the answer
     // (RFC 9112, 6.3), so the two can never be read two ways. The backend
@@ -150,7 +163,10 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
     );
     let r = client.response();
     assert!(r.status == 200 || r.status == 400, "{}", r.status);
-    assert!(client.closed_within(Duration::from_secs(5)), "CL+TE: the connection stayed open");
+    assert!(
+        client.closed_within(Duration::from_secs(5)),
+        "CL+TE: the connection stayed open"
+    );
     assert_eq!(get(proxy.addr, "/next", None).text(), "GET /next HTTP/1.1");
     let heads = backend.heads();
     assert!(heads.iter().all(|h| !h.contains("/smuggled")), "{heads:?}");
@@ -175,7 +191,12 @@ fn h2c_upgrade_requests_are_plain_requests_to_the_backend() {
     // The same connection goes on as HTTP/1.1.
     client.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(client.response().text(), "GET /second HTTP/1.1");
-    let head = backend.heads().into_iter().find(|h| h.starts_with("GET /h2c")).unwrap().to_ascii_lowercase();
+    let head = backend
+        .heads()
+        .into_iter()
+        .find(|h| h.starts_with("GET /h2c"))
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(!head.contains("upgrade"), "{head}");
     assert!(!head.contains("http2-settings"), "{head}");
     still_serves(&fx, &proxy, "/after");
@@ -190,7 +211,11 @@ fn heads_with_bare_lf_line_ends_are_answered_at_once() {
     let mut client = Raw::connect(proxy.addr);
     client.send(b"GET /lf HTTP/1.1\nHost: flow.example.com\n\n");
     let r = client.response();
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(r.status == 200 || r.status == 400, "{}", r.status);
     still_serves(&fx, &proxy, "/after");
 }
@@ -251,7 +276,10 @@ fn forwarded_headers_from_clients_are_replaced_unless_the_peer_is_trusted() {
     let headers = request(proxy.addr, "GET", "/api/sim/whoami", &spoofed, b"").json()["headers"].clone();
     assert_eq!(headers["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
     assert_eq!(headers["x-real-ip"], "203.0.113.66");
-    assert_eq!(headers["x-forwarded-host"], "flow.example.com", "the proxy sets it itself");
+    assert_eq!(
+        headers["x-forwarded-host"], "flow.example.com",
+        "the proxy sets it itself"
+    );
     still_serves(&fx, &proxy, "/api/sim/whoami");
 }
 
@@ -278,7 +306,11 @@ fn a_trickled_or_stalled_body_gets_408() {
     });
     let r = client.response();
     assert_eq!(r.status, 408, "{}", r.text());
-    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(client.closed_within(Duration::from_secs(5)));
     trickle.join().unwrap();
     // A body that stops: 408 after the inactivity timeout.
@@ -286,7 +318,11 @@ fn a_trickled_or_stalled_body_gets_408() {
     let mut client = Raw::connect(proxy.addr);
     client.send(b"POST /api/sim/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
     assert_eq!(client.response().status, 408);
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     still_serves(&fx, &proxy, "/api/sim/whoami");
 }
 
@@ -389,8 +425,13 @@ fn one_address_cannot_take_more_than_its_share() {
         })
         .collect();
     let mut fourth = Raw::connect(proxy.addr);
-    let _ = fourth.stream.write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert!(fourth.closed_within(Duration::from_secs(5)), "a fourth connection from one address was served");
+    let _ = fourth
+        .stream
+        .write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(
+        fourth.closed_within(Duration::from_secs(5)),
+        "a fourth connection from one address was served"
+    );
     // Another address is served meanwhile.
     let mut other = Raw::connect_from("127.0.0.2", proxy.addr);
     other.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -398,7 +439,9 @@ fn one_address_cannot_take_more_than_its_share() {
     drop(held);
     wait_for(Duration::from_secs(5), || {
         let mut c = Raw::connect(proxy.addr);
-        let _ = c.stream.write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let _ = c
+            .stream
+            .write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         let head = read_head(&mut c.stream);
         head.starts_with("HTTP/1.1 200")
     });
@@ -417,9 +460,19 @@ fn idle_connections_are_closed_after_the_keepalive_timeout() {
     let mut h2 = Raw::connect(proxy.addr);
     h2.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
     let started = Instant::now();
-    assert!(h2.closed_within(Duration::from_secs(8)), "an idle HTTP/2 connection stayed open");
-    assert!(started.elapsed() >= Duration::from_millis(1500), "closed too early: {:?}", started.elapsed());
-    assert!(h1.closed_within(Duration::from_secs(3)), "an idle HTTP/1.1 connection stayed open");
+    assert!(
+        h2.closed_within(Duration::from_secs(8)),
+        "an idle HTTP/2 connection stayed open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        h1.closed_within(Duration::from_secs(3)),
+        "an idle HTTP/1.1 connection stayed open"
+    );
     // A second request head that starts and stalls gets the head timeout.
     let mut slow = Raw::connect(proxy.addr);
     slow.send(b"GET /api/sim/whoami HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -427,7 +480,11 @@ fn idle_connections_are_closed_after_the_keepalive_timeout() {
     slow.send(b"GET /api/sim/whoami HTTP/1.1\r\n");
     let started = Instant::now();
     assert!(slow.closed_within(Duration::from_secs(5)));
-    assert!(started.elapsed() < Duration::from_millis(1900), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "took {:?}",
+        started.elapsed()
+    );
     still_serves(&fx, &proxy, "/api/sim/whoami");
 }
 
@@ -591,7 +648,10 @@ fn a_websocket_client_that_stops_reading_is_freed_within_the_write_timeout() {
     wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
     let started = Instant::now();
     wait_for(Duration::from_secs(20), || proxy.total("ws_active") == 0);
-    assert!(started.elapsed() >= Duration::from_secs(1), "freed before the client stalled");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "freed before the client stalled"
+    );
     send.join().unwrap();
     drop(held);
     still_serves(&fx, &proxy, "/api/sim/whoami");
@@ -610,7 +670,11 @@ fn a_websocket_client_that_stops_reading_is_freed_at_once_on_drain() {
     let r = proxy.admin("DELETE", &format!("/api/v1/backends/{id}?drain=0"), "");
     assert_eq!(r.status, 202, "{}", r.text());
     wait_for(Duration::from_secs(10), || proxy.backends().is_empty());
-    assert!(started.elapsed() < Duration::from_secs(9), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "took {:?}",
+        started.elapsed()
+    );
     send.join().unwrap();
     drop(held);
     assert!(!fx.log("proxy").contains("panicked"));
@@ -624,7 +688,16 @@ fn drain_values_out_of_range_get_400_and_never_panic() {
     let mut fx = Fixture::new("hostile-admin-drain");
     let proxy = over_sim(&mut fx, &[]);
     let id = proxy.backends()[0]["id"].as_str().unwrap().to_string();
-    for value in ["1e300", "-1", "NaN", "inf", "3601", "2h", "99999999999999999999d", "abc"] {
+    for value in [
+        "1e300",
+        "-1",
+        "NaN",
+        "inf",
+        "3601",
+        "2h",
+        "99999999999999999999d",
+        "abc",
+    ] {
         let r = proxy.admin("DELETE", &format!("/api/v1/backends/{id}?drain={value}"), "");
         assert_eq!(r.status, 400, "drain={value}: {}", r.text());
         assert!(r.text().contains("0 to 3600"), "drain={value}: {}", r.text());
@@ -649,7 +722,10 @@ fn the_admin_server_bounds_slow_heads() {
     let mut slow = Raw::connect(proxy.admin);
     slow.send(b"GET /api/v1/backends HTTP/1.1\r\n");
     let started = Instant::now();
-    assert!(slow.closed_within(Duration::from_secs(20)), "a slow head held the admin server");
+    assert!(
+        slow.closed_within(Duration::from_secs(20)),
+        "a slow head held the admin server"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(proxy.backends().len(), 1);
 }

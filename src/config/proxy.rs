@@ -125,6 +125,12 @@ pub struct Limits {
     /// Peers whose X-Forwarded-* and Forwarded headers are believed (and
     /// appended to); from anyone else they are removed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Peers not held to `max_connections_per_ip`: addresses that carry
+    /// many clients, such as Docker's gateway for every client on the host.
+    pub per_ip_exempt: Vec<Cidr>,
+    /// `per_ip_exempt` names `gateway`: this machine's default gateway, found
+    /// when the proxy starts (in a container, Docker's bridge).
+    pub exempt_gateway: bool,
 }
 
 impl Default for Limits {
@@ -145,6 +151,8 @@ impl Default for Limits {
             max_concurrent_streams: 100,
             max_upstream_connections: 1_024,
             trusted_proxies: Vec::new(),
+            per_ip_exempt: Vec::new(),
+            exempt_gateway: false,
         }
     }
 }
@@ -490,6 +498,8 @@ struct FileLimits {
     max_upstream_connections: Option<usize>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    per_ip_exempt: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -691,6 +701,20 @@ fn limits_from_file(source: &Source<'_>, file: FileLimits) -> Result<Limits, Con
         let cidr = Cidr::parse(entry.get_ref()).map_err(|e| source.error_at(entry.span(), e))?;
         trusted_proxies.push(cidr);
     }
+    let mut per_ip_exempt = Vec::new();
+    let mut exempt_gateway = false;
+    for entry in &file.per_ip_exempt {
+        if entry.get_ref() == "gateway" {
+            exempt_gateway = true;
+            continue;
+        }
+        let cidr = Cidr::parse(entry.get_ref()).map_err(|e| {
+            source
+                .error_at(entry.span(), e)
+                .with_hint("or \"gateway\" for this machine's default gateway")
+        })?;
+        per_ip_exempt.push(cidr);
+    }
     let limits = Limits {
         max_connections: file.max_connections.unwrap_or(d.max_connections),
         max_connections_per_ip: file.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
@@ -707,6 +731,8 @@ fn limits_from_file(source: &Source<'_>, file: FileLimits) -> Result<Limits, Con
         max_concurrent_streams: file.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
         max_upstream_connections: file.max_upstream_connections.unwrap_or(d.max_upstream_connections),
         trusted_proxies,
+        per_ip_exempt,
+        exempt_gateway,
     };
     limits.check().map_err(|e| ConfigError::new(format!("[limits]: {e}")))?;
     Ok(limits)
@@ -741,6 +767,51 @@ impl Limits {
 
     pub fn is_trusted(&self, peer: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
+
+    /// Whether a peer's connections are counted against `max_connections_per_ip`.
+    pub fn limits_per_ip(&self, peer: std::net::IpAddr) -> bool {
+        self.max_connections_per_ip > 0
+            && !self.is_trusted(peer)
+            && !self.per_ip_exempt.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// This machine's default IPv4 gateway, from the kernel's routing table.
+/// In a container on a Docker bridge network it is the bridge, the address
+/// every client on the host arrives from through Docker's port forwarding.
+pub fn default_gateway() -> Option<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    gateway_in(&table)
+}
+
+fn gateway_in(table: &str) -> Option<std::net::Ipv4Addr> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags ...; the default route has
+        // destination 0 and the gateway flag (0x2).
+        let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+        if *fields.get(1)? != "00000000" || flags & 0x2 == 0 {
+            return None;
+        }
+        let gateway = u32::from_str_radix(fields.get(2)?, 16).ok()?;
+        // The kernel prints the address in host byte order.
+        Some(std::net::Ipv4Addr::from(gateway.to_le_bytes()))
+    })
+}
+
+impl Limits {
+    /// Resolves `per_ip_exempt = ["gateway"]` now that the proxy runs where it will serve.
+    pub fn resolve_gateway(&mut self) -> Option<std::net::Ipv4Addr> {
+        if !self.exempt_gateway {
+            return None;
+        }
+        let gateway = default_gateway()?;
+        self.per_ip_exempt.push(Cidr {
+            network: gateway.into(),
+            prefix: 32,
+        });
+        Some(gateway)
     }
 }
 
@@ -926,10 +997,23 @@ idle_timeout = "10m"
         let one = Cidr::parse("192.0.2.7").unwrap();
         assert!(one.contains("192.0.2.7".parse().unwrap()));
         assert!(!one.contains("192.0.2.8".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("203.0.113.1".parse().unwrap())
+        );
         assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("evil").is_err());
+    }
+
+    #[test]
+    fn the_default_gateway_is_read_from_the_routing_table() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     eth0\t00000000\t010012AC\t0003\t0\t0\t0\t00000000\n\
+                     eth0\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\n";
+        assert_eq!(gateway_in(table), Some("172.18.0.1".parse().unwrap()));
+        assert_eq!(gateway_in("Iface\tDestination\n"), None);
     }
 
     #[test]
@@ -942,13 +1026,31 @@ idle_timeout = "10m"
         assert_eq!(config.limits.write_timeout, Duration::from_secs(5));
         assert!(config.limits.is_trusted("10.9.9.9".parse().unwrap()));
         assert_eq!(config.limits.max_connections_per_ip, 1_000);
+        assert!(config.limits.limits_per_ip("192.0.2.1".parse().unwrap()));
+        assert!(
+            !config.limits.limits_per_ip("10.1.1.1".parse().unwrap()),
+            "trusted proxies are exempt"
+        );
+        let config = parse(
+            "listen = [\"127.0.0.1:80\"]\n[limits]\nper_ip_exempt = [\"gateway\", \"192.0.2.0/24\"]\n",
+            None,
+        )
+        .unwrap();
+        assert!(config.limits.exempt_gateway);
+        assert!(!config.limits.limits_per_ip("192.0.2.9".parse().unwrap()));
         let err = parse(
             "listen = [\"127.0.0.1:80\"]\n[limits]\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
             None,
         )
         .unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
-        assert!(parse("listen = [\"127.0.0.1:80\"]\n[limits]\nupstream_timeout = \"0s\"\n", None).is_err());
+        assert!(
+            parse(
+                "listen = [\"127.0.0.1:80\"]\n[limits]\nupstream_timeout = \"0s\"\n",
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

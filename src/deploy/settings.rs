@@ -344,6 +344,11 @@ listen = ["0.0.0.0:80"]
 admin = "0.0.0.0:{ADMIN_PORT}"
 {token}state_dir = "{STATE_IN_CONTAINER}"
 
+[limits]
+# Clients on this host reach the proxy through Docker's port forwarding, all
+# from the bridge's address: one address must not count as one client.
+per_ip_exempt = ["gateway"]
+
 [tls]
 listen = ["0.0.0.0:443"]
 {tls}domains = ["{domain}", "{mc_domain}"]

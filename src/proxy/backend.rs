@@ -151,7 +151,9 @@ impl Backend {
             close_sessions: watch::channel(false).0,
             sessions: Mutex::new(HashMap::new()),
             idle: Default::default(),
-            connections: Arc::new(Semaphore::new(crate::config::proxy::Limits::default().max_upstream_connections)),
+            connections: Arc::new(Semaphore::new(
+                crate::config::proxy::Limits::default().max_upstream_connections,
+            )),
             resolved: Default::default(),
         }
     }

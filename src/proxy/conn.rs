@@ -168,7 +168,9 @@ pub struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         if self.conn.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.conn.idle_since_ms.store(self.conn.clock.now_ms(), Ordering::Relaxed);
+            self.conn
+                .idle_since_ms
+                .store(self.conn.clock.now_ms(), Ordering::Relaxed);
         }
     }
 }
@@ -201,6 +203,9 @@ mod tests {
         assert!(conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap() > Duration::from_secs(50));
         conn.bytes_arrived();
         let left = conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap();
-        assert!(left <= Duration::from_secs(9), "a started head has the head timeout: {left:?}");
+        assert!(
+            left <= Duration::from_secs(9),
+            "a started head has the head timeout: {left:?}"
+        );
     }
 }

@@ -149,5 +149,4 @@ mod tests {
         assert_eq!(find_route(&routes, "flow.example.com", "/").unwrap().service, "flow");
         assert!(find_route(&routes[..1], "other.example.com", "/").is_none());
     }
-
 }

@@ -248,7 +248,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// The headers of a WebSocket handshake as written to the backend by hand:
 /// nothing that frames a body or asks for one.
 pub fn prepare_handshake_headers(headers: &mut HeaderMap) {
-    for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::TE, header::EXPECT] {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::EXPECT,
+    ] {
         headers.remove(name);
     }
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -314,7 +319,15 @@ mod tests {
             request_host(&request("/", &["flow.example.com", "evil.example"])),
             Err(BadRequest::SeveralHosts)
         );
-        for bad in ["a b", "user@flow.example.com", "flow.example.com:80:80", "flow/x", "[::1", "h:99999", ""] {
+        for bad in [
+            "a b",
+            "user@flow.example.com",
+            "flow.example.com:80:80",
+            "flow/x",
+            "[::1",
+            "h:99999",
+            "",
+        ] {
             assert_eq!(
                 request_host(&request("/", &[bad])),
                 Err(BadRequest::InvalidHost),
@@ -349,13 +362,20 @@ mod tests {
         assert!(ok(&[("content-length", "5")]).is_ok());
         assert!(ok(&[("content-length", "5"), ("content-length", "5")]).is_ok());
         assert!(ok(&[("transfer-encoding", "Chunked")]).is_ok());
-        assert_eq!(ok(&[("content-length", "5"), ("content-length", "6")]), Err(BadRequest::AmbiguousLength));
+        assert_eq!(
+            ok(&[("content-length", "5"), ("content-length", "6")]),
+            Err(BadRequest::AmbiguousLength)
+        );
         assert_eq!(
             ok(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
             Err(BadRequest::AmbiguousLength)
         );
         for bad in ["gzip", "chunked, chunked", "gzip, chunked", ""] {
-            assert_eq!(ok(&[("transfer-encoding", bad)]), Err(BadRequest::BadTransferEncoding), "{bad}");
+            assert_eq!(
+                ok(&[("transfer-encoding", bad)]),
+                Err(BadRequest::BadTransferEncoding),
+                "{bad}"
+            );
         }
         assert_eq!(
             ok(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
@@ -432,7 +452,12 @@ mod tests {
             "close, host, content-length, x-forwarded-for, x-other".parse().unwrap(),
         );
         headers.insert("x-other", "1".parse().unwrap());
-        prepare_request_headers(&mut headers, &Uri::from_static("/"), &untrusted(), &Service::new("flow"));
+        prepare_request_headers(
+            &mut headers,
+            &Uri::from_static("/"),
+            &untrusted(),
+            &Service::new("flow"),
+        );
         assert_eq!(headers["host"], "flow.example.com");
         assert_eq!(headers["content-length"], "5");
         assert_eq!(headers["x-forwarded-for"], "127.0.0.7");
@@ -458,6 +483,12 @@ mod tests {
         assert_eq!(cookie_value(&headers, "missing"), None);
         let cookie = sticky_cookie("fg", "x", true).unwrap();
         assert_eq!(cookie, "fg=x; Path=/; HttpOnly; SameSite=Lax; Secure");
-        assert!(!sticky_cookie("fg", "x", false).unwrap().to_str().unwrap().contains("Secure"));
+        assert!(
+            !sticky_cookie("fg", "x", false)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
     }
 }

@@ -57,7 +57,7 @@ pub async fn run(
         };
         // A trusted proxy speaks for many clients: no per-address share.
         let trusted = limits.is_trusted(client.ip());
-        let client_slot = if trusted {
+        let client_slot = if !limits.limits_per_ip(client.ip()) {
             None
         } else {
             match proxy.clients.admit(client.ip(), limits.max_connections_per_ip) {
@@ -84,7 +84,8 @@ pub async fn run(
             let stream = Guarded::new(stream, limits.write_timeout, Some(conn.clone()));
             match tls {
                 None => serve_connection(proxy.clone(), conn, stream, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                {
                     Ok(Ok(stream)) => serve_connection(proxy.clone(), conn, stream, watcher).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake with {client} failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake with {client} timed out"),
@@ -235,4 +236,3 @@ async fn read_first_head<IO: AsyncRead + Unpin>(io: &mut IO, limit: usize, timeo
     };
     tokio::time::timeout(timeout, read).await.unwrap_or(FirstHead::TimedOut)
 }
-

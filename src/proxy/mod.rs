@@ -29,8 +29,8 @@ pub mod tunnel;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;

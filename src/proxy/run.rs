@@ -33,7 +33,6 @@ pub struct RuntimeInfo {
     pub admin_token_file: PathBuf,
 }
 
-
 /// Reads the token from the configured file, or from `<state-dir>/admin-token`,
 /// creating that one (mode 0600) with a fresh random token when absent.
 pub fn admin_token(config: &ProxyConfig) -> anyhow::Result<(String, PathBuf)> {
@@ -97,6 +96,15 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         capacity_note = Some((chosen, message));
         config.limits.max_connections = affordable;
     }
+    if config.limits.exempt_gateway {
+        match config.limits.resolve_gateway() {
+            Some(gateway) => tracing::info!(
+                "connections from {gateway} (this machine's gateway) are not limited per address: \
+                 in a container, every client on the host arrives from it"
+            ),
+            None => tracing::warn!("per_ip_exempt names the gateway, but this machine has no default IPv4 route"),
+        }
+    }
     let (token, token_file) = admin_token(&config)?;
 
     let mut listeners = Vec::new();
@@ -152,9 +160,11 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     }
     if let Some(listener) = admin {
         let proxy = proxy.clone();
-        tokio::spawn(crate::serve::run(listener, super::admin::SERVER_LIMITS, move |req, _peer| {
-            super::admin::handle(proxy.clone(), req)
-        }));
+        tokio::spawn(crate::serve::run(
+            listener,
+            super::admin::SERVER_LIMITS,
+            move |req, _peer| super::admin::handle(proxy.clone(), req),
+        ));
     }
 
     let info = RuntimeInfo {
@@ -263,4 +273,3 @@ fn start_tls(proxy: &Arc<Proxy>, mode: &TlsMode, domains: &[String], state_dir: 
     }
     Ok(TlsAcceptor::from(crate::tls::server_config(store)?))
 }
-

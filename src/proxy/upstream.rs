@@ -82,7 +82,10 @@ impl UpstreamError {
             ),
             UpstreamError::Timeout(limit) => serve::text(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("the Flow instance did not answer in {}", crate::config::duration::format(*limit)),
+                format!(
+                    "the Flow instance did not answer in {}",
+                    crate::config::duration::format(*limit)
+                ),
             ),
             _ if self.is_body_timeout() => {
                 let mut response = serve::text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
@@ -337,7 +340,13 @@ pub struct Answered {
 /// The client's response from a backend's answer: latency and 5xx counted,
 /// hop-by-hop headers removed, the sticky cookie set (Secure over TLS), the
 /// backend's in-flight count and connection held until the body is done.
-pub fn relay(backend: &Backend, settings: &Service, sticky: Option<&str>, tls: bool, answered: Answered) -> Response<Body> {
+pub fn relay(
+    backend: &Backend,
+    settings: &Service,
+    sticky: Option<&str>,
+    tls: bool,
+    answered: Answered,
+) -> Response<Body> {
     backend.latency.record(answered.started.elapsed());
     if answered.response.status().is_server_error() {
         backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);

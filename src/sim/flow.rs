@@ -57,7 +57,10 @@ pub async fn run(args: SimFlowArgs) -> anyhow::Result<()> {
         healthy: AtomicBool::new(true),
         counters: Counters::default(),
     });
-    serve::run_until_stopped(listener, crate::sim::SERVER_LIMITS, move |req, peer| handle(sim.clone(), req, peer)).await?;
+    serve::run_until_stopped(listener, crate::sim::SERVER_LIMITS, move |req, peer| {
+        handle(sim.clone(), req, peer)
+    })
+    .await?;
     Ok(())
 }
 
