@@ -762,6 +762,11 @@ impl Limits {
         if let Some((name, _)) = timeouts.iter().find(|(_, v)| v.is_zero()) {
             return Err(format!("{name} must be longer than 0s"));
         }
+        // Deadlines are computed from these; nothing useful is longer.
+        let longest = Duration::from_secs(30 * 86_400);
+        if let Some((name, _)) = timeouts.iter().find(|(_, v)| *v > longest) {
+            return Err(format!("{name} must be at most 30d"));
+        }
         Ok(())
     }
 
@@ -1044,13 +1049,14 @@ idle_timeout = "10m"
         )
         .unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
-        assert!(
-            parse(
-                "listen = [\"127.0.0.1:80\"]\n[limits]\nupstream_timeout = \"0s\"\n",
-                None
-            )
-            .is_err()
-        );
+        for bad in [
+            "upstream_timeout = \"0s\"",
+            "write_timeout = \"999999d\"",
+            "max_upstream_connections = 0",
+        ] {
+            let text = format!("listen = [\"127.0.0.1:80\"]\n[limits]\n{bad}\n");
+            assert!(parse(&text, None).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl ConnInfo {
         } else {
             (self.idle_since_ms.load(Ordering::Relaxed), keepalive)
         };
-        let due = since + limit.as_millis() as u64;
+        let due = since.saturating_add(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
         (due > now).then(|| Duration::from_millis(due - now))
     }
 }

@@ -144,12 +144,15 @@ impl TimedBody {
     }
 
     fn deadline(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let idle = now + self.idle;
+        let idle = now
+            .checked_add(self.idle)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         if self.min_rate == 0 {
             return idle;
         }
-        let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
-        idle.min(self.started + self.idle + earned)
+        let earned = Duration::from_secs(self.received / self.min_rate);
+        let by_rate = self.started.checked_add(self.idle.saturating_add(earned));
+        by_rate.map_or(idle, |rate| idle.min(rate))
     }
 }
 
