@@ -11,7 +11,8 @@ and admin calls with drain values out of range. Every loop is bounded in
 count and time; all traffic stays on 127.0.0.0/8.
 
 It prints the proxy's resident memory and open descriptors at the start and
-the end, the hostile rounds done, whether anything panicked, and what the
+the end of the attack (sessions open) and after the clients left, the
+hostile rounds done, whether anything panicked, and what the
 legitimate clients saw (failed requests, dropped sessions). Exit code 0 only
 when no legitimate request failed, no session was dropped and nothing
 panicked.
@@ -223,6 +224,7 @@ def main():
         while time.time() < ends:
             hostile_round(addr, admin, token)
             rounds += 1
+        end = usage(proxy.pid)  # sessions still open
         out, _ = load.communicate(timeout=seconds + 120)
         summary = json.loads(out)
         time.sleep(5)  # sessions closed, buffers given back
@@ -231,8 +233,8 @@ def main():
         panics = log.read().count("panicked")
         figures = {
             "minutes": args.minutes, "sessions": args.sessions, "rps": args.rps, "hostile_rounds": rounds,
-            "rss_mib_start": before["rss_mib"], "rss_mib_end": after["rss_mib"],
-            "fds_start": before["fds"], "fds_end": after["fds"], "panics": panics,
+            "rss_mib_start": before["rss_mib"], "rss_mib_end": end["rss_mib"], "rss_mib_after": after["rss_mib"],
+            "fds_start": before["fds"], "fds_end": end["fds"], "fds_after": after["fds"], "panics": panics,
             "requests_ok": summary["requests_ok"], "requests_failed": summary["requests_failed"],
             "ws_opened": summary["ws_opened"], "ws_failed": summary["ws_failed"], "ws_dropped": summary["ws_dropped"],
             "heartbeats_sent": summary["heartbeats_sent"], "heartbeats_acknowledged": summary["heartbeats_acknowledged"],
