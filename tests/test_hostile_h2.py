@@ -29,32 +29,9 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("FLOWGATE_BIN", os.path.join(ROOT, "target", "debug", "flowgate"))
+from flowgate_procs import start
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 REFUSED_STREAM = 0x7
-
-
-def start(args, markers):
-    proc = subprocess.Popen(
-        [BIN, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    found = []
-    deadline = time.time() + 20
-    for marker in markers:
-        while True:
-            assert time.time() < deadline, f"{args[0]} did not print {marker!r}"
-            line = proc.stdout.readline()
-            assert line, f"{args} exited early"
-            if marker in line:
-                found.append(line.split(marker, 1)[1].split()[0])
-                break
-    return proc, found
 
 
 class Backend(http.server.ThreadingHTTPServer):
@@ -112,7 +89,7 @@ def proxy():
         "--backend", addr, "--no-health-check", "--max-upstream-connections", "8",
         "--domain", "flow.example.com",
     ]
-    proc, (listen, _admin) = start(args, ["listening on http://", "admin API on http://"])
+    proc, (listen, _admin) = start(args, ["listening on http://", "admin API on http://"], stderr=subprocess.PIPE)
     host, port = listen.rsplit(":", 1)
     try:
         yield {"addr": (host, int(port)), "backend": backend, "proc": proc}

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -19,31 +18,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("FLOWGATE_BIN", os.path.join(ROOT, "target", "debug", "flowgate"))
-
-
-def start(args, markers):
-    """Starts flowgate with ARGS; returns (process, [text after each marker])."""
-    proc = subprocess.Popen(
-        [BIN, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    found = []
-    deadline = time.time() + 20
-    for marker in markers:
-        while True:
-            assert time.time() < deadline, f"{args[0]} did not print {marker!r}"
-            line = proc.stdout.readline()
-            assert line, f"{args} exited early"
-            if marker in line:
-                found.append(line.split(marker, 1)[1].split()[0])
-                break
-    return proc, found
+from flowgate_procs import start
 
 
 @pytest.fixture
