@@ -765,3 +765,56 @@ fn concurrent_admin_changes_keep_the_backend_list_whole() {
     assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
     still_serves(&fx, &proxy, "/api/sim/whoami");
 }
+
+// ---------------------------------------------------------------------------
+// The sticky cookie
+
+#[test]
+fn the_sticky_cookie_is_http_only_same_site_and_secure_over_tls() {
+    let mut fx = Fixture::new("hostile-sticky");
+    let sim = fx.sim_flow("flow-1").to_string();
+    let tls_port = free_port().to_string();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let proxy = fx.proxy(
+        "proxy",
+        &[
+            "--backend",
+            &sim,
+            "--sticky-cookie",
+            "fg",
+            "--domain",
+            "flow.example.com",
+            "--tls",
+            "self-signed",
+            "--tls-listen",
+            &tls_listen,
+            "--no-redirect",
+        ],
+    );
+    proxy.wait_healthy(1);
+    let plain = get(proxy.addr, "/api/sim/whoami", Some("flow.example.com"));
+    let cookie = plain.header("set-cookie").expect("a sticky cookie").to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP cannot keep a Secure cookie: {cookie}"
+    );
+    let ca = fx.dir.join("proxy-state").join("ca.pem");
+    let head = run(std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &format!("flow.example.com:{tls_port}:127.0.0.1")])
+        .arg(format!("https://flow.example.com:{tls_port}/api/sim/whoami")));
+    let secure = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie over TLS: {head}"));
+    assert!(
+        secure.contains("Secure") && secure.contains("HttpOnly") && secure.contains("SameSite=Lax"),
+        "{secure}"
+    );
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}

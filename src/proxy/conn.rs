@@ -75,8 +75,64 @@ pub struct ConnInfo {
     /// connection rather than per request.
     pub client_ip: HeaderValue,
     pub port_value: HeaderValue,
-    /// Held for the connection's life (and its WebSocket session's).
-    _slots: Option<(OwnedSemaphorePermit, Option<ClientSlot>)>,
+    /// Held for the connection's life, or handed to its WebSocket session.
+    slots: Mutex<Option<Slots>>,
+    /// Whether the connection is idle; shared with the stream, which is told
+    /// when bytes arrive (and which a WebSocket session keeps, so this part
+    /// is small and the rest goes with the connection).
+    pub activity: Arc<Activity>,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, scheme: &'static str, port: u16) -> ConnInfo {
+        ConnInfo {
+            client,
+            scheme,
+            port,
+            trusted: false,
+            client_ip: HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            port_value: HeaderValue::from(port),
+            slots: Mutex::new(None),
+            activity: Arc::new(Activity::new(Clock::new())),
+        }
+    }
+
+    /// A connection holding its slots, from a peer that is or is not trusted.
+    pub fn holding(
+        mut self,
+        slot: OwnedSemaphorePermit,
+        client_slot: Option<ClientSlot>,
+        trusted: bool,
+        clock: Clock,
+    ) -> ConnInfo {
+        self.slots = Mutex::new(Some(Slots {
+            _connection: slot,
+            _client: client_slot,
+        }));
+        self.trusted = trusted;
+        self.activity = Arc::new(Activity::new(clock));
+        self
+    }
+
+    /// Marks a request in flight until the guard is dropped (with its response body).
+    pub fn start_request(&self) -> RequestGuard {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.activity.head_started_ms.store(0, Ordering::Relaxed);
+        RequestGuard {
+            activity: self.activity.clone(),
+        }
+    }
+
+    /// Hands the connection's slots to its WebSocket session, which outlives
+    /// the connection's other state and holds them until it ends.
+    pub fn take_slots(&self) -> Option<Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Whether a connection has requests in flight, and since when it is idle.
+#[derive(Debug)]
+pub struct Activity {
     clock: Clock,
     in_flight: AtomicU32,
     /// Clock time the connection last became idle (no request in flight).
@@ -89,17 +145,9 @@ pub struct ConnInfo {
     pub head_started: tokio::sync::Notify,
 }
 
-impl ConnInfo {
-    pub fn new(client: SocketAddr, scheme: &'static str, port: u16) -> ConnInfo {
-        let clock = Clock::new();
-        ConnInfo {
-            client,
-            scheme,
-            port,
-            trusted: false,
-            client_ip: HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
-            port_value: HeaderValue::from(port),
-            _slots: None,
+impl Activity {
+    fn new(clock: Clock) -> Self {
+        Activity {
             idle_since_ms: AtomicU64::new(clock.now_ms()),
             clock,
             in_flight: AtomicU32::new(0),
@@ -107,28 +155,6 @@ impl ConnInfo {
             http2: AtomicBool::new(false),
             head_started: tokio::sync::Notify::new(),
         }
-    }
-
-    /// A connection holding its slots, from a peer that is or is not trusted.
-    pub fn holding(
-        mut self,
-        slot: OwnedSemaphorePermit,
-        client_slot: Option<ClientSlot>,
-        trusted: bool,
-        clock: Clock,
-    ) -> ConnInfo {
-        self._slots = Some((slot, client_slot));
-        self.trusted = trusted;
-        self.clock = clock;
-        self.idle_since_ms.store(clock.now_ms(), Ordering::Relaxed);
-        self
-    }
-
-    /// Marks a request in flight until the guard is dropped (with its response body).
-    pub fn start_request(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started_ms.store(0, Ordering::Relaxed);
-        RequestGuard { conn: self.clone() }
     }
 
     /// Called by the stream when bytes arrive.
@@ -159,18 +185,24 @@ impl ConnInfo {
     }
 }
 
+/// A connection's share of `max_connections` and of its address's limit.
+#[derive(Debug)]
+pub struct Slots {
+    _connection: OwnedSemaphorePermit,
+    _client: Option<ClientSlot>,
+}
+
 /// A request in flight on a connection.
 #[derive(Debug)]
 pub struct RequestGuard {
-    conn: Arc<ConnInfo>,
+    activity: Arc<Activity>,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if self.conn.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.conn
-                .idle_since_ms
-                .store(self.conn.clock.now_ms(), Ordering::Relaxed);
+        let activity = &self.activity;
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity.idle_since_ms.store(activity.clock.now_ms(), Ordering::Relaxed);
         }
     }
 }
@@ -195,14 +227,22 @@ mod tests {
 
     #[test]
     fn a_connection_with_a_request_in_flight_is_never_idle() {
-        let conn = Arc::new(ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", 80));
+        let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", 80);
+        let activity = conn.activity.clone();
         let guard = conn.start_request();
-        assert_eq!(conn.time_left(Duration::ZERO, Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(activity.time_left(Duration::ZERO, Duration::ZERO), Some(Duration::ZERO));
         drop(guard);
-        assert_eq!(conn.time_left(Duration::ZERO, Duration::from_secs(9)), None);
-        assert!(conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap() > Duration::from_secs(50));
-        conn.bytes_arrived();
-        let left = conn.time_left(Duration::from_secs(60), Duration::from_secs(9)).unwrap();
+        assert_eq!(activity.time_left(Duration::ZERO, Duration::from_secs(9)), None);
+        assert!(
+            activity
+                .time_left(Duration::from_secs(60), Duration::from_secs(9))
+                .unwrap()
+                > Duration::from_secs(50)
+        );
+        activity.bytes_arrived();
+        let left = activity
+            .time_left(Duration::from_secs(60), Duration::from_secs(9))
+            .unwrap();
         assert!(
             left <= Duration::from_secs(9),
             "a started head has the head timeout: {left:?}"

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::conn::ConnInfo;
+use super::conn::Activity;
 
 /// A stream that first replays bytes already read from it.
 pub struct Prefixed<IO> {
@@ -77,16 +77,16 @@ pub struct Guarded<IO> {
     /// Armed when a write would block; cleared when one makes progress.
     stalled: Option<Pin<Box<Sleep>>>,
     /// Told when bytes arrive (a request head starting on an idle connection).
-    conn: Option<Arc<ConnInfo>>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<IO> Guarded<IO> {
-    pub fn new(inner: IO, write_timeout: Duration, conn: Option<Arc<ConnInfo>>) -> Self {
+    pub fn new(inner: IO, write_timeout: Duration, activity: Option<Arc<Activity>>) -> Self {
         Guarded {
             inner,
             write_timeout,
             stalled: None,
-            conn,
+            activity,
         }
     }
 
@@ -117,9 +117,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(conn)) = (&polled, &self.conn) {
+        if let (Poll::Ready(Ok(())), Some(activity)) = (&polled, &self.activity) {
             if buf.filled().len() > before {
-                conn.bytes_arrived();
+                activity.bytes_arrived();
             }
         }
         polled

@@ -81,7 +81,7 @@ pub async fn run(
         tokio::spawn(async move {
             proxy.connections_active.fetch_add(1, Ordering::Relaxed);
             proxy.connections_total.fetch_add(1, Ordering::Relaxed);
-            let stream = Guarded::new(stream, limits.write_timeout, Some(conn.clone()));
+            let stream = Guarded::new(stream, limits.write_timeout, Some(conn.activity.clone()));
             match tls {
                 None => serve_connection(proxy.clone(), conn, stream, watcher).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -140,7 +140,9 @@ where
             return;
         }
     };
-    conn.http2.store(head.starts_with(b"PRI * HTTP/2.0"), Ordering::Relaxed);
+    conn.activity
+        .http2
+        .store(head.starts_with(b"PRI * HTTP/2.0"), Ordering::Relaxed);
     let io = Prefixed::new(head, io);
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -202,10 +204,11 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// flight) for `keepalive_timeout`, or a later request head taking longer
 /// than `header_read_timeout`.
 async fn idle(conn: &ConnInfo, limits: &Limits) {
-    while let Some(left) = conn.time_left(limits.keepalive_timeout, limits.header_read_timeout) {
+    let activity = &conn.activity;
+    while let Some(left) = activity.time_left(limits.keepalive_timeout, limits.header_read_timeout) {
         tokio::select! {
             () = tokio::time::sleep(left) => {}
-            () = conn.head_started.notified() => {}
+            () = activity.head_started.notified() => {}
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -36,7 +37,7 @@ use crate::websocket::tap::{FrameSeen, FrameTap};
 /// Per-direction copy buffers start small (sessions are many and mostly
 /// idle: a heartbeat every 5 s), grow while reads fill them (a stream of
 /// large messages) and shrink back once reads are small again.
-const BUFFER_MIN: usize = 512;
+const BUFFER_MIN: usize = 256;
 const BUFFER_MAX: usize = 16 * 1024;
 
 #[derive(Debug)]
@@ -96,10 +97,13 @@ pub async fn upgrade(
     prepare_handshake_headers(&mut parts.headers);
 
     let mut tried: Vec<Arc<Backend>> = Vec::new();
-    let limits = proxy.config().limits.clone();
-    let timeouts = Timeouts {
-        connect: limits.connect_timeout,
-        response: limits.upstream_timeout,
+    let (timeouts, write_timeout) = {
+        let limits = &proxy.config().limits;
+        let timeouts = Timeouts {
+            connect: limits.connect_timeout,
+            response: limits.upstream_timeout,
+        };
+        (timeouts, limits.write_timeout)
     };
     let uri = origin_form(&parts.uri);
     let (backend, stream, headers, early) = loop {
@@ -161,9 +165,11 @@ pub async fn upgrade(
     *reply.headers_mut() = headers;
 
     let session = Arc::new(Session::new(proxy.next_session_id(), conn.client));
-    tokio::spawn(async move {
-        // The session holds the client connection's slots until it ends.
-        let _conn = conn;
+    // The session holds the client connection's slots until it ends (the
+    // rest of the connection's state goes with hyper's connection).
+    let slots = conn.take_slots();
+    let session_task = async move {
+        let _slots = slots;
         let client = match client_upgrade.await {
             Ok(client) => client,
             Err(e) => {
@@ -171,11 +177,12 @@ pub async fn upgrade(
                 return;
             }
         };
-        let upstream = Guarded::new(Prefixed::new(early, stream), limits.write_timeout, None);
+        let upstream = Guarded::new(Prefixed::new(early, stream), write_timeout, None);
         open_session(&proxy, &backend, &session);
         let reason = copy(&proxy, &backend, &session, &settings, client, upstream).await;
         close_session(&proxy, &backend, &session, reason);
-    });
+    };
+    tokio::spawn(session_task);
     reply
 }
 
@@ -276,20 +283,41 @@ impl Stop {
     }
 }
 
-/// Writes all of `data` unless the session is stopped first.
+/// Writes all of `data` unless the session is stopped first. Most writes
+/// finish at the first try; only one that has to wait builds (boxed) what
+/// it waits on, which keeps every session's task small.
 async fn write_or_stop(
     io: &mut (impl AsyncWrite + Unpin),
     data: &[u8],
     stop: &mut Stop,
     closing: Option<tokio::time::Instant>,
 ) -> Result<(), String> {
-    tokio::select! {
-        written = io.write_all(data) => written.map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut => format!("write timeout: {e}"),
-            _ => "connection ended".to_string(),
-        }),
-        reason = stop.wait(closing) => Err(reason.to_string()),
+    let failed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::TimedOut => format!("write timeout: {e}"),
+        _ => "connection ended".to_string(),
+    };
+    if data.is_empty() {
+        return Ok(());
     }
+    // One try without waiting: Poll::Pending here is a value, not a wait.
+    let first = std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *io).poll_write(cx, data))).await;
+    let written = match first {
+        Poll::Ready(Ok(0)) => return Err("connection ended".to_string()),
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Err(failed(e)),
+        Poll::Pending => 0,
+    };
+    if written == data.len() {
+        return Ok(());
+    }
+    let rest = &data[written..];
+    Box::pin(async move {
+        tokio::select! {
+            result = io.write_all(rest) => result.map_err(failed),
+            reason = stop.wait(closing) => Err(reason.to_string()),
+        }
+    })
+    .await
 }
 
 async fn copy(
