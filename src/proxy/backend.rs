@@ -264,10 +264,27 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per backend.
 const MAX_IDLE: usize = 512;
 
+/// A keep-alive connection to a backend, with the timer its exchanges use
+/// for the response-head deadline: one timer per connection, moved forward
+/// for each request (a cheap update), not one made and dropped per request.
+pub struct Pooled {
+    pub sender: SendRequest<RequestBody>,
+    pub deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pooled {
+    pub fn new(sender: SendRequest<RequestBody>) -> Self {
+        Pooled {
+            sender,
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
 /// The idle connections of one backend.
 #[derive(Default)]
 pub struct IdlePool {
-    stack: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    stack: Mutex<Vec<(Pooled, Instant)>>,
     /// Told when a connection comes back, for requests waiting for one.
     pub returned: Notify,
 }
@@ -281,20 +298,20 @@ impl fmt::Debug for IdlePool {
 
 impl IdlePool {
     /// The most recently used connection that can take a request now.
-    pub fn take(&self) -> Option<SendRequest<RequestBody>> {
+    pub fn take(&self) -> Option<Pooled> {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = stack.pop() {
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+        while let Some((conn, since)) = stack.pop() {
+            if conn.sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<RequestBody>) {
+    fn put(&self, conn: Pooled) {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         if stack.len() < MAX_IDLE {
-            stack.push((sender, Instant::now()));
+            stack.push((conn, Instant::now()));
             drop(stack);
             self.returned.notify_one();
         }
@@ -311,14 +328,14 @@ impl IdlePool {
 /// the request and the response were both framed to their end. A
 /// connection that ends otherwise is closed, never reused.
 pub struct Lease {
-    sender: Option<SendRequest<RequestBody>>,
+    conn: Option<Pooled>,
     backend: Arc<Backend>,
 }
 
 impl Lease {
-    pub fn new(sender: SendRequest<RequestBody>, backend: Arc<Backend>) -> Self {
+    pub fn new(conn: Pooled, backend: Arc<Backend>) -> Self {
         Lease {
-            sender: Some(sender),
+            conn: Some(conn),
             backend,
         }
     }
@@ -326,16 +343,16 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else { return };
-        if sender.is_ready() {
-            self.backend.idle.put(sender);
-        } else if !sender.is_closed() {
+        let Some(mut conn) = self.conn.take() else { return };
+        if conn.sender.is_ready() {
+            self.backend.idle.put(conn);
+        } else if !conn.sender.is_closed() {
             // The connection finishes its exchange in its own task first
             // (a request body still being sent, say).
             let backend = self.backend.clone();
             tokio::spawn(async move {
-                if sender.ready().await.is_ok() && !backend.removed.load(Ordering::Acquire) {
-                    backend.idle.put(sender);
+                if conn.sender.ready().await.is_ok() && !backend.removed.load(Ordering::Acquire) {
+                    backend.idle.put(conn);
                 }
             });
         }

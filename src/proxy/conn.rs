@@ -141,8 +141,6 @@ pub struct Activity {
     head_started_ms: AtomicU64,
     /// The client speaks HTTP/2 (frames such as PING arrive while idle).
     pub http2: AtomicBool,
-    /// Wakes the idle watcher when a head starts (its deadline is sooner).
-    pub head_started: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -153,7 +151,6 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             head_started_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
-            head_started: tokio::sync::Notify::new(),
         }
     }
 
@@ -161,7 +158,6 @@ impl Activity {
     pub fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == 0 {
             self.head_started_ms.store(self.clock.now_ms(), Ordering::Relaxed);
-            self.head_started.notify_one();
         }
     }
 

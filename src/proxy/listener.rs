@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
-use super::conn::{ConnInfo, RequestGuard};
+use super::conn::{Activity, ConnInfo, RequestGuard};
 use super::handler;
 use super::io::{Guarded, Prefixed};
 use crate::config::proxy::Limits;
@@ -161,18 +161,27 @@ where
         })
     });
     let builder = builder(&limits);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let served = async {
-        match watcher {
-            Some(watcher) => watcher.watch(connection.into_owned()).await,
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let served = async move {
+        let result = match watcher {
+            Some(watcher) => watcher.watch(connection).await,
             None => connection.await,
+        };
+        if let Err(e) = result {
+            tracing::debug!("client connection ended: {e}");
         }
     };
+    // The connection runs in a task of its own, so its requests never wake
+    // the idle watcher (this task), which sleeps until a deadline is due.
+    let mut served = tokio::spawn(served);
     tokio::select! {
-        result = served => if let Err(e) = result {
-            tracing::debug!("client connection ended: {e}");
-        },
-        () = idle(&conn, &limits) => tracing::debug!("closed an idle connection from {}", conn.client),
+        _ = &mut served => {}
+        () = idle(&conn.activity, &limits) => {
+            served.abort();
+            tracing::debug!("closed an idle connection from {}", conn.client);
+        }
     }
 }
 
@@ -203,13 +212,17 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// Completes when the connection is due to close: idle (no request in
 /// flight) for `keepalive_timeout`, or a later request head taking longer
 /// than `header_read_timeout`.
-async fn idle(conn: &ConnInfo, limits: &Limits) {
-    let activity = &conn.activity;
+/// A head that starts while the watcher sleeps is noticed at its next look:
+/// it looks at least once per `header_read_timeout`, so such a head is cut
+/// within twice that.
+async fn idle(activity: &Activity, limits: &Limits) {
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     while let Some(left) = activity.time_left(limits.keepalive_timeout, limits.header_read_timeout) {
-        tokio::select! {
-            () = tokio::time::sleep(left) => {}
-            () = activity.head_started.notified() => {}
-        }
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + left.min(limits.header_read_timeout));
+        timer.as_mut().await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! is none (in words; addresses and OS errors go to the log and events).
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,14 +18,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Proxy;
-use super::backend::{Backend, InFlight, Lease};
+use super::backend::{Backend, InFlight, Lease, Pooled};
 use super::balance::sticky_value;
 use super::events::ProxyEvent;
 use super::headers::{remove_hop_by_hop, sticky_cookie};
@@ -170,15 +171,9 @@ async fn connect_tcp(backend: &Backend, timeout: Duration) -> Result<TcpStream, 
     Ok(stream)
 }
 
-/// A connection that can take a request now: an idle one, or a new one once
-/// the backend's cap allows, waiting up to `timeout` for either.
-async fn ready_connection(
-    backend: &Backend,
-    timeout: Duration,
-) -> Result<(SendRequest<RequestBody>, bool), UpstreamError> {
-    if let Some(sender) = backend.idle.take() {
-        return Ok((sender, true));
-    }
+/// A new connection once the backend's cap allows, or an idle one that
+/// comes back meanwhile, waiting up to `timeout` for either.
+async fn wait_for_connection(backend: &Backend, timeout: Duration) -> Result<(Pooled, bool), UpstreamError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let returned = backend.idle.returned.notified();
@@ -196,11 +191,11 @@ async fn ready_connection(
                     let _ = connection.await;
                     drop(permit);
                 });
-                return Ok((sender, false));
+                return Ok((Pooled::new(sender), false));
             }
             _ = returned => {
-                if let Some(sender) = backend.idle.take() {
-                    return Ok((sender, true));
+                if let Some(conn) = backend.idle.take() {
+                    return Ok((conn, true));
                 }
             }
             _ = tokio::time::sleep_until(deadline) => return Err(UpstreamError::Busy),
@@ -217,14 +212,29 @@ pub async fn send(
     timeouts: Timeouts,
 ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
     loop {
-        // Boxed: connecting is the rare path and its state is large.
-        let (mut sender, pooled) = Box::pin(ready_connection(backend, timeouts.connect)).await?;
-        let exchange = tokio::time::timeout(timeouts.response, sender.try_send_request(request)).await;
-        match exchange {
+        let (mut conn, pooled) = match backend.idle.take() {
+            Some(conn) => (conn, true),
+            // Boxed: connecting is the rare path and its state is large.
+            None => Box::pin(wait_for_connection(backend, timeouts.connect)).await?,
+        };
+        conn.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + timeouts.response);
+        let Pooled { sender, deadline } = &mut conn;
+        let exchange = sender.try_send_request(request);
+        tokio::pin!(exchange);
+        let answered = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            deadline.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match answered {
             // The connection is dropped with its unfinished exchange: closed.
-            Err(_) => return Err(UpstreamError::Timeout(timeouts.response)),
-            Ok(Ok(response)) => return Ok((response, Lease::new(sender, backend.clone()))),
-            Ok(Err(mut error)) => match error.take_message() {
+            None => return Err(UpstreamError::Timeout(timeouts.response)),
+            Some(Ok(response)) => return Ok((response, Lease::new(conn, backend.clone()))),
+            Some(Err(mut error)) => match error.take_message() {
                 // Not sent: a pooled connection closed under us. Try a new one.
                 Some(unsent) if pooled => request = unsent,
                 _ => return Err(UpstreamError::Request(error.into_error())),
