@@ -20,23 +20,15 @@ use super::backend::{Backend, InFlight};
 use super::balance::Pool;
 use super::conn::ConnInfo;
 use super::headers::{origin_form, prepare_request_headers};
-use super::upstream::{self, Answered, BodyTimeout, Timeouts};
+use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts};
 use crate::config::proxy::{Limits, Service};
 use crate::serve::{self, Body, BoxError};
-
-/// Requests are tried on at most this many backends.
-pub const MAX_ATTEMPTS: usize = 3;
 
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// What a client is told when no backend could take the request at all.
-pub fn no_backend() -> Response<Body> {
-    serve::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy Flow instance is available")
 }
 
 pub async fn forward(
@@ -64,7 +56,7 @@ pub async fn forward(
         let now = proxy.clock.now_ms();
         let Some(backend) = pool.pick(now, sticky, &tried) else {
             return if tried.is_empty() {
-                no_backend()
+                upstream::no_backend()
             } else {
                 serve::text(StatusCode::BAD_GATEWAY, "no healthy Flow instance answered")
             };

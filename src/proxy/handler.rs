@@ -30,11 +30,11 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         );
     }
     if let Err(e) = check_framing(&req) {
-        return bad_request(e);
+        return e.response();
     }
     let host = match request_host(&req) {
         Ok(host) => host,
-        Err(e) => return bad_request(e),
+        Err(e) => return e.response(),
     };
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return serve::text(StatusCode::NOT_FOUND, "no site is configured for this host name");
@@ -53,7 +53,7 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         }
     }
     let Some(pool) = proxy.pool(&route.service) else {
-        return super::forward::no_backend();
+        return super::upstream::no_backend();
     };
     let settings = pool.settings();
     let sticky = settings
@@ -66,16 +66,6 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
     }
     super::forward::forward(&proxy, &conn, &pool, &settings, &config.limits, req, sticky.as_deref()).await
-}
-
-/// 400 that closes the connection: after a request this malformed, nothing
-/// else on the connection can be trusted.
-pub fn bad_request(error: super::headers::BadRequest) -> Response<Body> {
-    let mut response = serve::text(StatusCode::BAD_REQUEST, error.to_string());
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// The size of the headers as sent: name, ": ", value and CRLF each.

@@ -58,6 +58,18 @@ pub enum BadRequest {
     BadTransferEncoding,
 }
 
+impl BadRequest {
+    /// 400 that closes the connection: after a request this malformed,
+    /// nothing else on the connection can be trusted.
+    pub fn response(self) -> hyper::Response<crate::serve::Body> {
+        let mut response = crate::serve::text(hyper::StatusCode::BAD_REQUEST, self.to_string());
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
 /// The framing rules hyper leaves to the proxy (RFC 9112, 6.1 and 6.3):
 /// Content-Length beside Transfer-Encoding, Transfer-Encoding on HTTP/1.0,
 /// a coding other than one `chunked`, and differing lengths are refused,

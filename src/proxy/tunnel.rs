@@ -25,10 +25,9 @@ use super::backend::{Backend, InFlight, Session};
 use super::balance::Pool;
 use super::conn::ConnInfo;
 use super::events::ProxyEvent;
-use super::forward::{MAX_ATTEMPTS, no_backend};
 use super::headers::{check_upgrade_framing, origin_form, prepare_handshake_headers, prepare_request_headers};
 use super::io::{Guarded, Prefixed};
-use super::upstream::{self, Answered, Handshake, Timeouts};
+use super::upstream::{self, Answered, Handshake, MAX_ATTEMPTS, Timeouts, no_backend};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body};
 use crate::websocket::frame::{self, Opcode};
@@ -89,7 +88,7 @@ pub async fn upgrade(
         return serve::text(StatusCode::BAD_REQUEST, "WebSocket upgrades need HTTP/1.1");
     }
     if let Err(e) = check_upgrade_framing(req.headers()) {
-        return super::handler::bad_request(e);
+        return e.response();
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();

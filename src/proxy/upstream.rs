@@ -32,6 +32,14 @@ use super::headers::{remove_hop_by_hop, sticky_cookie};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body, RequestBody};
 
+/// Requests are tried on at most this many backends.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// What a client is told when no backend could take the request at all.
+pub fn no_backend() -> Response<Body> {
+    serve::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy Flow instance is available")
+}
+
 /// The time limits of one exchange.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
