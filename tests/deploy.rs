@@ -29,9 +29,7 @@ fn whoami_over_https(port: u16, ca: &Path) -> String {
 
 #[test]
 fn up_scale_kill_status_and_down_on_the_real_engine() {
-    let Some((_fx, project)) = project_for("deploy") else {
-        return;
-    };
+    let (_fx, project) = project_for("deploy");
     let (http, https) = (free_port(), free_port());
     let (http_s, https_s) = (http.to_string(), https.to_string());
     let out = succeeded(project.up_demo("3", &http_s, &https_s), "up --demo");
@@ -186,9 +184,7 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
 
 #[test]
 fn a_taken_port_fails_clearly_and_leaves_nothing() {
-    let Some((_fx, project)) = project_for("errors") else {
-        return;
-    };
+    let (_fx, project) = project_for("errors");
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let https = free_port().to_string();
@@ -204,9 +200,7 @@ fn a_taken_port_fails_clearly_and_leaves_nothing() {
 
 #[test]
 fn the_real_profile_needs_a_licence_and_names_missing_images() {
-    let Some((fx, project)) = project_for("real") else {
-        return;
-    };
+    let (fx, project) = project_for("real");
     let (http, https) = (free_port().to_string(), free_port().to_string());
     let base = ["up", "--instances", "2", "--http-port", &http, "--https-port", &https];
     // No licence anywhere (the test runs in a directory without .env).
@@ -252,9 +246,7 @@ fn the_real_profile_needs_a_licence_and_names_missing_images() {
 
 #[test]
 fn a_foreign_container_with_our_name_is_left_alone_and_explained() {
-    let Some((_fx, project)) = project_for("clash") else {
-        return;
-    };
+    let (_fx, project) = project_for("clash");
     // Someone else's container, without flowgate's labels, holds the proxy's name.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();

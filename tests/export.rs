@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::docker::docker_available;
+use common::docker::require_docker;
 use common::*;
 
 /// `docker-compose`, or the `docker compose` plugin.
@@ -100,9 +100,7 @@ fn the_compose_examples_are_what_export_writes() {
 
 #[test]
 fn compose_validates_every_export_and_secrets_must_come_from_the_environment() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let fx = Fixture::new("export-validate");
     let secrets = [("MC_LICENSE", "test-licence"), ("POSTGRES_PASSWORD", "test-password")];
     for kind in ["compose", "traefik", "nginx"] {
@@ -159,9 +157,7 @@ impl Drop for Down<'_> {
 
 #[test]
 fn the_demo_compose_runs_here_and_passes_the_doctor() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let fx = Fixture::new("export-up");
     let project = format!("fgexport-{}", std::process::id());
     let (http, https) = (free_port(), free_port());

@@ -559,10 +559,13 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
 
 /// `MC_LICENSE` from the environment or a `.env` file in `dir`.
 pub fn find_license(dir: &Path) -> Option<String> {
-    if let Ok(value) = std::env::var("MC_LICENSE") {
-        if !value.trim().is_empty() {
-            return Some(value.trim().to_string());
-        }
+    license_from(std::env::var("MC_LICENSE").ok(), dir)
+}
+
+/// The licence from the environment's value when it has one, else from `dir/.env`.
+fn license_from(env: Option<String>, dir: &Path) -> Option<String> {
+    if let Some(value) = env.filter(|v| !v.trim().is_empty()) {
+        return Some(value.trim().to_string());
     }
     let text = std::fs::read_to_string(dir.join(".env")).ok()?;
     text.lines()
@@ -722,9 +725,14 @@ mod golden {
         let dir = std::env::temp_dir().join(format!("flowgate-env-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(".env"), "# comment\nOTHER=1\nMC_LICENSE=\"abc123\"\n").unwrap();
-        if std::env::var("MC_LICENSE").is_err() {
-            assert_eq!(find_license(&dir).as_deref(), Some("abc123"));
-        }
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(license_from(None, &dir).as_deref(), Some("abc123"));
+        assert_eq!(license_from(Some("  ".into()), &dir).as_deref(), Some("abc123"));
+        assert_eq!(
+            license_from(Some("from-env".into()), &dir).as_deref(),
+            Some("from-env"),
+            "the environment wins"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(license_from(None, &dir), None, "no .env, no licence");
     }
 }

@@ -366,8 +366,22 @@ mod tests {
         for _ in 0..2000 {
             let len = rng.below(64) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
-            let mut tap = FrameTap::new();
-            let _ = tap.feed(&bytes, &mut |_| {});
+            // Whatever the bytes, the tap reports the same frames and the
+            // same verdict whether it gets them at once or byte by byte.
+            let whole = seen_in(&mut std::iter::once(bytes.as_slice()));
+            let bytewise = seen_in(&mut bytes.chunks(1));
+            assert_eq!(whole, bytewise, "{bytes:?}");
         }
+    }
+
+    fn seen_in<'a>(chunks: &mut dyn Iterator<Item = &'a [u8]>) -> (Vec<(u8, bool, u64)>, Option<FrameError>) {
+        let mut tap = FrameTap::new();
+        let mut seen = Vec::new();
+        for chunk in chunks {
+            if let Err(e) = tap.feed(chunk, &mut |f| seen.push((f.opcode.bits(), f.fin, f.payload_len))) {
+                return (seen, Some(e));
+            }
+        }
+        (seen, None)
     }
 }

@@ -1,34 +1,31 @@
 //! Docker for the end-to-end tests: a project of the test's own, taken
-//! down with its volumes when dropped, and Docker required under CI.
+//! down with its volumes when dropped. A test that needs Docker fails, with
+//! a sentence, when there is none: it never passes by skipping.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use super::{BIN, Fixture};
 
-pub fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("Docker is required under CI, and `docker info` failed");
+/// Fails the test with a sentence when there is no Docker engine.
+pub fn require_docker() {
+    let info = Command::new("docker").arg("info").output();
+    match info {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "this test needs a Docker engine, and `docker info` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("this test needs a Docker engine, and the docker command cannot run: {e}"),
     }
-    if !ok {
-        eprintln!("skipped: no Docker engine");
-    }
-    ok
 }
 
-/// A fixture and a project of the test's own, or None (after saying why)
-/// when there is no Docker engine outside CI.
-pub fn project_for(test: &str) -> Option<(Fixture, Project)> {
-    if !docker_available() {
-        return None;
-    }
+/// A fixture and a project of the test's own (Docker required).
+pub fn project_for(test: &str) -> (Fixture, Project) {
+    require_docker();
     let fx = Fixture::new(&format!("deploy-{test}"));
     let project = Project::new(&fx, test);
-    Some((fx, project))
+    (fx, project)
 }
 
 /// A project of its own, taken down (with its volumes) when dropped.
