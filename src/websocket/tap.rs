@@ -374,7 +374,7 @@ mod tests {
         }
     }
 
-    fn seen_in<'a>(chunks: &mut dyn Iterator<Item = &'a [u8]>) -> (Vec<(u8, bool, u64)>, Option<FrameError>) {
+    fn seen_in(chunks: &mut dyn Iterator<Item = &[u8]>) -> (Vec<(u8, bool, u64)>, Option<FrameError>) {
         let mut tap = FrameTap::new();
         let mut seen = Vec::new();
         for chunk in chunks {
