@@ -374,9 +374,6 @@ pub struct ProxyArgs {
     /// Text that marks a WebSocket text message as a heartbeat (repeatable).
     #[arg(long, default_value = "heartbeat")]
     pub heartbeat_pattern: Vec<String>,
-    /// How long SIGTERM waits for requests and sessions.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub shutdown_grace: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -398,6 +395,9 @@ pub struct LimitArgs {
     /// Time a client has to send a request head (408 after) [default: 10s].
     #[arg(long, value_parser = parse_duration)]
     pub header_timeout: Option<Duration>,
+    /// How long SIGTERM waits for requests and sessions [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_grace: Option<Duration>,
     /// A request body that sends no byte for this long gets 408 [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     pub body_timeout: Option<Duration>,
@@ -445,6 +445,7 @@ impl LimitArgs {
         set(&self.max_connections, &mut limits.max_connections);
         set(&self.max_connections_per_ip, &mut limits.max_connections_per_ip);
         set(&self.header_timeout, &mut limits.header_read_timeout);
+        set(&self.shutdown_grace, &mut limits.shutdown_grace);
         set(&self.body_timeout, &mut limits.body_read_timeout);
         set(&self.body_min_rate, &mut limits.body_min_rate);
         set(&self.write_timeout, &mut limits.write_timeout);
@@ -684,10 +685,7 @@ impl ProxyArgs {
             admin: proxy::DEFAULT_ADMIN.parse().ok(),
             admin_token_file: None,
             state_dir: proxy::default_state_dir(),
-            limits: Limits {
-                shutdown_grace: self.shutdown_grace,
-                ..Limits::default()
-            },
+            limits: Limits::default(),
             routes,
             services: [(service.name.clone(), service)].into_iter().collect(),
             source: None,
