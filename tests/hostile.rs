@@ -54,18 +54,11 @@ fn upgrade_with_a_body_is_refused_and_smuggles_nothing_onto_pooled_connections()
     // Warm the pool so a smuggled body would land on a kept connection.
     assert_eq!(get(proxy.addr, "/warm", None).status, 200);
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
-    let attack = format!(
-        "GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Content-Length: {}\r\n\r\n{smuggled}",
-        smuggled.len()
-    );
+    let attack = handshake("/ws", &format!("Content-Length: {}\r\n", smuggled.len())) + smuggled;
     let mut client = Raw::connect(proxy.addr);
     client.send(attack.as_bytes());
     assert_eq!(client.response().status, 400);
-    let chunked = "GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let chunked = handshake("/ws", "Transfer-Encoding: chunked\r\n") + "5\r\nhello\r\n0\r\n\r\n";
     assert_eq!(Raw::connect(proxy.addr).send(chunked.as_bytes()).response().status, 400);
     // The next clients get their own answers, and the backend never read a
     // request that no client sent.
@@ -90,11 +83,7 @@ fn upgrade_with_expect_continue_is_answered_not_hung() {
     let proxy = over_raw(&mut fx, &backend, &[]);
     let started = Instant::now();
     let mut client = Raw::connect(proxy.addr);
-    client.send(
-        b"GET /ws HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Expect: 100-continue\r\n\r\n",
-    );
+    client.send(handshake("/ws", "Expect: 100-continue\r\n").as_bytes());
     let r = client.response();
     assert_eq!(r.status, 404, "the backend's refusal is relayed: {}", r.text());
     assert!(
@@ -390,7 +379,7 @@ fn websocket_sessions_count_against_max_connections() {
     let mut waiting: Vec<TcpStream> = (0..16)
         .map(|_| {
             let mut s = TcpStream::connect(proxy.addr).unwrap();
-            s.write_all(handshake("/ws").as_bytes()).unwrap();
+            s.write_all(handshake("/ws", "").as_bytes()).unwrap();
             s
         })
         .collect();
@@ -491,10 +480,12 @@ fn idle_connections_are_closed_after_the_keepalive_timeout() {
 // ---------------------------------------------------------------------------
 // WebSocket sessions
 
-fn handshake(path: &str) -> String {
+/// A WebSocket handshake head for `path`, with `extra` header lines
+/// (each ending in CRLF) before the empty line.
+fn handshake(path: &str, extra: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: flow.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
 }
 
@@ -502,7 +493,7 @@ fn handshake(path: &str) -> String {
 fn ws_open(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(handshake("/ws").as_bytes()).unwrap();
+    s.write_all(handshake("/ws", "").as_bytes()).unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s
