@@ -36,7 +36,8 @@ impl ClientCounts {
         })
     }
 
-    pub fn open_from(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> u32 {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&ip).copied().unwrap_or(0)
     }

@@ -34,9 +34,13 @@ fn protected(name: &HeaderName) -> bool {
         || name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
-        || name.as_str().starts_with("x-forwarded-")
-        || name == FORWARDED
-        || name == X_REAL_IP
+        || is_forwarding(name)
+}
+
+/// A header that says what earlier hops saw: only the proxy, or a trusted
+/// proxy before it, may set these.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-forwarded-") || name == FORWARDED || name == X_REAL_IP
 }
 
 /// Why a request is refused with 400 before it is routed.
@@ -223,11 +227,7 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
 /// Removes what a client may claim about earlier hops: only a trusted
 /// proxy's claims reach the backend.
 fn remove_client_forwarding(headers: &mut HeaderMap) {
-    let claimed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-forwarded-") || *name == FORWARDED || *name == X_REAL_IP)
-        .cloned()
-        .collect();
+    let claimed: Vec<HeaderName> = headers.keys().filter(|name| is_forwarding(name)).cloned().collect();
     for name in claimed {
         headers.remove(name);
     }
