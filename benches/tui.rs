@@ -17,7 +17,7 @@ fn backend(id: &str, n: u64) -> BackendView {
         id: id.into(),
         address: format!("{id}:9021"),
         service: "flow".into(),
-        state: "healthy".into(),
+        state: flowgate::proxy::backend::BackendState::Healthy,
         ejected: false,
         dynamic: true,
         active_requests: 1,

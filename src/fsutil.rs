@@ -1,4 +1,5 @@
-//! Small file-system helpers: files written atomically with a given mode.
+//! Small file-system helpers: files written atomically with a given mode,
+//! and the secrets (tokens, passwords) kept in such files.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -43,6 +44,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Reads a secret kept in a file, trimmed of surrounding white space.
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+/// The secret in `path`, or a new random one (48 hex digits) written there
+/// with mode 0600 when the file is missing or empty.
+pub fn secret(path: &Path) -> std::io::Result<String> {
+    if let Ok(existing) = read_secret(path) {
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let token: String = crate::websocket::random_bytes::<24>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    write_atomic(path, token.as_bytes(), 0o600)?;
+    Ok(token)
 }
 
 /// Raises the open-file limit as far as this process may: a proxy holding

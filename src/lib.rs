@@ -5,7 +5,6 @@
 //! simulators and the load generator, and `websocket` the protocol pieces
 //! they share. See ARCHITECTURE.md for how data flows between them.
 
-pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
@@ -13,6 +12,7 @@ pub mod export;
 pub mod fsutil;
 pub mod histogram;
 pub mod monitor;
+pub mod net;
 pub mod proxy;
 pub mod serve;
 pub mod sim;

@@ -1,14 +1,16 @@
-//! The `flowgate` binary: parse arguments, set up logging, dispatch.
+//! The `flowgate` binary: parse arguments, set up logging and the runtime,
+//! hand the command to the shell (`cmd`), and say what went wrong in one
+//! sentence.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flowgate::cli::{CertCommand, Cli, Command, SimCommand};
-use flowgate::config::deployment::{self, DEFAULT_FILE};
+
+mod cmd;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cmd::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -33,49 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        // Commands that run a deployment read flowgate.toml; `proxy` reads its own file.
-        let deployment_command = !matches!(
-            cli.command,
-            Some(Command::Proxy(_) | Command::Sim(_) | Command::Loadgen(_) | Command::Cert(_))
-        );
-        let config_path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
-        let file = if deployment_command {
-            deployment::load(&config_path, cli.config.is_some())?
-        } else {
-            None
-        };
-        let project = cli
-            .project
-            .clone()
-            .or_else(|| file.as_ref().and_then(|f| f.project.clone()))
-            .unwrap_or_else(|| "flowgate".into());
-        deployment::check_project(&project).map_err(anyhow::Error::msg)?;
-        let command = match cli.command {
-            Some(command) => command,
-            None => Command::Tui(Default::default()),
-        };
-        if let Command::Tui(args) = command {
-            return flowgate::tui::run(&project, args, file, config_path).await;
-        }
-        let file = file.as_ref();
-        match command {
-            Command::Tui(_) => unreachable!("handled above"),
-            Command::Up(args) => flowgate::deploy::command::up(&project, args, file).await,
-            Command::Scale { instances } => flowgate::deploy::command::scale(&project, instances, file).await,
-            Command::Down(args) => flowgate::deploy::command::down(&project, args).await,
-            Command::Status(args) => flowgate::deploy::command::status(&project, args).await,
-            Command::Logs(args) => flowgate::deploy::command::logs(&project, args).await,
-            Command::Proxy(args) => flowgate::proxy::run::run(args.to_config(cli.config.as_deref())?).await,
-            Command::Sim(SimCommand::Flow(args)) => flowgate::sim::flow::run(args).await,
-            Command::Sim(SimCommand::Mc(args)) => flowgate::sim::mc::run(args).await,
-            Command::Loadgen(args) => flowgate::sim::loadgen::run(args).await,
-            Command::Cert(CertCommand::Status(args)) => flowgate::tls::command::status(args).await,
-            Command::Cert(CertCommand::Renew(args)) => flowgate::tls::command::renew(args).await,
-            Command::Doctor(args) => flowgate::doctor::run(&project, args).await,
-            Command::Export(args) => flowgate::export::run(&project, args, file).await,
-        }
-    });
+    let result = runtime.block_on(cmd::run(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -82,29 +82,79 @@ pub struct DeploymentFile {
     pub tag: Option<String>,
     pub mc_license: Option<String>,
     pub tls: Option<TlsFile>,
-    /// Dashboard action name -> key, e.g. `scale_up = "+"`.
-    pub keys: BTreeMap<String, String>,
+    /// Dashboard action -> key, e.g. `scale_up = "+"`.
+    pub keys: BTreeMap<KeyAction, char>,
 }
 
-/// The dashboard's actions that can be bound to keys, with their defaults.
-pub const KEY_ACTIONS: &[(&str, &str, &str)] = &[
-    ("scale_up", "+", "add one Flow instance"),
-    ("scale_down", "-", "remove one Flow instance (drained first)"),
-    ("restart", "r", "restart the selected instance"),
-    ("drain", "d", "drain the selected instance (sessions get 1001)"),
-    ("logs", "l", "logs of the selected instance"),
-    ("certificate", "c", "certificate details"),
-    ("mc", "m", "Management Center and its CORS check"),
-    (
-        "doctor",
-        "D",
-        "check the deployment against Flow's load-balancing guide",
-    ),
-    ("filter", "/", "filter instances by name"),
-    ("help", "?", "this help"),
-    ("quit", "q", "quit; the deployment keeps running"),
-    ("quit_down", "Q", "quit and take the deployment down"),
-];
+/// The dashboard's actions that can be bound to keys in `[keys]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyAction {
+    ScaleUp,
+    ScaleDown,
+    Restart,
+    Drain,
+    Logs,
+    Certificate,
+    Mc,
+    Doctor,
+    Filter,
+    Help,
+    Quit,
+    QuitDown,
+}
+
+impl KeyAction {
+    /// Every action, in the order the help lists them.
+    pub const ALL: [KeyAction; 12] = [
+        KeyAction::ScaleUp,
+        KeyAction::ScaleDown,
+        KeyAction::Restart,
+        KeyAction::Drain,
+        KeyAction::Logs,
+        KeyAction::Certificate,
+        KeyAction::Mc,
+        KeyAction::Doctor,
+        KeyAction::Filter,
+        KeyAction::Help,
+        KeyAction::Quit,
+        KeyAction::QuitDown,
+    ];
+
+    /// Its name in `[keys]`.
+    pub fn name(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub fn default_key(self) -> char {
+        self.describe().1
+    }
+
+    /// What it does, for the help.
+    pub fn what(self) -> &'static str {
+        self.describe().2
+    }
+
+    fn describe(self) -> (&'static str, char, &'static str) {
+        match self {
+            KeyAction::ScaleUp => ("scale_up", '+', "add one Flow instance"),
+            KeyAction::ScaleDown => ("scale_down", '-', "remove one Flow instance (drained first)"),
+            KeyAction::Restart => ("restart", 'r', "restart the selected instance"),
+            KeyAction::Drain => ("drain", 'd', "drain the selected instance (sessions get 1001)"),
+            KeyAction::Logs => ("logs", 'l', "logs of the selected instance"),
+            KeyAction::Certificate => ("certificate", 'c', "certificate details"),
+            KeyAction::Mc => ("mc", 'm', "Management Center and its CORS check"),
+            KeyAction::Doctor => ("doctor", 'D', "check the deployment against Flow's load-balancing guide"),
+            KeyAction::Filter => ("filter", '/', "filter instances by name"),
+            KeyAction::Help => ("help", '?', "this help"),
+            KeyAction::Quit => ("quit", 'q', "quit; the deployment keeps running"),
+            KeyAction::QuitDown => ("quit_down", 'Q', "quit and take the deployment down"),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KeyAction> {
+        KeyAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,10 +197,12 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
     let source = Source { file, text };
     let raw: RawFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     if let Some(project) = &raw.project {
-        check_project(project.get_ref()).map_err(|m| source.error_at(project.span(), m))?;
+        check_project(project.get_ref()).map_err(|e| source.error_at(project.span(), e.to_string()))?;
     }
-    for domain in [&raw.domain, &raw.mc_domain].into_iter().flatten() {
-        check_domain(domain.get_ref()).map_err(|m| source.error_at(domain.span(), m))?;
+    for (domain, setting) in [(&raw.domain, Setting::Domain), (&raw.mc_domain, Setting::McDomain)] {
+        if let Some(domain) = domain {
+            check_domain(domain.get_ref(), setting).map_err(|e| source.error_at(domain.span(), e.to_string()))?;
+        }
     }
     if let Some(n) = &raw.instances {
         if *n.get_ref() > MAX_INSTANCES {
@@ -191,19 +243,20 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
         }
     };
     let mut keys = BTreeMap::new();
-    for (action, key) in raw.keys {
-        if !KEY_ACTIONS.iter().any(|(a, _, _)| *a == action) {
-            let known: Vec<&str> = KEY_ACTIONS.iter().map(|(a, _, _)| *a).collect();
+    for (name, key) in raw.keys {
+        let Some(action) = KeyAction::from_name(&name) else {
+            let known: Vec<&str> = KeyAction::ALL.iter().map(|a| a.name()).collect();
             return Err(source
-                .error_at(key.span(), format!("no dashboard action is called '{action}'"))
+                .error_at(key.span(), format!("no dashboard action is called '{name}'"))
                 .with_hint(format!("the actions are {}", known.join(", "))));
-        }
-        if key.get_ref().chars().count() != 1 {
+        };
+        let mut chars = key.get_ref().chars();
+        let (Some(c), None) = (chars.next(), chars.next()) else {
             return Err(source
                 .error_at(key.span(), format!("'{}' is not one character", key.get_ref()))
                 .with_hint("bind actions to single characters, e.g. scale_up = \"a\""));
-        }
-        keys.insert(action, key.into_inner());
+        };
+        keys.insert(action, c);
     }
     Ok(DeploymentFile {
         path: file.map(Path::to_path_buf),
@@ -223,8 +276,84 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
 
 pub const MAX_INSTANCES: u32 = 100;
 
+/// The Java system property that tells Management Center which Flow
+/// origins may call it (its CORS allow-list).
+pub const FLOW_ADDRESSES_PROPERTY: &str = "hazelcast.mc.flow.addresses";
+
+/// The value of `-Dname=value` in a JAVA_OPTS string (quotes allowed).
+pub fn system_property(java_opts: &str, name: &str) -> Option<String> {
+    let needle = format!("-D{name}=");
+    let start = java_opts.find(&needle)? + needle.len();
+    let rest = &java_opts[start..];
+    let value = match rest.chars().next() {
+        Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or_default(),
+        _ => rest.split_whitespace().next().unwrap_or_default(),
+    };
+    Some(value.to_string())
+}
+
+
+/// The setting a [`DeploymentError`] is about: the setup form puts its
+/// cursor there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Project,
+    Domain,
+    McDomain,
+    Instances,
+    HttpPort,
+    HttpsPort,
+    Email,
+    Cert,
+    Key,
+}
+
+/// A deployment rule that does not hold, whoever built the deployment
+/// (the setup form, flags, flowgate.toml or a scale command).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeploymentError {
+    #[error(
+        "project '{0}' is not a valid name: use up to 40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+    )]
+    Project(String),
+    #[error("'{name}' is not a host name (write it like flow.example.com, without https:// or a port)")]
+    HostName { setting: Setting, name: String },
+    #[error("Management Center needs a host name of its own, not Flow's ({0}); use mc.{0}")]
+    SameDomains(String),
+    #[error("{0} instances is more than flowgate runs ({MAX_INSTANCES})")]
+    Instances(u32),
+    #[error("port 0 is not a port a browser can reach; choose one from 1 to 65535")]
+    NoPort(Setting),
+    #[error("the HTTP and HTTPS ports are both {0}; give them different ports")]
+    SamePorts(u16),
+    #[error("Let's Encrypt needs a contact e-mail address (tls.email), not '{0}'")]
+    Email(String),
+    #[error("Let's Encrypt only issues certificates for public names, not {0}; use the self-signed mode for local names")]
+    NotPublic(String),
+    #[error("the certificate mode \"files\" needs both a certificate and a key file")]
+    MissingCertFile(Setting),
+    #[error("the certificate file {} must be an absolute path (Docker mounts it)", .1.display())]
+    RelativeCertFile(Setting, PathBuf),
+}
+
+impl DeploymentError {
+    pub fn setting(&self) -> Setting {
+        match self {
+            DeploymentError::Project(_) => Setting::Project,
+            DeploymentError::HostName { setting, .. } => *setting,
+            DeploymentError::SameDomains(_) => Setting::McDomain,
+            DeploymentError::Instances(_) => Setting::Instances,
+            DeploymentError::NoPort(setting) => *setting,
+            DeploymentError::SamePorts(_) => Setting::HttpsPort,
+            DeploymentError::Email(_) => Setting::Email,
+            DeploymentError::NotPublic(_) => Setting::Domain,
+            DeploymentError::MissingCertFile(setting) | DeploymentError::RelativeCertFile(setting, _) => *setting,
+        }
+    }
+}
+
 /// A project name must make valid Docker object names.
-pub fn check_project(name: &str) -> Result<(), String> {
+pub fn check_project(name: &str) -> Result<(), DeploymentError> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -234,21 +363,49 @@ pub fn check_project(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "project '{name}' is not a valid name: use up to 40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
-        ))
+        Err(DeploymentError::Project(name.into()))
     }
 }
 
 /// A public host name: letters, digits, '-' and dots, no scheme or port.
-pub fn check_domain(name: &str) -> Result<(), String> {
+pub fn check_domain(name: &str, setting: Setting) -> Result<(), DeploymentError> {
     let labels_ok = name
         .split('.')
         .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if name.is_empty() || name.len() > 253 || !labels_ok || name.starts_with('-') {
-        return Err(format!(
-            "'{name}' is not a host name (write it like flow.example.com, without https:// or a port)"
-        ));
+        return Err(DeploymentError::HostName {
+            setting,
+            name: name.into(),
+        });
+    }
+    Ok(())
+}
+
+/// The certificate rules: ACME needs a contact and a public name, files
+/// need both paths, absolute.
+pub fn check_tls(tls: &TlsFile, domain: &str) -> Result<(), DeploymentError> {
+    match tls.mode {
+        CertMode::AcmeStaging | CertMode::AcmeProduction => {
+            if let Some(email) = &tls.email {
+                if !email.contains('@') {
+                    return Err(DeploymentError::Email(email.clone()));
+                }
+            }
+            if domain == "localhost" || domain.ends_with(".localhost") || !domain.contains('.') {
+                return Err(DeploymentError::NotPublic(domain.into()));
+            }
+        }
+        CertMode::Files => {
+            for (path, setting) in [(&tls.cert, Setting::Cert), (&tls.key, Setting::Key)] {
+                let Some(path) = path else {
+                    return Err(DeploymentError::MissingCertFile(setting));
+                };
+                if !path.is_absolute() {
+                    return Err(DeploymentError::RelativeCertFile(setting, path.clone()));
+                }
+            }
+        }
+        CertMode::SelfSigned => {}
     }
     Ok(())
 }
@@ -346,10 +503,14 @@ pub fn render(file: &DeploymentFile) -> String {
         _ => out.push_str("# cert = \"fullchain.pem\"\n# key = \"privkey.pem\"\n"),
     }
     out.push_str("\n[keys]\n# The dashboard's keys; each action takes one character.\n");
-    for (action, default, what) in KEY_ACTIONS {
-        match file.keys.get(*action) {
-            Some(k) => out.push_str(&format!("{action} = {}  # {what}\n", quoted(k))),
-            None => out.push_str(&format!("# {action} = {}  # {what}\n", quoted(default))),
+    for action in KeyAction::ALL {
+        let (name, what) = (action.name(), action.what());
+        match file.keys.get(&action) {
+            Some(k) => out.push_str(&format!("{name} = {}  # {what}\n", quoted(&k.to_string()))),
+            None => out.push_str(&format!(
+                "# {name} = {}  # {what}\n",
+                quoted(&action.default_key().to_string())
+            )),
         }
     }
     out
@@ -385,7 +546,7 @@ mod tests {
                 cert: None,
                 key: None,
             }),
-            keys: BTreeMap::from([("scale_up".to_string(), "a".to_string())]),
+            keys: BTreeMap::from([(KeyAction::ScaleUp, 'a')]),
         };
         let text = render(&file);
         assert_eq!(parse(&text, None).unwrap(), file);

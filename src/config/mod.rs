@@ -7,6 +7,7 @@
 pub mod deployment;
 pub mod duration;
 pub mod proxy;
+pub mod quick;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -51,7 +51,43 @@ pub enum TlsMode {
     /// A PEM chain and key made elsewhere, watched for changes.
     Files { cert: PathBuf, key: PathBuf },
     /// Issued and renewed by an ACME CA (Let's Encrypt by default).
-    Acme(crate::tls::acme::AcmeSettings),
+    Acme(AcmeSettings),
+}
+
+/// How the CA checks that we control a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChallengeKind {
+    /// A token served at /.well-known/acme-challenge/ on port 80.
+    #[value(name = "http-01")]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate served on port 443 for ALPN acme-tls/1.
+    #[value(name = "tls-alpn-01")]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// Directory URL, or `production` / `staging` for Let's Encrypt.
+    pub directory: String,
+    pub email: Option<String>,
+    /// A CA bundle to trust for the ACME server itself (Pebble, a private CA).
+    pub ca: Option<PathBuf>,
+    pub challenge: ChallengeKind,
+    /// Renew this long before expiry instead of at a third of the lifetime.
+    pub renew_before: Option<Duration>,
+}
+
+impl AcmeSettings {
+    pub fn directory_url(&self) -> String {
+        match self.directory.as_str() {
+            "production" | "letsencrypt" => instant_acme::LetsEncrypt::Production.url().to_string(),
+            "staging" | "letsencrypt-staging" => instant_acme::LetsEncrypt::Staging.url().to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +110,44 @@ pub enum TlsModeName {
     SelfSigned,
     Files,
     Acme,
+}
+
+/// A TLS mode that its settings contradict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsModeError {
+    #[error("the files mode needs both a certificate (cert) and a key (key)")]
+    FilesNeedBoth,
+    #[error("a certificate and key file belong to the files mode, not {0}; leave them out or use files")]
+    FilesWithoutFilesMode(&'static str),
+}
+
+impl TlsModeName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsModeName::SelfSigned => "self-signed",
+            TlsModeName::Files => "files",
+            TlsModeName::Acme => "acme",
+        }
+    }
+}
+
+impl TlsMode {
+    /// The one place a mode name and its settings become a mode, for the
+    /// command line and the file alike.
+    pub fn from_parts(
+        name: TlsModeName,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        acme: AcmeSettings,
+    ) -> Result<TlsMode, TlsModeError> {
+        match (name, cert, key) {
+            (TlsModeName::Files, Some(cert), Some(key)) => Ok(TlsMode::Files { cert, key }),
+            (TlsModeName::Files, _, _) => Err(TlsModeError::FilesNeedBoth),
+            (TlsModeName::SelfSigned, None, None) => Ok(TlsMode::SelfSigned),
+            (TlsModeName::Acme, None, None) => Ok(TlsMode::Acme(acme)),
+            (other, _, _) => Err(TlsModeError::FilesWithoutFilesMode(other.as_str())),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -458,7 +532,7 @@ struct FileTls {
     acme_directory: Option<String>,
     acme_email: Option<String>,
     acme_ca: Option<PathBuf>,
-    acme_challenge: Option<crate::tls::acme::ChallengeKind>,
+    acme_challenge: Option<ChallengeKind>,
     renew_before: Option<Dur>,
 }
 
@@ -644,27 +718,20 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<ProxyConfig, ConfigError
             for entry in &t.listen {
                 listen.push(parse_socket_addr(&source, entry, "tls.listen")?);
             }
-            let mode = match (t.mode.get_ref(), t.cert, t.key) {
-                (TlsModeName::SelfSigned, _, _) => TlsMode::SelfSigned,
-                (TlsModeName::Acme, _, _) => TlsMode::Acme(crate::tls::acme::AcmeSettings {
-                    directory: t.acme_directory.unwrap_or_else(|| "production".into()),
-                    email: t.acme_email,
-                    ca: t.acme_ca.map(|p| relative_to(file, p)),
-                    challenge: t.acme_challenge.unwrap_or(crate::tls::acme::ChallengeKind::Http01),
-                    renew_before: t.renew_before.map(|d| d.0),
-                }),
-                (TlsModeName::Files, Some(cert), Some(key)) => TlsMode::Files {
-                    cert: relative_to(file, cert),
-                    key: relative_to(file, key),
-                },
-                (TlsModeName::Files, _, _) => {
-                    return Err(source
-                        .error_at(t.mode.span(), "mode = \"files\" needs both cert and key")
-                        .with_hint(
-                            "cert = \"fullchain.pem\" and key = \"privkey.pem\" (paths relative to this file)",
-                        ));
-                }
+            let acme = AcmeSettings {
+                directory: t.acme_directory.unwrap_or_else(|| "production".into()),
+                email: t.acme_email,
+                ca: t.acme_ca.map(|p| relative_to(file, p)),
+                challenge: t.acme_challenge.unwrap_or(ChallengeKind::Http01),
+                renew_before: t.renew_before.map(|d| d.0),
             };
+            let cert = t.cert.map(|p| relative_to(file, p));
+            let key = t.key.map(|p| relative_to(file, p));
+            let mode = TlsMode::from_parts(*t.mode.get_ref(), cert, key, acme).map_err(|e| {
+                source
+                    .error_at(t.mode.span(), e.to_string())
+                    .with_hint("cert = \"fullchain.pem\" and key = \"privkey.pem\" (paths relative to this file) go with mode = \"files\"")
+            })?;
             Some(TlsSettings {
                 listen,
                 mode,

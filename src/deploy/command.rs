@@ -1,23 +1,34 @@
-//! `flowgate up`, `scale`, `down` and `status`: the deployment commands.
-//! Each reads what exists from Docker labels, so they work from any shell,
-//! whether or not the dashboard ran.
+//! The operations on a deployment that `up`, `scale`, `down`, `logs` and
+//! the dashboard share: resolve what is wanted, apply it, scale, restart,
+//! drain, take down, read logs. Each reads what exists from Docker labels,
+//! so they work from any shell, whether or not the dashboard ran.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use bollard::Docker;
+use futures_util::{Stream, StreamExt};
 
+use super::DeployError;
 use super::engine::{self, Executor};
 use super::plan::{Action, Desired, Role, plan};
 use super::settings::{self, Deployment, LABEL_SETTINGS};
-use crate::cli::{DownArgs, LogsArgs, StatusArgs, UpArgs};
-use crate::config::deployment::{CertMode, DeploymentFile, MAX_INSTANCES, Profile, check_domain};
+use crate::config::deployment::{DeploymentFile, Profile};
 use crate::fsutil::write_atomic;
-use crate::monitor::{Feed, Snapshot, State, feeds};
 
-fn progress(line: &str) {
-    eprintln!("{line}");
+/// The deployment's settings given on the command line: they win over
+/// flowgate.toml, which wins over what runs, which wins over the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub instances: Option<u32>,
+    /// flowgate's simulators instead of the Hazelcast images.
+    pub demo: bool,
+    pub domain: Option<String>,
+    pub http_port: Option<u16>,
+    pub https_port: Option<u16>,
+    /// Tag of the Hazelcast images (real profile).
+    pub tag: Option<String>,
+    /// Use only images already on this machine.
+    pub no_pull: bool,
 }
 
 /// The settings a running deployment was made with (from its proxy's
@@ -52,25 +63,19 @@ async fn current_profile(docker: &Docker, project: &str) -> (Profile, Option<Str
     }
 }
 
-/// The admin token of a project, created (0600) on first use.
-fn project_token(dir: &Path) -> anyhow::Result<String> {
-    project_secret(dir, "admin-token")
+/// A random secret kept in the project dir (mode 0600), made on first use:
+/// the admin token, the database password.
+fn project_secret(dir: &Path, name: &str) -> Result<String, DeployError> {
+    let path = dir.join(name);
+    crate::fsutil::secret(&path).map_err(|source| DeployError::Write { path, source })
 }
 
-/// A random secret kept in the project dir (mode 0600), made on first use.
-fn project_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(name);
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        if !token.trim().is_empty() {
-            return Ok(token.trim().to_string());
-        }
-    }
-    let token: String = crate::websocket::random_bytes::<24>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    write_atomic(&path, token.as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(token)
+/// Writes one of the project's files.
+fn write_project_file(path: &Path, text: &str, mode: u32) -> Result<(), DeployError> {
+    write_atomic(path, text.as_bytes(), mode).map_err(|source| DeployError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// What a run of `up` deploys, resolved from its flags, flowgate.toml, the
@@ -101,7 +106,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn read(docker: &Docker, project: &str) -> anyhow::Result<Running> {
+    pub async fn read(docker: &Docker, project: &str) -> Result<Running, DeployError> {
         let (settings, proxy_image) = match previous_settings(docker, project).await {
             Some((settings, image)) => (Some(settings), image),
             None => (None, None),
@@ -126,15 +131,15 @@ impl Running {
 
 /// Flags win over flowgate.toml, which wins over what runs, which wins
 /// over the defaults. The instance count of a running deployment is kept
-/// unless a flag or the file sets one.
+/// unless a flag or the file sets one. The result keeps every rule of
+/// [`Deployment::validate`].
 pub fn resolve(
     project: &str,
-    args: &UpArgs,
+    args: &Overrides,
     file: Option<&DeploymentFile>,
     running: &Running,
-) -> anyhow::Result<Target> {
+) -> Result<Target, DeployError> {
     let no_pull = args.no_pull;
-    let args = &args.deployment;
     let empty = DeploymentFile::default();
     let file = file.unwrap_or(&empty);
     let previous = running.settings.as_ref();
@@ -144,7 +149,6 @@ pub fn resolve(
         .or_else(|| file.domain.clone())
         .or_else(|| previous.map(|p| p.domain.clone()))
         .unwrap_or_else(|| "flow.localhost".into());
-    check_domain(&domain).map_err(anyhow::Error::msg)?;
     let mc_domain = if args.domain.is_some() {
         format!("mc.{domain}")
     } else {
@@ -159,9 +163,6 @@ pub fn resolve(
         .or(file.instances)
         .or_else(|| previous.map(|_| running.instances))
         .unwrap_or(3);
-    if instances > MAX_INSTANCES {
-        bail!("{instances} instances is more than flowgate runs ({MAX_INSTANCES})");
-    }
     let profile = if args.demo {
         Profile::Demo
     } else {
@@ -180,16 +181,6 @@ pub fn resolve(
         .clone()
         .or_else(|| previous.map(|p| p.tls.clone()))
         .unwrap_or_default();
-    if matches!(tls.mode, CertMode::Files) {
-        for path in [&tls.cert, &tls.key].into_iter().flatten() {
-            if !path.is_absolute() {
-                bail!(
-                    "the certificate file {} must be an absolute path (Docker mounts it)",
-                    path.display()
-                );
-            }
-        }
-    }
     let http_port = args
         .http_port
         .or(file.http_port)
@@ -200,19 +191,18 @@ pub fn resolve(
         .or(file.https_port)
         .or_else(|| previous.map(|p| p.https_port))
         .unwrap_or(443);
-    if http_port == https_port {
-        bail!("the HTTP and HTTPS ports are both {http_port}; give them different ports");
-    }
+    let deployment = Deployment {
+        project: project.into(),
+        domain,
+        mc_domain,
+        instances,
+        http_port,
+        https_port,
+        tls,
+    };
+    deployment.validate()?;
     Ok(Target {
-        deployment: Deployment {
-            project: project.into(),
-            domain,
-            mc_domain,
-            instances,
-            http_port,
-            https_port,
-            tls,
-        },
+        deployment,
         profile,
         tag,
         license: file
@@ -235,55 +225,25 @@ pub struct Applied {
     pub ca: Option<PathBuf>,
 }
 
-pub async fn up(project: &str, args: UpArgs, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
-    let docker = super::connect().await?;
-    let running = Running::read(&docker, project).await?;
-    let target = resolve(project, &args, file, &running)?;
-    let applied = apply(&docker, &target, &mut |line| progress(line)).await?;
-    print_applied(&applied);
-    Ok(())
-}
-
-fn print_applied(applied: &Applied) {
-    println!("Flow: {}/", applied.flow_url);
-    println!("Management Center: {}/", applied.mc_url);
-    match &applied.ca {
-        Some(ca) => println!("{} instances; clients trust {}", applied.instances, ca.display()),
-        None => println!("{} instances", applied.instances),
-    }
-}
-
-pub async fn scale(project: &str, instances: u32, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
-    let docker = super::connect().await?;
-    scale_with(&docker, project, instances, &mut |line| progress(line)).await?;
-    if let Some(wanted) = file.and_then(|f| f.instances).filter(|n| *n != instances) {
-        eprintln!(
-            "note: flowgate.toml says instances = {wanted}; `flowgate up` will go back to {wanted} unless you edit it"
-        );
-    }
-    Ok(())
-}
-
 /// Scales a running deployment, keeping every other setting it runs with.
 pub async fn scale_with(
     docker: &Docker,
     project: &str,
     instances: u32,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> anyhow::Result<Applied> {
+) -> Result<Applied, DeployError> {
     let running = Running::read(docker, project).await?;
     let Some(settings) = running.settings.clone() else {
-        bail!("project {project} has no deployment to scale; create one with `flowgate up --demo --project {project}`");
+        return Err(DeployError::NoDeployment { project: project.into() });
     };
-    if instances > MAX_INSTANCES {
-        bail!("{instances} instances is more than flowgate runs ({MAX_INSTANCES})");
-    }
+    let deployment = Deployment { instances, ..settings };
+    deployment.validate()?;
     if instances == 0 {
         progress("scaling to 0: Flow will be unreachable until you scale up again");
     }
     let (profile, tag) = running.profile.clone().unwrap_or((Profile::Demo, None));
     let target = Target {
-        deployment: Deployment { instances, ..settings },
+        deployment,
         profile,
         tag: tag.unwrap_or_else(|| "latest".into()),
         license: settings::find_license(Path::new(".")),
@@ -300,18 +260,16 @@ pub async fn apply(
     docker: &Docker,
     target: &Target,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> anyhow::Result<Applied> {
+) -> Result<Applied, DeployError> {
     let dep = &target.deployment;
+    dep.validate()?;
     let project = dep.project.as_str();
     if target.profile == Profile::Real && target.license.is_none() {
-        bail!(
-            "the real profile needs a Hazelcast licence: set MC_LICENSE in the environment, in ./.env or as mc_license in flowgate.toml, or use the demo profile (--demo)"
-        );
+        return Err(DeployError::NoLicense);
     }
     let dir = settings::project_dir(project);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let token = project_token(&dir)?;
-    write_atomic(&dir.join("proxy.toml"), settings::proxy_toml(dep).as_bytes(), 0o644)?;
+    let token = project_secret(&dir, "admin-token")?;
+    write_project_file(&dir.join("proxy.toml"), &settings::proxy_toml(dep), 0o644)?;
 
     // Scaling keeps the image the deployment runs, as long as it is still here.
     let running_image = match (&target.running_image, target.scale_only) {
@@ -321,7 +279,7 @@ pub async fn apply(
     let image = match running_image {
         Some(image) => image,
         None => {
-            let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
+            let binary = std::env::current_exe().map_err(DeployError::OwnBinary)?;
             super::image::ensure(docker, &binary, &mut *progress).await?
         }
     };
@@ -337,11 +295,7 @@ pub async fn apply(
                 license: target.license.clone().unwrap_or_default(),
                 db_password: project_secret(&dir, "db-password")?,
             };
-            write_atomic(
-                &dir.join("hazelcast.yml"),
-                settings::hazelcast_yml(dep).as_bytes(),
-                0o644,
-            )?;
+            write_project_file(&dir.join("hazelcast.yml"), &settings::hazelcast_yml(dep), 0o644)?;
             let specs = settings::real_specs(dep, &image, &real, &dir);
             // Every image first: a missing one must stop the run before anything exists.
             for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
@@ -382,13 +336,13 @@ pub async fn apply(
 
     // Clients trust the proxy's local CA: keep a copy beside the token.
     let admin = executor.admin().await?;
-    let (status, ca) = admin.get_text("/api/v1/certificates/ca").await?;
-    let ca_path = dir.join("ca.pem");
-    let ca = if status == 200 {
-        write_atomic(&ca_path, ca.as_bytes(), 0o644)?;
-        Some(ca_path)
-    } else {
-        None
+    let ca = match admin.local_ca().await? {
+        Some(pem) => {
+            let path = dir.join("ca.pem");
+            write_project_file(&path, &pem, 0o644)?;
+            Some(path)
+        }
+        None => None,
     };
     Ok(Applied {
         flow_url: dep.flow_origin(),
@@ -398,19 +352,14 @@ pub async fn apply(
     })
 }
 
-pub async fn down(project: &str, args: DownArgs) -> anyhow::Result<()> {
-    let docker = super::connect().await?;
-    down_with(&docker, project, args.volumes, &mut |line| progress(line)).await
-}
-
 /// Removes the project's containers and network (and volumes and project
 /// dir with `volumes`), reporting each through `progress`.
-pub async fn down_with(
+pub async fn down(
     docker: &Docker,
     project: &str,
     volumes: bool,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> anyhow::Result<()> {
+) -> Result<(), DeployError> {
     let found = engine::found(docker, project).await?;
     for f in &found {
         progress(&format!("removing {}", f.name));
@@ -443,7 +392,7 @@ pub async fn down_with(
 }
 
 /// An executor for single-instance work (restart, drain) on a running project.
-fn executor<'a>(docker: &'a Docker, project: &str) -> anyhow::Result<Executor<'a>> {
+fn executor<'a>(docker: &'a Docker, project: &str) -> Result<Executor<'a>, DeployError> {
     let names = super::plan::Names {
         project: project.into(),
     };
@@ -457,14 +406,14 @@ fn executor<'a>(docker: &'a Docker, project: &str) -> anyhow::Result<Executor<'a
 
 /// Restarts one container; a Flow instance is registered with the proxy
 /// again (it may have been drained) and waited for until healthy.
-pub async fn restart(docker: &Docker, project: &str, name: &str) -> anyhow::Result<()> {
+pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), DeployError> {
     let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
         .t(10)
         .build();
     docker
         .restart_container(name, Some(options))
         .await
-        .with_context(|| format!("cannot restart {name}"))?;
+        .map_err(DeployError::docker(format!("cannot restart {name}")))?;
     let is_flow = engine::found(docker, project)
         .await?
         .iter()
@@ -478,127 +427,8 @@ pub async fn restart(docker: &Docker, project: &str, name: &str) -> anyhow::Resu
 /// Takes one Flow instance out of the proxy's rotation: in-flight requests
 /// finish, WebSocket sessions get 1001 after the drain window. The
 /// container keeps running; `restart` brings it back.
-pub async fn drain(docker: &Docker, project: &str, name: &str) -> anyhow::Result<()> {
+pub async fn drain(docker: &Docker, project: &str, name: &str) -> Result<(), DeployError> {
     executor(docker, project)?.drain(name).await
-}
-
-/// One picture of the deployment from the live feeds: waits (at most a
-/// few seconds) until Docker, two backend samples and each running
-/// container's stats have arrived.
-pub async fn snapshot(docker: &Docker, project: &str) -> anyhow::Result<Snapshot> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let feeds = feeds::start(docker.clone(), project, tx);
-    let mut state = State::new(project);
-    let mut containers_seen = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let feed = tokio::select! {
-            feed = rx.recv() => feed,
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
-        let Some(feed) = feed else { break };
-        if let Feed::Containers(list) = &feed {
-            if list.is_empty() {
-                bail!("project {project} has no deployment; create one with `flowgate up --demo --project {project}`");
-            }
-            containers_seen = true;
-        }
-        state.apply(feed);
-        let snap = state.snapshot(crate::tls::now_unix());
-        let admin_known = state.samples >= 2 || matches!(state.admin, Some(Err(_)));
-        let stats_known = snap
-            .instances
-            .iter()
-            .all(|i| i.state != "running" || i.cpu_percent.is_some());
-        if containers_seen && admin_known && stats_known {
-            break;
-        }
-    }
-    if !containers_seen {
-        bail!("Docker did not list the containers of project {project} within 5 s");
-    }
-    if let Some(dep) = feeds.deployment.borrow().as_ref() {
-        state.flow_url = Some(dep.flow_origin());
-        state.mc_url = Some(dep.mc_origin());
-    }
-    Ok(state.snapshot(crate::tls::now_unix()))
-}
-
-pub async fn status(project: &str, args: StatusArgs) -> anyhow::Result<()> {
-    let docker = super::connect().await?;
-    let snap = snapshot(&docker, project).await?;
-    if args.json {
-        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&snap)?))?;
-        return Ok(());
-    }
-    crate::cli::print(&status_text(&snap))?;
-    Ok(())
-}
-
-/// `flowgate status` for people: where it answers, the certificate, the
-/// totals and one row per instance.
-pub fn status_text(snap: &Snapshot) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(out, "project {}", snap.project);
-    if let (Some(flow), Some(mc)) = (&snap.flow_url, &snap.mc_url) {
-        let _ = writeln!(out, "Flow {flow}/   Management Center {mc}/");
-    }
-    if let Some(c) = &snap.certificate {
-        let _ = write!(
-            out,
-            "certificate: {} by {}, {} days left",
-            c.domains.join(", "),
-            c.issuer,
-            c.days_left
-        );
-        if let Some(next) = &c.next_renewal {
-            let _ = write!(out, ", renews {next}");
-        }
-        if let Some(error) = &c.last_error {
-            let _ = write!(out, ", last error: {error}");
-        }
-        out.push('\n');
-    }
-    if let Some(p) = &snap.proxy {
-        if let Some(error) = &p.admin_error {
-            let _ = writeln!(
-                out,
-                "proxy {}: {} (admin API: {error})",
-                p.container.name, p.container.state
-            );
-        }
-    }
-    let t = &snap.totals;
-    let _ = writeln!(
-        out,
-        "{}/{} healthy, {} WebSocket sessions, {:.1} heartbeats/s, {:.1} requests/s, {:.1} errors/s",
-        t.healthy, t.instances, t.ws_active, t.heartbeats_per_s, t.rps, t.errors_per_s
-    );
-    let _ = writeln!(
-        out,
-        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
-        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s", "P99ms", "CPU%", "MEMORY", "RESTARTS"
-    );
-    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-    for i in &snap.instances {
-        let _ = writeln!(
-            out,
-            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
-            i.name,
-            i.state,
-            i.health,
-            i.ws_active.map_or("-".to_string(), |v| v.to_string()),
-            num(i.heartbeats_per_s),
-            num(i.rps),
-            num(i.p99_ms),
-            num(i.cpu_percent),
-            i.memory_bytes
-                .map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
-            i.restarts.map_or("-".to_string(), |r| r.to_string()),
-        );
-    }
-    out
 }
 
 /// The container of `instance`: `flow-2` or `2`, `proxy`, `mc`, `postgres`,
@@ -619,48 +449,62 @@ pub fn container_of(project: &str, instance: &str) -> String {
     format!("{project}-{instance}")
 }
 
-pub async fn logs(project: &str, args: LogsArgs) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
-    use std::io::Write;
-    let docker = super::connect().await?;
-    let name = container_of(project, &args.instance);
+/// Where a chunk of a container's log came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    Stdout,
+    Stderr,
+}
+
+/// The log of `instance` (see [`container_of`]): the last `tail` lines,
+/// then, with `follow`, what the container writes until it stops.
+/// An unknown instance is an error that lists the project's containers.
+pub async fn logs(
+    docker: &Docker,
+    project: &str,
+    instance: &str,
+    follow: bool,
+    tail: u32,
+) -> Result<impl Stream<Item = Result<(LogSource, Vec<u8>), DeployError>> + use<>, DeployError> {
+    let name = container_of(project, instance);
     if docker.inspect_container(&name, None).await.is_err() {
-        let known: Vec<String> = engine::found(&docker, project)
+        let known: Vec<String> = engine::found(docker, project)
             .await?
             .into_iter()
-            .map(|f| f.name)
+            .map(|f| f.name.trim_start_matches('/').to_string())
             .collect();
-        bail!(
-            "no container {name} in project {project}; its containers: {}",
-            if known.is_empty() {
+        return Err(DeployError::NoContainer {
+            name,
+            project: project.into(),
+            known: if known.is_empty() {
                 "none".into()
             } else {
                 known.join(", ")
-            }
-        );
+            },
+        });
     }
     let options = bollard::query_parameters::LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
-        .follow(args.follow)
-        .tail(&args.tail.to_string())
+        .follow(follow)
+        .tail(&tail.to_string())
         .build();
-    let mut stream = docker.logs(&name, Some(options));
-    while let Some(chunk) = stream.next().await {
-        match chunk? {
-            bollard::container::LogOutput::StdErr { message } => std::io::stderr().write_all(&message)?,
-            other => std::io::stdout().write_all(&other.into_bytes())?,
-        }
-    }
-    Ok(())
+    let what = format!("reading the log of {name}");
+    Ok(docker.logs(&name, Some(options)).map(move |chunk| {
+        let chunk = chunk.map_err(DeployError::docker(what.clone()))?;
+        Ok(match chunk {
+            bollard::container::LogOutput::StdErr { message } => (LogSource::Stderr, message.to_vec()),
+            other => (LogSource::Stdout, other.into_bytes().to_vec()),
+        })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args() -> UpArgs {
-        UpArgs::default()
+    fn args() -> Overrides {
+        Overrides::default()
     }
 
     #[test]
@@ -694,8 +538,8 @@ mod tests {
         assert_eq!((target.profile, target.tag.as_str()), (Profile::Demo, "6.0"));
 
         let mut flags = args();
-        flags.deployment.instances = Some(6);
-        flags.deployment.domain = Some("flow.other.org".into());
+        flags.instances = Some(6);
+        flags.domain = Some("flow.other.org".into());
         let target = resolve("p", &flags, Some(&file), &running).unwrap();
         assert_eq!(target.deployment.instances, 6);
         assert_eq!(target.deployment.mc_domain, "mc.flow.other.org");
@@ -712,10 +556,10 @@ mod tests {
         assert_eq!((target.deployment.http_port, target.deployment.https_port), (80, 443));
         assert_eq!(target.deployment.mc_domain, "mc.flow.localhost");
         let mut same = args();
-        same.deployment.http_port = Some(443);
+        same.http_port = Some(443);
         assert!(resolve("p", &same, None, &Running::default()).is_err());
         let mut bad = args();
-        bad.deployment.domain = Some("https://flow".into());
+        bad.domain = Some("https://flow".into());
         assert!(resolve("p", &bad, None, &Running::default()).is_err());
     }
 

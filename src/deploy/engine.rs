@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
@@ -20,7 +19,9 @@ use bollard::query_parameters::{
 
 use super::plan::{Action, Found, LABEL_PROJECT, Names, Role};
 use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT};
-use crate::proxy::client::{AdminClient, error_text};
+use super::DeployError;
+use crate::proxy::backend::BackendState;
+use crate::proxy::client::AdminClient;
 
 /// How long a removed Flow instance drains (in-flight requests finish, then
 /// WebSocket sessions get 1001).
@@ -29,7 +30,7 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 const STOP_GRACE: i64 = 10;
 
 /// The containers of a project, from their labels.
-pub async fn found(docker: &Docker, project: &str) -> anyhow::Result<Vec<Found>> {
+pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployError> {
     let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
     let list = docker
         .list_containers(Some(
@@ -38,7 +39,8 @@ pub async fn found(docker: &Docker, project: &str) -> anyhow::Result<Vec<Found>>
                 .filters(&filters)
                 .build(),
         ))
-        .await?;
+        .await
+        .map_err(DeployError::docker(format!("cannot list the containers of project {project}")))?;
     Ok(list
         .iter()
         .filter_map(|c| {
@@ -92,14 +94,20 @@ impl<'a> Executor<'a> {
 
     /// Runs the actions in order, reporting each; on failure removes what
     /// this run created and returns the error.
-    pub async fn run(&mut self, actions: &[Action], progress: &mut (dyn FnMut(&str) + Send)) -> anyhow::Result<()> {
+    pub async fn run(
+        &mut self,
+        actions: &[Action],
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), DeployError> {
         for action in actions {
             progress(&format!("{action} ..."));
             let started = Instant::now();
             if let Err(e) = self.apply(action).await {
-                let error = e.context(format!("{action} failed"));
                 self.roll_back(progress).await;
-                return Err(error);
+                return Err(DeployError::Step {
+                    action: action.to_string(),
+                    source: Box::new(e),
+                });
             }
             progress(&format!("{action}: done in {:.1}s", started.elapsed().as_secs_f64()));
         }
@@ -128,15 +136,16 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn spec(&self, role: Role, index: Option<u32>) -> anyhow::Result<ContainerSpec> {
+    /// The spec the planner's action names; the planner only names specs it was given.
+    fn spec(&self, role: Role, index: Option<u32>) -> ContainerSpec {
         self.specs
             .iter()
             .find(|s| s.role == role && s.index == index)
             .cloned()
-            .with_context(|| format!("no settings for {} {index:?}", role.as_str()))
+            .unwrap_or_else(|| unreachable!("the plan names {} {index:?}, which has no spec", role.as_str()))
     }
 
-    async fn apply(&mut self, action: &Action) -> anyhow::Result<()> {
+    async fn apply(&mut self, action: &Action) -> Result<(), DeployError> {
         match action {
             Action::CreateNetwork(name) => {
                 let labels: HashMap<String, String> = self.names.labels(None, None, None).into_iter().collect();
@@ -147,7 +156,8 @@ impl<'a> Executor<'a> {
                         labels: Some(labels),
                         ..Default::default()
                     })
-                    .await?;
+                    .await
+                    .map_err(DeployError::docker(format!("cannot create the network {name}")))?;
                 self.created.push(Created::Network(name.clone()));
             }
             Action::CreateVolume(name) => {
@@ -158,15 +168,19 @@ impl<'a> Executor<'a> {
                         labels: Some(labels),
                         ..Default::default()
                     })
-                    .await?;
+                    .await
+                    .map_err(DeployError::docker(format!("cannot create the volume {name}")))?;
                 self.created.push(Created::Volume(name.clone()));
             }
             Action::Create(wanted) => {
-                let spec = self.spec(wanted.role, wanted.index)?;
+                let spec = self.spec(wanted.role, wanted.index);
                 self.create_and_start(&spec).await?;
             }
             Action::Start { name, role, index } => {
-                self.docker.start_container(name, None).await?;
+                self.docker
+                    .start_container(name, None)
+                    .await
+                    .map_err(DeployError::docker(format!("cannot start {name}")))?;
                 if *role == Role::Flow {
                     self.register(name, *index).await?;
                 } else if *role == Role::Proxy {
@@ -178,7 +192,7 @@ impl<'a> Executor<'a> {
                     self.drain(old).await?;
                 }
                 remove_container(self.docker, old).await?;
-                let spec = self.spec(new.role, new.index)?;
+                let spec = self.spec(new.role, new.index);
                 self.create_and_start(&spec).await?;
             }
             Action::Remove { name, role, .. } => {
@@ -191,7 +205,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    async fn create_and_start(&mut self, spec: &ContainerSpec) -> anyhow::Result<()> {
+    async fn create_and_start(&mut self, spec: &ContainerSpec) -> Result<(), DeployError> {
         let mut port_bindings = HashMap::new();
         let mut exposed = Vec::new();
         for p in &spec.ports {
@@ -265,24 +279,29 @@ impl<'a> Executor<'a> {
     }
 
     /// Waits until Docker's health check of `name` passes.
-    async fn wait_container_healthy(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
+    async fn wait_container_healthy(&self, name: &str, limit: Duration) -> Result<(), DeployError> {
         let deadline = Instant::now() + limit;
         loop {
-            let inspect = self.docker.inspect_container(name, None).await?;
+            let inspect = self
+                .docker
+                .inspect_container(name, None)
+                .await
+                .map_err(DeployError::docker(format!("cannot inspect {name}")))?;
             let state = inspect.state.unwrap_or_default();
             if state.running == Some(false) {
-                bail!(
-                    "{name} exited (code {}); see `flowgate logs {name}`",
-                    state.exit_code.unwrap_or(-1)
-                );
+                return Err(DeployError::Exited {
+                    name: name.into(),
+                    code: state.exit_code.unwrap_or(-1),
+                });
             }
             match state.health.and_then(|h| h.status) {
                 Some(HealthStatusEnum::HEALTHY) | None => return Ok(()),
-                _ if Instant::now() > deadline => {
-                    bail!(
-                        "{name} was not ready within {} s; see `flowgate logs {name}`",
-                        limit.as_secs()
-                    )
+                status if Instant::now() > deadline => {
+                    return Err(DeployError::NotReady {
+                        name: name.into(),
+                        secs: limit.as_secs(),
+                        state: status.map_or("no health".into(), |s| s.to_string()),
+                    });
                 }
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
@@ -290,113 +309,98 @@ impl<'a> Executor<'a> {
     }
 
     /// The proxy's admin API, at the host port Docker chose for it.
-    pub async fn admin(&self) -> anyhow::Result<AdminClient> {
+    pub async fn admin(&self) -> Result<AdminClient, DeployError> {
         let addr = admin_address(self.docker, &self.names).await?;
         Ok(AdminClient::new(addr, &self.token))
     }
 
-    async fn wait_for_admin(&self) -> anyhow::Result<()> {
+    async fn wait_for_admin(&self) -> Result<(), DeployError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let last = match self.admin().await {
-                Ok(admin) => match admin.get("/api/v1/backends").await {
+                Ok(admin) => match admin.backends().await {
                     Ok(_) => return Ok(()),
-                    Err(e) => e,
+                    Err(e) => DeployError::ProxyNotUp(e),
                 },
                 Err(e) => e,
             };
             if Instant::now() > deadline {
-                return Err(last.context("the proxy did not come up within 30 s; see `flowgate logs proxy`"));
+                return Err(last);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Adds a Flow instance to the proxy and waits until it is healthy.
-    pub async fn register(&self, name: &str, _index: Option<u32>) -> anyhow::Result<()> {
+    pub async fn register(&self, name: &str, _index: Option<u32>) -> Result<(), DeployError> {
         let admin = self.admin().await?;
         let address = format!("{name}:{FLOW_PORT}");
-        let (status, answer) = admin
-            .post_json(
-                "/api/v1/backends",
-                &serde_json::json!({"address": address, "id": name, "service": "flow"}),
-            )
-            .await?;
-        if status != 201 && status != 409 {
-            bail!("the proxy refused {name}: {}", error_text(&answer));
-        }
+        admin.add_backend(name, &address, "flow").await?;
         self.wait_backend_healthy(&address).await
     }
 
-    async fn wait_backend_healthy(&self, address: &str) -> anyhow::Result<()> {
+    async fn wait_backend_healthy(&self, address: &str) -> Result<(), DeployError> {
         let admin = self.admin().await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let limit = Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
         loop {
-            let backends = admin.get("/api/v1/backends").await?;
-            let state = backends
-                .as_array()
-                .and_then(|l| l.iter().find(|b| b["address"] == address))
-                .map(|b| b["state"].as_str().unwrap_or("").to_string());
-            if state.as_deref() == Some("healthy") {
+            let backends = admin.backends().await?;
+            let state = backends.iter().find(|b| b.address == address).map(|b| b.state);
+            if state == Some(BackendState::Healthy) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{address} did not become healthy within 60 s (state: {}); see `flowgate logs`",
-                    state.unwrap_or_else(|| "not registered".into())
-                );
+                return Err(DeployError::NotReady {
+                    name: address.into(),
+                    secs: limit.as_secs(),
+                    state: state.map_or("not registered", BackendState::as_str).into(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Drains a Flow instance through the proxy and waits until it is gone.
-    pub async fn drain(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn drain(&self, name: &str) -> Result<(), DeployError> {
         let Ok(admin) = self.admin().await else {
             return Ok(()); // No proxy: nothing to drain from.
         };
-        let (status, answer) = admin
-            .delete(&format!("/api/v1/backends/{name}?drain={}", DRAIN.as_secs()))
-            .await?;
-        if status == 404 {
+        if !admin.drain(name, DRAIN.as_secs()).await? {
             return Ok(());
         }
-        if status != 202 {
-            bail!("the proxy did not drain {name}: {}", error_text(&answer));
-        }
-        let deadline = Instant::now() + DRAIN + Duration::from_secs(15);
+        let limit = DRAIN + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let backends = admin.get("/api/v1/backends").await?;
-            if !backends.as_array().is_some_and(|l| l.iter().any(|b| b["id"] == name)) {
+            if !admin.backends().await?.iter().any(|b| b.id == name) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        bail!(
-            "{name} was still draining after {}s",
-            (DRAIN + Duration::from_secs(15)).as_secs()
-        )
+        Err(DeployError::StillDraining {
+            name: name.into(),
+            secs: limit.as_secs(),
+        })
     }
 }
 
 /// Where the proxy container's admin port is published on the host.
-pub async fn admin_address(docker: &Docker, names: &Names) -> anyhow::Result<SocketAddr> {
+pub async fn admin_address(docker: &Docker, names: &Names) -> Result<SocketAddr, DeployError> {
     let name = names.container(Role::Proxy, None);
     let inspect = docker
         .inspect_container(&name, None)
         .await
-        .with_context(|| format!("no proxy container {name}"))?;
+        .map_err(DeployError::docker(format!("no proxy container {name}")))?;
     let port = inspect
         .network_settings
         .and_then(|n| n.ports)
         .and_then(|ports| ports.get(&format!("{ADMIN_PORT}/tcp")).cloned().flatten())
         .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
         .and_then(|p| p.parse::<u16>().ok())
-        .with_context(|| format!("{name} publishes no admin port (is it running?)"))?;
+        .ok_or_else(|| DeployError::NoAdminPort(name.clone()))?;
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-pub async fn remove_container(docker: &Docker, name: &str) -> anyhow::Result<()> {
+pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), DeployError> {
     let _ = docker
         .stop_container(
             name,
@@ -409,20 +413,24 @@ pub async fn remove_container(docker: &Docker, name: &str) -> anyhow::Result<()>
     {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(DeployError::DockerCall {
+            what: format!("cannot remove {name}"),
+            source: e,
+        }),
     }
 }
 
-fn explain_create(error: bollard::errors::Error, name: &str) -> anyhow::Error {
+fn explain_create(error: bollard::errors::Error, name: &str) -> DeployError {
     match &error {
-        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. } => anyhow::anyhow!(
-            "a container named {name} already exists but is not part of this deployment; remove or rename it, or choose another --project"
-        ),
-        _ => anyhow::Error::from(error).context(format!("cannot create {name}")),
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. } => DeployError::Foreign(name.into()),
+        _ => DeployError::DockerCall {
+            what: format!("cannot create {name}"),
+            source: error,
+        },
     }
 }
 
-fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> anyhow::Error {
+fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> DeployError {
     let text = error.to_string();
     if text.contains("address already in use") || text.contains("port is already allocated") {
         let ports: Vec<String> = spec
@@ -431,12 +439,14 @@ fn explain_start(error: bollard::errors::Error, spec: &ContainerSpec) -> anyhow:
             .filter(|p| p.host_port != 0)
             .map(|p| p.host_port.to_string())
             .collect();
-        anyhow::anyhow!(
-            "cannot start {}: a host port it publishes ({}) is already taken; free it or choose others with --http-port/--https-port",
-            spec.name,
-            ports.join(", ")
-        )
+        DeployError::PortTaken {
+            name: spec.name.clone(),
+            ports: ports.join(", "),
+        }
     } else {
-        anyhow::Error::from(error).context(format!("cannot start {}", spec.name))
+        DeployError::DockerCall {
+            what: format!("cannot start {}", spec.name),
+            source: error,
+        }
     }
 }

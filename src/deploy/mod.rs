@@ -1,6 +1,10 @@
-//! Running the deployment on Docker: flowgate's own image (built here from
-//! the running binary, since no registry can be reached), and, as it grows,
-//! the planner and the executor that create and reconcile containers.
+//! Running the deployment on Docker. `settings` says what a deployment is
+//! made of (its rules, container specs and the proxy's file), `plan` turns
+//! wanted and found containers into ordered actions (pure), `engine`
+//! carries them out through bollard and the proxy's admin API, `image`
+//! builds flowgate's own image from the running binary (no registry is
+//! needed), and `command` holds the operations the commands and the
+//! dashboard share: resolve, apply, scale, restart, drain, down, logs.
 
 pub mod command;
 pub mod engine;
@@ -26,6 +30,73 @@ pub enum DeployError {
     Missing { image: String, reason: String },
     #[error("Docker: {0}")]
     Docker(#[from] bollard::errors::Error),
+    #[error("{what}: {source}")]
+    DockerCall {
+        what: String,
+        source: bollard::errors::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] crate::config::deployment::DeploymentError),
+    #[error(
+        "the real profile needs a Hazelcast licence: set MC_LICENSE in the environment, in ./.env or as mc_license in flowgate.toml, or use the demo profile (--demo)"
+    )]
+    NoLicense,
+    #[error("project {project} has no deployment; create one with `flowgate up --demo --project {project}`")]
+    NoDeployment { project: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot find flowgate's own binary: {0}")]
+    OwnBinary(std::io::Error),
+    #[error(
+        "the project's admin token {} cannot be read ({source}); was the deployment made on this machine by this user?",
+        path.display()
+    )]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{action} failed: {source}")]
+    Step {
+        action: String,
+        source: Box<DeployError>,
+    },
+    #[error(
+        "a container named {0} already exists but is not part of this deployment; remove or rename it, or choose another --project"
+    )]
+    Foreign(String),
+    #[error(
+        "cannot start {name}: a host port it publishes ({ports}) is already taken; free it or choose others with --http-port/--https-port"
+    )]
+    PortTaken { name: String, ports: String },
+    #[error("{name} exited (code {code}); see `flowgate logs {name}`")]
+    Exited { name: String, code: i64 },
+    #[error("{name} was not ready within {secs} s ({state}); see `flowgate logs {name}`")]
+    NotReady { name: String, secs: u64, state: String },
+    #[error("{name} was still draining after {secs} s")]
+    StillDraining { name: String, secs: u64 },
+    #[error("{0} publishes no admin port (is it running?)")]
+    NoAdminPort(String),
+    #[error("the proxy did not come up within 30 s ({0}); see `flowgate logs proxy`")]
+    ProxyNotUp(crate::proxy::client::AdminError),
+    #[error(transparent)]
+    Admin(#[from] crate::proxy::client::AdminError),
+    #[error("no container {name} in project {project}; its containers: {known}")]
+    NoContainer {
+        name: String,
+        project: String,
+        known: String,
+    },
+}
+
+impl DeployError {
+    /// A Docker call that failed, said with what it was for.
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DeployError {
+        let what = what.into();
+        move |source| DeployError::DockerCall { what, source }
+    }
 }
 
 /// Connects to the local Docker engine and agrees on an API version.

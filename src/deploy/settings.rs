@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
-use crate::config::deployment::{CertMode, TlsFile};
+use crate::config::deployment::{
+    CertMode, DeploymentError, MAX_INSTANCES, Setting, TlsFile, check_domain, check_project, check_tls,
+};
 
 /// Where things live inside flowgate's image.
 pub const PROXY_CONFIG_IN_CONTAINER: &str = "/etc/flowgate/proxy.toml";
@@ -52,6 +54,30 @@ impl Deployment {
 
     pub fn mc_origin(&self) -> String {
         origin(&self.mc_domain, self.https_port)
+    }
+
+    /// Every rule a deployment must keep, whoever built it: the setup
+    /// form, flags and flowgate.toml (through `resolve`) and scaling.
+    pub fn validate(&self) -> Result<(), DeploymentError> {
+        check_project(&self.project)?;
+        check_domain(&self.domain, Setting::Domain)?;
+        check_domain(&self.mc_domain, Setting::McDomain)?;
+        if self.mc_domain.eq_ignore_ascii_case(&self.domain) {
+            return Err(DeploymentError::SameDomains(self.domain.clone()));
+        }
+        if self.instances > MAX_INSTANCES {
+            return Err(DeploymentError::Instances(self.instances));
+        }
+        if self.http_port == 0 {
+            return Err(DeploymentError::NoPort(Setting::HttpPort));
+        }
+        if self.https_port == 0 {
+            return Err(DeploymentError::NoPort(Setting::HttpsPort));
+        }
+        if self.http_port == self.https_port {
+            return Err(DeploymentError::SamePorts(self.http_port));
+        }
+        check_tls(&self.tls, &self.domain)
     }
 }
 
@@ -189,15 +215,9 @@ pub fn project_dir(project: &str) -> PathBuf {
 }
 
 /// The admin token a project's proxy was started with (made by `up`).
-pub fn admin_token(project: &str) -> anyhow::Result<String> {
+pub fn admin_token(project: &str) -> Result<String, super::DeployError> {
     let path = project_dir(project).join("admin-token");
-    let token = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "the project's admin token {} cannot be read ({e}); was the deployment made on this machine by this user?",
-            path.display()
-        )
-    })?;
-    Ok(token.trim().to_string())
+    crate::fsutil::read_secret(&path).map_err(|source| super::DeployError::Token { path, source })
 }
 
 /// The specs of the demo profile: flowgate's simulators behind its proxy.
@@ -414,7 +434,7 @@ mod tests {
     fn mc_allows_the_public_flow_origin() {
         let env = mc_env(&demo());
         let java_opts = env.iter().find(|e| e.starts_with("JAVA_OPTS=")).unwrap();
-        let value = crate::sim::mc::system_property(java_opts, crate::sim::mc::FLOW_ADDRESSES_PROPERTY).unwrap();
+        let value = crate::config::deployment::system_property(java_opts, crate::config::deployment::FLOW_ADDRESSES_PROPERTY).unwrap();
         assert_eq!(value, "https://flow.localhost:8443");
         let mut standard = demo();
         standard.https_port = 443;

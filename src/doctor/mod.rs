@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use crate::cli::DoctorArgs;
+use crate::deploy::DeployError;
 use crate::monitor::probe;
-use crate::sim::loadgen::target::{self, Stream, Target, Trust};
+use crate::net::{self as target, NetError, Stream, Target, Trust};
 use crate::tls::{CertInfo, Source};
 use crate::websocket::frame::Opcode;
 use crate::websocket::peer::{self, Peer};
@@ -63,6 +62,76 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+impl Report {
+    /// The ids of the checks that failed.
+    pub fn failed(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.id)
+            .collect()
+    }
+}
+
+/// What to check and how long to watch.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Flow URL users open; `None`: the project's deployment on this machine.
+    pub url: Option<String>,
+    /// Management Center's URL; its CORS preflight from the Flow origin is checked.
+    pub mc_url: Option<String>,
+    /// CA certificates to trust instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// curl-style HOST:PORT:ADDR entries.
+    pub resolve: Vec<String>,
+    /// The plain-HTTP port that must redirect [default: 80, or the local deployment's].
+    pub http_port: Option<u16>,
+    /// A path where Flow accepts WebSockets.
+    pub ws_path: String,
+    /// The Flow UI's heartbeat interval.
+    pub heartbeat: Duration,
+    /// How long a silent session is watched to find the idle timeout.
+    pub idle_wait: Duration,
+    /// Requests sent to see how many instances answer.
+    pub requests: u32,
+}
+
+impl Options {
+    /// The local deployment, watched for at most `idle_wait` (the dashboard's `D`).
+    pub fn local(idle_wait: Duration) -> Options {
+        Options {
+            url: None,
+            mc_url: None,
+            ca: None,
+            resolve: Vec::new(),
+            http_port: None,
+            ws_path: "/".into(),
+            heartbeat: crate::config::proxy::FLOW_HEARTBEAT,
+            idle_wait,
+            requests: 12,
+        }
+    }
+}
+
+/// Why the checks could not start (a failed check is in the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error("no --url given, and Docker is not reachable to find the local deployment: {0}")]
+    NoDocker(DeployError),
+    #[error("no --url given, and no deployment of project '{project}' runs here; pass --url (or --project)")]
+    NoDeployment { project: String },
+    #[error("reading the local deployment: {0}")]
+    Deploy(#[from] DeployError),
+    #[error("--url '{url}' must be an https:// (or http://) URL with a host")]
+    Url { url: String },
+    #[error("--heartbeat must be at least 100ms (the Flow UI's is 5s)")]
+    Heartbeat,
+    #[error("--requests must be at least 1 (2 or more to see the spread over instances)")]
+    Requests,
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
 /// What the checks connect to.
 struct Setup {
     /// The Flow URL, verifying the certificate.
@@ -70,7 +139,7 @@ struct Setup {
     /// The Flow URL, any certificate.
     any_cert: Target,
     /// Plain HTTP on the same host.
-    http: anyhow::Result<Target>,
+    http: Result<Target, NetError>,
     secure: bool,
     host: String,
     http_port: u16,
@@ -93,71 +162,26 @@ impl Setup {
 }
 
 /// Where progress lines go: stderr for the command, nowhere in the dashboard.
-type Say = dyn Fn(&str) + Sync;
+pub type Say = dyn Fn(&str) + Sync;
 
-fn say(line: &str) {
-    eprintln!("{line}");
-}
-
-/// The checks on the project's deployment on this machine, quietly, for the
-/// dashboard: `idle_wait` bounds how long it takes.
-pub async fn check_local(project: &str, idle_wait: Duration) -> anyhow::Result<Report> {
-    let args = DoctorArgs {
-        url: None,
-        mc_url: None,
-        ca: None,
-        resolve: Vec::new(),
-        http_port: None,
-        ws_path: "/".into(),
-        heartbeat: crate::config::proxy::FLOW_HEARTBEAT,
-        idle_wait,
-        requests: 12,
-        json: false,
+/// Runs every check: on `options.url`, or without one on the project's
+/// deployment on this machine. Progress goes to `say`.
+pub async fn check(project: &str, options: Options, say: &Say) -> Result<Report, DoctorError> {
+    let options = match options.url {
+        Some(_) => options,
+        None => local_deployment(project, options, say).await?,
     };
-    let quiet = |_: &str| {};
-    let args = local_deployment(project, args, &quiet).await?;
-    let setup = setup(&args)?;
-    Ok(examine(&setup, &args, &quiet).await)
-}
-
-pub async fn run(project: &str, args: DoctorArgs) -> anyhow::Result<()> {
-    let args = match args.url {
-        Some(_) => args,
-        None => local_deployment(project, args, &say).await?,
-    };
-    let setup = setup(&args)?;
-    let report = examine(&setup, &args, &say).await;
-    if args.json {
-        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
-    } else {
-        crate::cli::print(&render(&report))?;
-    }
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| c.id)
-        .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} checks failed ({}); each names the rule it breaks and the fix",
-            failed.len(),
-            report.checks.len(),
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    let setup = setup(&options)?;
+    Ok(examine(&setup, &options, say).await)
 }
 
 /// Without --url: the project's deployment on this machine, reached on
 /// loopback when its names are `*.localhost`, trusting its local CA.
-async fn local_deployment(project: &str, mut args: DoctorArgs, say: &Say) -> anyhow::Result<DoctorArgs> {
-    let docker = crate::deploy::connect()
-        .await
-        .context("no --url given, and Docker is not reachable to find the local deployment")?;
+async fn local_deployment(project: &str, mut args: Options, say: &Say) -> Result<Options, DoctorError> {
+    let docker = crate::deploy::connect().await.map_err(DoctorError::NoDocker)?;
     let running = crate::deploy::command::Running::read(&docker, project).await?;
     let Some(dep) = running.settings else {
-        bail!("no --url given, and no deployment of project '{project}' runs here; pass --url (or --project)");
+        return Err(DoctorError::NoDeployment { project: project.into() });
     };
     args.url = Some(dep.flow_origin());
     args.mc_url = args.mc_url.or_else(|| Some(dep.mc_origin()));
@@ -179,22 +203,23 @@ async fn local_deployment(project: &str, mut args: DoctorArgs, say: &Say) -> any
     Ok(args)
 }
 
-fn setup(args: &DoctorArgs) -> anyhow::Result<Setup> {
-    let url = args.url.as_deref().context("--url is missing")?;
+fn setup(args: &Options) -> Result<Setup, DoctorError> {
+    let url = args.url.as_deref().unwrap_or_default();
+    let bad_url = || DoctorError::Url { url: url.into() };
     let http_port = args.http_port.unwrap_or(80);
-    let uri: hyper::Uri = url.parse().with_context(|| format!("--url '{url}' is not a URL"))?;
+    let uri: hyper::Uri = url.parse().map_err(|_| bad_url())?;
     let secure = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => bail!("--url '{url}' must start with https:// (or http://)"),
+        _ => return Err(bad_url()),
     };
-    let host = uri.host().context("--url has no host")?.to_ascii_lowercase();
+    let host = uri.host().ok_or_else(bad_url)?.to_ascii_lowercase();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     if args.heartbeat < Duration::from_millis(100) {
-        bail!("--heartbeat must be at least 100ms (the Flow UI's is 5s)");
+        return Err(DoctorError::Heartbeat);
     }
     if args.requests == 0 {
-        bail!("--requests must be at least 1 (2 or more to see the spread over instances)");
+        return Err(DoctorError::Requests);
     }
     let trust = args.ca.clone().map_or(Trust::System, Trust::File);
     let resolve = with_http_port(&args.resolve, &host, http_port);
@@ -246,7 +271,7 @@ fn with_http_port(entries: &[String], host: &str, http_port: u16) -> Vec<String>
     out
 }
 
-async fn examine(setup: &Setup, args: &DoctorArgs, say: &Say) -> Report {
+async fn examine(setup: &Setup, args: &Options, say: &Say) -> Report {
     let mut checks = vec![certificate(setup, args.mc_url.as_deref()).await, redirect(setup).await];
     let handshake = open_session(setup, &args.ws_path).await;
     checks.push(match &handshake {
@@ -428,7 +453,7 @@ async fn redirect(setup: &Setup) -> Check {
         Ok(target) => target,
         Err(e) => return setup.check(rule, Status::Fail, format!("{url}: {e:#}")),
     };
-    let reply = match probe::request(target, hyper::Method::GET, REDIRECT_PROBE, &[], REQUEST_LIMIT).await {
+    let reply = match crate::net::request(target, hyper::Method::GET, REDIRECT_PROBE, &[], REQUEST_LIMIT).await {
         Ok(reply) => reply,
         Err(e) => {
             return setup.check(
@@ -498,7 +523,7 @@ async fn whoami(setup: &Setup, requests: u32) -> Vec<Check> {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut first_headers: Option<BTreeMap<String, String>> = None;
     for _ in 0..requests {
-        let reply = probe::request(&setup.any_cert, hyper::Method::GET, WHOAMI, &[], REQUEST_LIMIT).await;
+        let reply = crate::net::request(&setup.any_cert, hyper::Method::GET, WHOAMI, &[], REQUEST_LIMIT).await;
         let parsed = reply.as_ref().ok().and_then(|r| {
             (r.status == 200)
                 .then(|| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
@@ -578,7 +603,7 @@ const FOREIGN_HOST: &str = "flowgate-doctor.invalid";
 async fn host_routing(setup: &Setup) -> Check {
     let rule = Rule::HostRouting;
     let path = crate::config::proxy::FLOW_HEALTH_PATH;
-    let answer = probe::request(
+    let answer = crate::net::request(
         &setup.any_cert,
         hyper::Method::GET,
         path,

@@ -11,11 +11,8 @@ mod nginx;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-
-use crate::cli::{ExportArgs, ExportKind, UpArgs};
-use crate::config::deployment::{CertMode, DeploymentFile, Profile};
-use crate::deploy::command::{Running, resolve};
+use crate::config::deployment::{CertMode, Profile};
+use crate::deploy::DeployError;
 use crate::deploy::settings::{self, Deployment, RealProfile};
 
 /// Every file export writes starts with a comment holding this, and only
@@ -54,124 +51,73 @@ pub struct File {
     pub text: String,
 }
 
-pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>) -> anyhow::Result<()> {
-    let up = UpArgs {
-        deployment: args.deployment.clone(),
-        no_pull: true,
-    };
-    // A running deployment of the project fills in what flags and the file leave open, as for `up`.
-    let docker = crate::deploy::connect().await;
-    let running = match &docker {
-        Ok(docker) => Running::read(docker, project).await.unwrap_or_default(),
-        Err(_) => Running::default(),
-    };
-    let target = resolve(project, &up, file, &running)?;
-    let default_image = format!("{}:{}", crate::deploy::image::REPOSITORY, env!("CARGO_PKG_VERSION"));
-    let source = Source {
-        deployment: target.deployment,
-        profile: target.profile,
-        tag: target.tag,
-        image: args.image.clone().unwrap_or_else(|| default_image.clone()),
-    };
-    let files = match args.kind {
-        ExportKind::Compose => compose::flowgate(&source),
-        ExportKind::Traefik => compose::traefik(&source),
-        ExportKind::Nginx => {
-            let upstreams =
-                nginx::Upstreams::from_args(&source.deployment, &args.flow_address, args.mc_address.as_deref())?;
-            nginx::files(&source, &upstreams)
-        }
-    };
-    let uses_image = files.iter().any(|f| f.text.contains(&source.image));
-    if uses_image && args.image.is_none() {
-        tag_local_image(docker.as_ref().map_err(|e| e.to_string()), &default_image).await;
-    }
-    match &args.out {
-        Some(dir) => {
-            write(dir, &files)?;
-            let written: String = files
-                .iter()
-                .map(|f| format!("{}\n", dir.join(f.name).display()))
-                .collect();
-            crate::cli::print(&written)?;
-            let dir_shown = dir.display();
-            match args.kind {
-                ExportKind::Nginx => eprintln!(
-                    "next: nginx -t -c {} on the balancer, or cd {dir_shown} && docker-compose up -d",
-                    std::path::absolute(dir)
-                        .unwrap_or_else(|_| dir.clone())
-                        .join("nginx.conf")
-                        .display()
-                ),
-                _ => eprintln!("next: cd {dir_shown} && docker-compose up -d"),
-            }
-            if source.profile == Profile::Real {
-                eprintln!(
-                    "note: put MC_LICENSE and POSTGRES_PASSWORD in {} (see .env.example); the files never hold them",
-                    dir.join(".env").display()
-                );
-            }
-        }
-        None => {
-            let main = &files[0];
-            crate::cli::print(&main.text)?;
-            if files.len() > 1 {
-                let others: Vec<&str> = files[1..].iter().map(|f| f.name).collect();
-                eprintln!(
-                    "note: {} also needs {}; write them all with --out DIR",
-                    main.name,
-                    others.join(", ")
-                );
-            }
-        }
-    }
-    Ok(())
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// docker-compose.yml with flowgate's proxy in front.
+    Compose,
+    /// docker-compose.yml with Traefik in front (labels, entrypoints, middlewares, ACME).
+    Traefik,
+    /// nginx.conf (upstream over all instances, WebSocket, TLS) and a docker-compose.yml.
+    Nginx,
+}
+
+/// Why an export could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("'{0}' is not HOST:PORT (e.g. 10.0.0.11:9021)")]
+    Address(String),
+    #[error("{} exists and was not written by flowgate export; move it away or choose another --out", .0.display())]
+    Foreign(PathBuf),
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+}
+
+/// The files of one export. `flow` and `mc` (nginx only) name instances
+/// that run elsewhere instead of the compose file's containers.
+pub fn render(kind: Kind, source: &Source, flow: &[String], mc: Option<&str>) -> Result<Vec<File>, ExportError> {
+    Ok(match kind {
+        Kind::Compose => compose::flowgate(source),
+        Kind::Traefik => compose::traefik(source),
+        Kind::Nginx => nginx::files(source, &nginx::Upstreams::from_args(&source.deployment, flow, mc)?),
+    })
 }
 
 /// Tags the image of this binary (built when missing) as `name`, so the
-/// compose file runs here without a registry. Without Docker, says how.
-async fn tag_local_image(docker: Result<&bollard::Docker, String>, name: &str) {
-    let result = async {
-        let docker = docker.map_err(anyhow::Error::msg)?;
-        let binary = std::env::current_exe().context("cannot find flowgate's own binary")?;
-        let built = crate::deploy::image::ensure(docker, &binary, |line| eprintln!("{line}")).await?;
-        let (repo, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
-        let options = bollard::query_parameters::TagImageOptionsBuilder::new()
-            .repo(repo)
-            .tag(tag)
-            .build();
-        docker
-            .tag_image(&built, Some(options))
-            .await
-            .with_context(|| format!("cannot tag {built} as {name}"))?;
-        anyhow::Ok(built)
-    }
-    .await;
-    match result {
-        Ok(built) => eprintln!("image {name} is this binary ({built})"),
-        Err(e) => eprintln!(
-            "note: the files use the image {name}, which is not built here ({e:#}); run `flowgate export` where Docker \
-             runs, or push flowgate's image to your registry and pass --image"
-        ),
-    }
+/// compose file runs here without a registry; returns the image built.
+pub async fn tag_local_image(
+    docker: &bollard::Docker,
+    name: &str,
+    progress: impl FnMut(&str) + Send,
+) -> Result<String, ExportError> {
+    let binary = std::env::current_exe().map_err(DeployError::OwnBinary)?;
+    let built = crate::deploy::image::ensure(docker, &binary, progress).await?;
+    let (repo, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
+    let options = bollard::query_parameters::TagImageOptionsBuilder::new()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    docker
+        .tag_image(&built, Some(options))
+        .await
+        .map_err(DeployError::docker(format!("cannot tag {built} as {name}")))?;
+    Ok(built)
 }
 
 /// Writes `files` into `dir`, refusing to overwrite a file that export did
 /// not write (nothing the operator wrote is lost).
-pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+pub fn write(dir: &Path, files: &[File]) -> Result<(), ExportError> {
     for file in files {
         let path = dir.join(file.name);
         if let Ok(existing) = std::fs::read_to_string(&path) {
             if existing != file.text && !existing.lines().take(3).any(|l| l.contains(MARKER)) {
-                bail!(
-                    "{} exists and was not written by flowgate export; move it away or choose another --out",
-                    path.display()
-                );
+                return Err(ExportError::Foreign(path));
             }
         }
         crate::fsutil::write_atomic(&path, file.text.as_bytes(), 0o644)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .map_err(|source| ExportError::Write { path, source })?;
     }
     Ok(())
 }

@@ -3,9 +3,7 @@
 //! the heartbeat, X-Forwarded-Proto/Port, TLS on the domain, HTTP redirected,
 //! and Management Center on its own name.
 
-use anyhow::bail;
-
-use super::{File, MARKER, Source, certificate_paths, compose, real_profile_files};
+use super::{ExportError, File, MARKER, Source, certificate_paths, compose, real_profile_files};
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
 use crate::deploy::settings::{Deployment, FLOW_PORT, MC_PORT};
@@ -19,13 +17,13 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// The compose file's containers, unless addresses are given.
-    pub fn from_args(dep: &Deployment, flow: &[String], mc: Option<&str>) -> anyhow::Result<Upstreams> {
+    pub fn from_args(dep: &Deployment, flow: &[String], mc: Option<&str>) -> Result<Upstreams, ExportError> {
         for address in flow.iter().map(String::as_str).chain(mc) {
             let valid = address
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                bail!("'{address}' is not HOST:PORT (e.g. 10.0.0.11:{FLOW_PORT})");
+                return Err(ExportError::Address(address.into()));
             }
         }
         let names = dep.names();

@@ -11,11 +11,11 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Certificate, ContainerInfo, Feed};
+use super::{ContainerInfo, Feed};
 use crate::deploy::engine;
 use crate::deploy::plan::{Found, LABEL_PROJECT, Names};
 use crate::deploy::settings::{self, Deployment, LABEL_SETTINGS};
-use crate::proxy::admin::{BackendView, SessionView};
+use crate::deploy::DeployError;
 use crate::proxy::client::AdminClient;
 
 /// Wall-clock milliseconds since the epoch: what every feed stamps.
@@ -243,7 +243,7 @@ async fn docker_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>, 
 }
 
 /// The proxy's admin API of `project`: its published address and token.
-pub async fn admin_client(docker: &Docker, project: &str) -> anyhow::Result<AdminClient> {
+pub async fn admin_client(docker: &Docker, project: &str) -> Result<AdminClient, DeployError> {
     let token = settings::admin_token(project)?;
     let names = Names {
         project: project.into(),
@@ -264,7 +264,7 @@ async fn admin_poll(
         let admin = match admin_client(&docker, &project).await {
             Ok(admin) => admin,
             Err(e) => {
-                if tx.send(Feed::ProxyDown(format!("{e:#}"))).await.is_err() {
+                if tx.send(Feed::ProxyDown(e.to_string())).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -275,10 +275,10 @@ async fn admin_poll(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for round in 0u64.. {
             tick.tick().await;
-            let backends = match admin.get("/api/v1/backends").await {
-                Ok(value) => serde_json::from_value::<Vec<BackendView>>(value).unwrap_or_default(),
+            let backends = match admin.backends().await {
+                Ok(backends) => backends,
                 Err(e) => {
-                    if tx.send(Feed::ProxyDown(format!("{e:#}"))).await.is_err() {
+                    if tx.send(Feed::ProxyDown(e.to_string())).await.is_err() {
                         return;
                     }
                     break;
@@ -293,14 +293,12 @@ async fn admin_poll(
             }
             let watched = sessions_of.borrow().clone();
             if let (Some(instance), true) = (watched, round % 2 == 0) {
-                if let Ok(value) = admin.get(&format!("/api/v1/sessions?backend={instance}")).await {
-                    let sessions = serde_json::from_value::<Vec<SessionView>>(value).unwrap_or_default();
+                if let Ok(sessions) = admin.sessions(&instance).await {
                     let _ = tx.send(Feed::Sessions(sessions)).await;
                 }
             }
             if round % 10 == 0 {
-                if let Ok(value) = admin.get("/api/v1/certificates").await {
-                    let certificates = serde_json::from_value::<Vec<Certificate>>(value).unwrap_or_default();
+                if let Ok(certificates) = admin.certificates().await {
                     let _ = tx.send(Feed::Certificates(certificates)).await;
                 }
             }
@@ -316,12 +314,8 @@ async fn proxy_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>) {
     loop {
         if let Ok(admin) = admin_client(&docker, &project).await {
             let _ = admin
-                .follow_events(PATH, |name, data| {
-                    let feed = Feed::Proxy {
-                        at_ms: now_ms(),
-                        name: name.to_string(),
-                        data,
-                    };
+                .follow_events(PATH, |event| {
+                    let feed = Feed::Proxy { at_ms: now_ms(), event };
                     !matches!(tx.try_send(feed), Err(mpsc::error::TrySendError::Closed(_)))
                 })
                 .await;

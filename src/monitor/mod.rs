@@ -6,13 +6,17 @@
 
 pub mod feeds;
 pub mod probe;
+pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::deploy::plan::Role;
-use crate::proxy::admin::{BackendView, SessionView};
+use crate::proxy::admin::{BackendView, CertificateView, SessionView};
+use crate::proxy::backend::BackendState;
+use crate::proxy::events::ProxyEvent;
+use crate::tls::CertAction;
 
 /// How many points of history each instance keeps (one per second).
 pub const HISTORY: usize = 120;
@@ -30,17 +34,6 @@ pub struct ContainerInfo {
     /// When the current run started (seconds since the epoch).
     pub started_at: Option<i64>,
     pub restarts: i64,
-}
-
-/// A certificate the proxy serves, from `/api/v1/certificates`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Certificate {
-    pub domains: Vec<String>,
-    pub issuer: String,
-    pub not_after: String,
-    pub days_left: i64,
-    pub next_renewal: Option<String>,
-    pub last_error: Option<String>,
 }
 
 /// One message from a feed.
@@ -68,13 +61,9 @@ pub enum Feed {
         backends: Vec<BackendView>,
     },
     Sessions(Vec<SessionView>),
-    Certificates(Vec<Certificate>),
+    Certificates(Vec<CertificateView>),
     /// An event from the proxy's stream (`/api/v1/events`).
-    Proxy {
-        at_ms: u64,
-        name: String,
-        data: serde_json::Value,
-    },
+    Proxy { at_ms: u64, event: ProxyEvent },
     /// The proxy's admin API cannot be reached (why).
     ProxyDown(String),
     /// A line of progress or an error from an action (scale, restart, ...).
@@ -112,6 +101,40 @@ pub struct Point {
     pub p99_ms: f64,
 }
 
+/// A Flow instance's health as the dashboard and `status` show it: the
+/// proxy's view of the backend, and `starting` before the proxy has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Starting,
+    Draining,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Starting => "starting",
+            Health::Draining => "draining",
+        }
+    }
+
+    /// What a container in Docker's `running` (or not) state whose
+    /// backend the proxy sees as `backend` (if it has one) amounts to.
+    pub fn of(running: bool, backend: Option<BackendState>) -> Health {
+        match (running, backend) {
+            (false, _) => Health::Unhealthy,
+            (true, Some(BackendState::Healthy)) => Health::Healthy,
+            (true, Some(BackendState::Draining)) => Health::Draining,
+            (true, Some(BackendState::Unhealthy)) => Health::Unhealthy,
+            (true, None) => Health::Starting,
+        }
+    }
+}
+
 /// Everything known about one Flow instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Instance {
@@ -119,8 +142,7 @@ pub struct Instance {
     pub index: Option<u32>,
     /// Docker's state of the container.
     pub state: String,
-    /// healthy | unhealthy | starting | draining
-    pub health: String,
+    pub health: Health,
     pub uptime_s: Option<u64>,
     pub ws_active: Option<u64>,
     pub heartbeats_per_s: Option<f64>,
@@ -142,7 +164,7 @@ pub struct Component {
     pub name: String,
     pub state: String,
     /// The proxy's view of it, when it is a backend (MC).
-    pub health: Option<String>,
+    pub health: Option<BackendState>,
     pub cpu_percent: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub restarts: Option<i64>,
@@ -169,7 +191,7 @@ pub struct Snapshot {
     pub proxy: Option<ProxyStatus>,
     pub mc: Option<Component>,
     pub postgres: Option<Component>,
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<CertificateView>,
     pub events: Vec<EventLine>,
 }
 
@@ -213,7 +235,7 @@ pub struct State {
     /// Samples of backends so far (two give rates).
     pub samples: u64,
     pub sessions: Vec<SessionView>,
-    pub certificates: Vec<Certificate>,
+    pub certificates: Vec<CertificateView>,
     pub history: BTreeMap<String, VecDeque<Point>>,
     pub events: VecDeque<EventLine>,
     pub admin: Option<Result<(), String>>,
@@ -266,8 +288,8 @@ impl State {
             Feed::Backends { at_ms, backends } => self.apply_backends(at_ms, backends),
             Feed::Sessions(sessions) => self.sessions = sessions,
             Feed::Certificates(certificates) => self.certificates = certificates,
-            Feed::Proxy { at_ms, name, data } => {
-                if let Some((source, text, error)) = describe_proxy_event(&name, &data) {
+            Feed::Proxy { at_ms, event } => {
+                if let Some((source, text, error)) = describe_proxy_event(&event) {
                     self.push_event(at_ms, source, text, error);
                 }
             }
@@ -334,7 +356,7 @@ impl State {
         self.sessions.iter().filter(move |s| s.backend == name)
     }
 
-    fn component(&self, c: &ContainerInfo, health: Option<String>) -> Component {
+    fn component(&self, c: &ContainerInfo, health: Option<BackendState>) -> Component {
         let usage = self.usage.get(&c.name);
         Component {
             name: c.name.clone(),
@@ -354,18 +376,12 @@ impl State {
             let rates = self.rates.get(&c.name);
             let usage = self.usage.get(&c.name);
             let running = c.state == "running";
-            let health = match (running, backend.map(|b| b.state.as_str())) {
-                (false, _) => "unhealthy",
-                (true, Some("healthy")) => "healthy",
-                (true, Some("draining")) => "draining",
-                (true, Some(_)) => "unhealthy",
-                (true, None) => "starting",
-            };
+            let health = Health::of(running, backend.map(|b| b.state));
             instances.push(Instance {
                 name: c.name.clone(),
                 index: c.index,
                 state: c.state.clone(),
-                health: health.into(),
+                health,
                 uptime_s: c
                     .started_at
                     .filter(|_| running)
@@ -386,7 +402,7 @@ impl State {
         }
         let totals = Totals {
             instances: instances.len(),
-            healthy: instances.iter().filter(|i| i.health == "healthy").count(),
+            healthy: instances.iter().filter(|i| i.health == Health::Healthy).count(),
             ws_active: instances.iter().filter_map(|i| i.ws_active).sum(),
             heartbeats_per_s: round1(instances.iter().filter_map(|i| i.heartbeats_per_s).sum()),
             rps: round1(instances.iter().filter_map(|i| i.rps).sum()),
@@ -398,7 +414,7 @@ impl State {
                 .backends
                 .values()
                 .find(|b| b.service == "mc")
-                .map(|b| b.state.clone());
+                .map(|b| b.state);
             self.component(c, health)
         });
         let proxy = find(Role::Proxy).map(|c| ProxyStatus {
@@ -427,46 +443,38 @@ fn round1(v: f64) -> f64 {
 
 /// The event line for a proxy event, or None for the busy ones (sessions
 /// and heartbeats are counted, not listed).
-fn describe_proxy_event(name: &str, data: &serde_json::Value) -> Option<(EventSource, String, bool)> {
-    let s = |key: &str| data[key].as_str().unwrap_or("?").to_string();
-    Some(match name {
-        "backend_added" => (
-            EventSource::Proxy,
-            format!("{} added ({})", s("backend"), s("address")),
-            false,
-        ),
-        "backend_removed" => (EventSource::Proxy, format!("{} removed", s("backend")), false),
-        "backend_state" => {
-            let state = s("state");
-            let reason = s("reason");
-            let text = if reason.is_empty() || reason == "?" {
-                format!("{} is {state}", s("backend"))
+fn describe_proxy_event(event: &ProxyEvent) -> Option<(EventSource, String, bool)> {
+    Some(match event {
+        ProxyEvent::BackendAdded { backend, address, .. } => {
+            (EventSource::Proxy, format!("{backend} added ({address})"), false)
+        }
+        ProxyEvent::BackendRemoved { backend } => (EventSource::Proxy, format!("{backend} removed"), false),
+        ProxyEvent::BackendState { backend, state, reason } => {
+            let state_name = state.as_str();
+            let text = if reason.is_empty() {
+                format!("{backend} is {state_name}")
             } else {
-                format!("{} is {state}: {reason}", s("backend"))
+                format!("{backend} is {state_name}: {reason}")
             };
-            (EventSource::Proxy, text, state == "unhealthy")
+            (EventSource::Proxy, text, *state == BackendState::Unhealthy)
         }
-        "config_reloaded" => (EventSource::Proxy, "configuration reloaded".into(), false),
-        "config_rejected" => (
-            EventSource::Proxy,
-            format!("configuration refused: {}", s("error")),
-            true,
-        ),
-        "certificate" => {
-            let action = s("action");
-            let domains: Vec<&str> = data["domains"]
-                .as_array()
-                .map(|l| l.iter().filter_map(|d| d.as_str()).collect())
-                .unwrap_or_default();
-            let detail = data["detail"].as_str().unwrap_or("");
-            let mut text = format!("certificate {action} for {}", domains.join(", "));
-            if !detail.is_empty() {
-                text.push_str(&format!(": {detail}"));
+        ProxyEvent::ConfigReloaded { .. } => (EventSource::Proxy, "configuration reloaded".into(), false),
+        ProxyEvent::ConfigRejected { error } => (EventSource::Proxy, format!("configuration refused: {error}"), true),
+        ProxyEvent::Certificate(c) => {
+            let action = match c.action {
+                CertAction::Installed => "installed",
+                CertAction::Failed => "failed",
+            };
+            let mut text = format!("certificate {action} for {}", c.domains.join(", "));
+            if !c.detail.is_empty() {
+                text.push_str(&format!(": {}", c.detail));
             }
-            (EventSource::Certificate, text, action == "failed")
+            (EventSource::Certificate, text, c.action == CertAction::Failed)
         }
-        "lagged" => (EventSource::Proxy, format!("missed {} events", data["missed"]), true),
-        _ => return None,
+        ProxyEvent::Lagged { missed } => (EventSource::Proxy, format!("missed {missed} events"), true),
+        ProxyEvent::WebsocketOpened { .. } | ProxyEvent::WebsocketClosed { .. } | ProxyEvent::Heartbeat { .. } => {
+            return None;
+        }
     })
 }
 
@@ -474,12 +482,12 @@ fn describe_proxy_event(name: &str, data: &serde_json::Value) -> Option<(EventSo
 pub mod tests {
     use super::*;
 
-    pub fn backend(id: &str, requests: u64, heartbeats: u64, ws: u64, state: &str) -> BackendView {
+    pub fn backend(id: &str, requests: u64, heartbeats: u64, ws: u64, state: BackendState) -> BackendView {
         BackendView {
             id: id.into(),
             address: format!("{id}:9021"),
             service: "flow".into(),
-            state: state.into(),
+            state,
             ejected: false,
             dynamic: true,
             active_requests: 0,
@@ -524,15 +532,15 @@ pub mod tests {
         ]));
         state.apply(Feed::Backends {
             at_ms: 1_000,
-            backends: vec![backend("p-flow-1", 100, 10, 4, "healthy")],
+            backends: vec![backend("p-flow-1", 100, 10, 4, BackendState::Healthy)],
         });
         let first = state.snapshot(1_060);
         assert_eq!(first.instances[0].rps, None, "one sample has no rate");
         state.apply(Feed::Backends {
             at_ms: 3_000,
             backends: vec![
-                backend("p-flow-1", 300, 30, 5, "healthy"),
-                backend("p-flow-2", 0, 0, 0, "draining"),
+                backend("p-flow-1", 300, 30, 5, BackendState::Healthy),
+                backend("p-flow-2", 0, 0, 0, BackendState::Draining),
             ],
         });
         let snap = state.snapshot(1_060);
@@ -557,17 +565,33 @@ pub mod tests {
     #[test]
     fn busy_proxy_events_are_not_listed() {
         let mut state = State::new("p");
-        for name in ["heartbeat", "websocket_opened", "websocket_closed"] {
-            state.apply(Feed::Proxy {
-                at_ms: 1,
-                name: name.into(),
-                data: serde_json::json!({"backend": "x"}),
-            });
+        let busy = [
+            ProxyEvent::Heartbeat {
+                backend: "x".into(),
+                session: 1,
+            },
+            ProxyEvent::WebsocketOpened {
+                backend: "x".into(),
+                session: 1,
+                client: "127.0.0.1:1".into(),
+            },
+            ProxyEvent::WebsocketClosed {
+                backend: "x".into(),
+                session: 1,
+                reason: "client".into(),
+                duration_ms: 5,
+            },
+        ];
+        for event in busy {
+            state.apply(Feed::Proxy { at_ms: 1, event });
         }
         state.apply(Feed::Proxy {
             at_ms: 2,
-            name: "backend_state".into(),
-            data: serde_json::json!({"backend": "p-flow-1", "state": "unhealthy", "reason": "health check failed"}),
+            event: ProxyEvent::BackendState {
+                backend: "p-flow-1".into(),
+                state: BackendState::Unhealthy,
+                reason: "health check failed".into(),
+            },
         });
         assert_eq!(state.events.len(), 1);
         assert_eq!(state.events[0].text, "p-flow-1 is unhealthy: health check failed");
@@ -580,7 +604,7 @@ pub mod tests {
         for i in 0..(HISTORY as u64 + 10) {
             state.apply(Feed::Backends {
                 at_ms: i * 1000,
-                backends: vec![backend("a", i, 0, 0, "healthy")],
+                backends: vec![backend("a", i, 0, 0, BackendState::Healthy)],
             });
             state.apply(Feed::Note {
                 at_ms: i,

@@ -25,7 +25,7 @@ pub struct BackendView {
     pub id: String,
     pub address: String,
     pub service: String,
-    pub state: String,
+    pub state: BackendState,
     pub ejected: bool,
     pub dynamic: bool,
     pub active_requests: u64,
@@ -62,7 +62,7 @@ impl BackendView {
             id: backend.id.clone(),
             address: backend.address.clone(),
             service: backend.service.clone(),
-            state: state.as_str().into(),
+            state,
             ejected,
             dynamic: backend.dynamic,
             active_requests: load(&c.active_requests),
@@ -285,7 +285,8 @@ fn renew_answer(renewing: bool, renew_at: Option<i64>) -> Response<Body> {
     )
 }
 
-#[derive(Debug, Serialize)]
+/// One certificate, as `/api/v1/certificates` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateView {
     #[serde(flatten)]
     pub info: crate::tls::CertInfo,
@@ -364,7 +365,7 @@ fn events(proxy: &Proxy, skip: Vec<String>) -> Response<Body> {
                 event = receiver.recv() => match event {
                     Ok(event) if skip.iter().any(|s| s == event.name()) => continue,
                     Ok(event) => format_event(&event),
-                    Err(broadcast::error::RecvError::Lagged(n)) => format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => format_event(&ProxyEvent::Lagged { missed }),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = keepalive.tick() => ": keep-alive\n\n".to_string(),

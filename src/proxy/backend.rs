@@ -20,7 +20,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::histogram::Histogram;
 use crate::serve::RequestBody;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A backend's health as the proxy sees it: the admin API's `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendState {
     Healthy,

@@ -1,10 +1,14 @@
 //! The proxy's live event stream: what the admin API's `/api/v1/events`
 //! sends and the dashboard follows.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::backend::BackendState;
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, Serialize)]
+/// One event of `/api/v1/events`: the SSE event name is [`ProxyEvent::name`]
+/// and the data this type's JSON, read back by [`super::client::AdminClient`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProxyEvent {
     BackendAdded {
@@ -14,7 +18,7 @@ pub enum ProxyEvent {
     },
     BackendState {
         backend: String,
-        state: &'static str,
+        state: BackendState,
         reason: String,
     },
     BackendRemoved {
@@ -43,6 +47,10 @@ pub enum ProxyEvent {
         error: String,
     },
     Certificate(crate::tls::CertEvent),
+    /// A subscriber fell behind and this many events were not sent to it.
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl ProxyEvent {
@@ -57,6 +65,7 @@ impl ProxyEvent {
             ProxyEvent::ConfigReloaded { .. } => "config_reloaded",
             ProxyEvent::ConfigRejected { .. } => "config_rejected",
             ProxyEvent::Certificate(_) => "certificate",
+            ProxyEvent::Lagged { .. } => "lagged",
         }
     }
 }

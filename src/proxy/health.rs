@@ -83,7 +83,7 @@ fn announce(proxy: &Proxy, backend: &Backend, reason: String) {
     }
     proxy.events.send(ProxyEvent::BackendState {
         backend: backend.id.clone(),
-        state: state.as_str(),
+        state,
         reason,
     });
 }

@@ -212,7 +212,7 @@ impl Proxy {
         backend.start_draining();
         self.events.send(ProxyEvent::BackendState {
             backend: id.into(),
-            state: "draining",
+            state: BackendState::Draining,
             reason: format!("drain window {}", crate::config::duration::format(window)),
         });
         tracing::info!(backend = %id, ?window, "draining backend");

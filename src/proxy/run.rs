@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,6 +22,25 @@ use crate::tls::files::{self, CertFiles};
 use crate::tls::local_ca::{self, LocalCa};
 use tokio_rustls::TlsAcceptor;
 
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the admin token file {}: {source}", path.display())]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error("the admin token file {} is empty; put a token in it", .0.display())]
+    EmptyToken(PathBuf),
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the state directory {}: {source}; choose another with --state-dir", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot watch the signal {name}: {source}")]
+    Signal { name: &'static str, source: std::io::Error },
+}
+
 /// What a running proxy writes to `<state-dir>/proxy.json`.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct RuntimeInfo {
@@ -35,49 +53,39 @@ pub struct RuntimeInfo {
 
 /// Reads the token from the configured file, or from `<state-dir>/admin-token`,
 /// creating that one (mode 0600) with a fresh random token when absent.
-pub fn admin_token(config: &ProxyConfig) -> anyhow::Result<(String, PathBuf)> {
+pub fn admin_token(config: &ProxyConfig) -> Result<(String, PathBuf), StartError> {
     if let Some(path) = &config.admin_token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
-        let token = token.trim().to_string();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "the admin token file {} is empty; put a token in it",
-            path.display()
-        );
+        let token = crate::fsutil::read_secret(path).map_err(|source| StartError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        if token.is_empty() {
+            return Err(StartError::EmptyToken(path.clone()));
+        }
         return Ok((token, path.clone()));
     }
     let path = config.state_dir.join("admin-token");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.trim().is_empty() {
-            return Ok((existing.trim().to_string(), path));
-        }
-    }
-    let token: String = crate::websocket::random_bytes::<24>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    write_atomic(&path, token.as_bytes(), 0o600)
-        .with_context(|| format!("cannot write the admin token to {}", path.display()))?;
+    let token = crate::fsutil::secret(&path).map_err(|source| StartError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok((token, path))
 }
 
-fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+fn prepare_state_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| {
-            format!(
-                "cannot create the state directory {}; choose another with --state-dir",
-                dir.display()
-            )
+        .map_err(|source| StartError::StateDir {
+            path: dir.to_path_buf(),
+            source,
         })
 }
 
 /// Runs the proxy until SIGTERM or SIGINT.
-pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
+pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
     prepare_state_dir(&config.state_dir)?;
     let mut config = config;
     let fd_limit = crate::fsutil::raise_fd_limit();
@@ -175,8 +183,11 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         admin_token_file: token_file.clone(),
     };
     let info_path = state_dir.join("proxy.json");
-    write_atomic(&info_path, &serde_json::to_vec_pretty(&info)?, 0o600)
-        .with_context(|| format!("cannot write {}", info_path.display()))?;
+    let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    write_atomic(&info_path, &json, 0o600).map_err(|source| StartError::Write {
+        path: info_path.clone(),
+        source,
+    })?;
     for addr in &listen {
         println!("flowgate proxy listening on http://{addr}");
     }
@@ -199,9 +210,10 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
         None => {}
     }
 
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let watch = |kind: SignalKind, name: &'static str| signal(kind).map_err(|source| StartError::Signal { name, source });
+    let mut hangup = watch(SignalKind::hangup(), "SIGHUP")?;
+    let mut terminate = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = watch(SignalKind::interrupt(), "SIGINT")?;
     loop {
         tokio::select! {
             _ = hangup.recv() => match proxy.reload() {
@@ -231,7 +243,12 @@ pub async fn run(config: ProxyConfig) -> anyhow::Result<()> {
 
 /// Loads the first certificates (a failure here stops the start: nothing
 /// would be served) and starts keeping them fresh.
-fn start_tls(proxy: &Arc<Proxy>, mode: &TlsMode, domains: &[String], state_dir: &Path) -> anyhow::Result<TlsAcceptor> {
+fn start_tls(
+    proxy: &Arc<Proxy>,
+    mode: &TlsMode,
+    domains: &[String],
+    state_dir: &Path,
+) -> Result<TlsAcceptor, StartError> {
     let store = proxy.certs.clone();
     let mut events = store.subscribe();
     let bus = proxy.events.clone();

@@ -403,7 +403,7 @@ pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &UpstreamErro
         tracing::warn!(backend = %backend.id, "{reason}");
         proxy.events.send(ProxyEvent::BackendState {
             backend: backend.id.clone(),
-            state: "unhealthy",
+            state: super::backend::BackendState::Unhealthy,
             reason,
         });
     }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::SimFlowArgs;
+use super::SimError;
 use crate::serve::{self, Body};
 use crate::websocket::frame::Opcode;
 use crate::websocket::peer::{Peer, Role};
@@ -48,20 +48,21 @@ struct Stats {
     messages: u64,
 }
 
-pub async fn run(args: SimFlowArgs) -> anyhow::Result<()> {
-    let listener = serve::bind(args.listen).await?;
-    let addr = listener.local_addr()?;
-    println!("flowgate sim flow '{}' listening on http://{addr}", args.name);
+/// Serves as the Flow instance `name` on `listen` until SIGTERM or SIGINT.
+pub async fn run(listen: SocketAddr, name: String) -> Result<(), SimError> {
+    let listener = serve::bind(listen).await?;
+    let addr = listener.local_addr().map_err(SimError::Io)?;
+    println!("flowgate sim flow '{name}' listening on http://{addr}");
     let sim = Arc::new(FlowSim {
-        name: args.name,
+        name,
         healthy: AtomicBool::new(true),
         counters: Counters::default(),
     });
     serve::run_until_stopped(listener, crate::sim::SERVER_LIMITS, move |req, peer| {
         handle(sim.clone(), req, peer)
     })
-    .await?;
-    Ok(())
+    .await
+    .map_err(SimError::Io)
 }
 
 async fn handle(sim: Arc<FlowSim>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

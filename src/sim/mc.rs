@@ -9,27 +9,26 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::cli::SimMcArgs;
+use super::SimError;
+use crate::config::deployment::{FLOW_ADDRESSES_PROPERTY, system_property};
 use crate::serve::{self, Body};
 
-pub const FLOW_ADDRESSES_PROPERTY: &str = "hazelcast.mc.flow.addresses";
-
-pub async fn run(args: SimMcArgs) -> anyhow::Result<()> {
+/// Serves on `listen` until SIGTERM or SIGINT. The allowed origins are
+/// `flow_addresses` (comma-separated), else `-Dhazelcast.mc.flow.addresses`
+/// from JAVA_OPTS, as Management Center reads them.
+pub async fn run(listen: std::net::SocketAddr, flow_addresses: Option<String>) -> Result<(), SimError> {
     let java_opts = std::env::var("JAVA_OPTS").unwrap_or_default();
-    let configured = args
-        .flow_addresses
-        .clone()
-        .or_else(|| system_property(&java_opts, FLOW_ADDRESSES_PROPERTY));
+    let configured = flow_addresses.or_else(|| system_property(&java_opts, FLOW_ADDRESSES_PROPERTY));
     let origins: Arc<Vec<String>> = Arc::new(configured.as_deref().map(parse_origins).unwrap_or_default());
     if origins.is_empty() {
         tracing::warn!(
             "no Flow origins configured: no CORS preflight will succeed (set -D{FLOW_ADDRESSES_PROPERTY}=https://flow.example.com in JAVA_OPTS)"
         );
     }
-    let listener = serve::bind(args.listen).await?;
+    let listener = serve::bind(listen).await?;
     println!(
         "flowgate sim mc listening on http://{} (allowed Flow origins: {})",
-        listener.local_addr()?,
+        listener.local_addr().map_err(SimError::Io)?,
         if origins.is_empty() {
             "none".to_string()
         } else {
@@ -40,20 +39,8 @@ pub async fn run(args: SimMcArgs) -> anyhow::Result<()> {
         let origins = origins.clone();
         async move { handle(&origins, req) }
     })
-    .await?;
-    Ok(())
-}
-
-/// The value of `-Dname=value` in a JAVA_OPTS string (quotes allowed).
-pub fn system_property(java_opts: &str, name: &str) -> Option<String> {
-    let needle = format!("-D{name}=");
-    let start = java_opts.find(&needle)? + needle.len();
-    let rest = &java_opts[start..];
-    let value = match rest.chars().next() {
-        Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or_default(),
-        _ => rest.split_whitespace().next().unwrap_or_default(),
-    };
-    Some(value.to_string())
+    .await
+    .map_err(SimError::Io)
 }
 
 /// Origins as browsers send them: scheme://host[:port], lower-case, no slash.

@@ -6,6 +6,15 @@ pub mod flow;
 pub mod loadgen;
 pub mod mc;
 
+/// Why a simulator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Listen(#[from] crate::serve::ServeError),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
 /// The simulators' servers take as many connections as a proxy in front of
 /// them may hold sessions, and a request head in 10 s like the proxy's.
 pub const SERVER_LIMITS: crate::serve::ServerLimits = crate::serve::ServerLimits {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, LetsEncrypt, NewAccount, NewOrder,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
     OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
@@ -26,42 +26,7 @@ use super::{
     CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key, now_unix, rfc3339,
 };
 use crate::fsutil::write_atomic;
-
-/// How the CA checks that we control a domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChallengeKind {
-    /// A token served at /.well-known/acme-challenge/ on port 80.
-    #[value(name = "http-01")]
-    #[serde(rename = "http-01")]
-    Http01,
-    /// A special certificate served on port 443 for ALPN acme-tls/1.
-    #[value(name = "tls-alpn-01")]
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeSettings {
-    /// Directory URL, or `production` / `staging` for Let's Encrypt.
-    pub directory: String,
-    pub email: Option<String>,
-    /// A CA bundle to trust for the ACME server itself (Pebble, a private CA).
-    pub ca: Option<PathBuf>,
-    pub challenge: ChallengeKind,
-    /// Renew this long before expiry instead of at a third of the lifetime.
-    pub renew_before: Option<Duration>,
-}
-
-impl AcmeSettings {
-    pub fn directory_url(&self) -> String {
-        match self.directory.as_str() {
-            "production" | "letsencrypt" => LetsEncrypt::Production.url().to_string(),
-            "staging" | "letsencrypt-staging" => LetsEncrypt::Staging.url().to_string(),
-            other => other.to_string(),
-        }
-    }
-}
+pub use crate::config::proxy::{AcmeSettings, ChallengeKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {

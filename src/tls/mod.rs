@@ -7,7 +7,6 @@
 //! serves new connections at once and never touches open ones.
 
 pub mod acme;
-pub mod command;
 pub mod files;
 pub mod local_ca;
 
@@ -39,7 +38,7 @@ pub enum TlsError {
 }
 
 /// Where a certificate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     SelfSigned,
@@ -48,7 +47,7 @@ pub enum Source {
 }
 
 /// What the admin API and `cert status` show about a certificate.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct CertInfo {
     pub source: Source,
     /// DNS names and IP addresses the certificate is valid for.
@@ -182,12 +181,19 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
 }
 
+/// What happened to a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertAction {
+    Installed,
+    Failed,
+}
+
 /// A certificate event for the admin API's event stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CertEvent {
     pub source: Source,
-    /// `installed` or `failed`.
-    pub action: &'static str,
+    pub action: CertAction,
     pub domains: Vec<String>,
     pub not_after: Option<String>,
     pub detail: String,
@@ -197,7 +203,7 @@ impl CertEvent {
     pub fn installed(info: &CertInfo, detail: &str) -> Self {
         CertEvent {
             source: info.source,
-            action: "installed",
+            action: CertAction::Installed,
             domains: info.domains.clone(),
             not_after: Some(info.not_after.clone()),
             detail: detail.into(),
@@ -207,7 +213,7 @@ impl CertEvent {
     pub fn failed(source: Source, error: &str) -> Self {
         CertEvent {
             source,
-            action: "failed",
+            action: CertAction::Failed,
             domains: Vec::new(),
             not_after: None,
             detail: error.into(),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
-use crate::config::deployment::{DeploymentFile, KEY_ACTIONS};
+use crate::config::deployment::{DeploymentFile, KeyAction};
 use crate::deploy::plan::Role;
 use crate::deploy::settings::Deployment;
 use crate::monitor::probe::Preflight;
@@ -93,43 +93,58 @@ pub enum Quit {
 /// Keys bound to actions: the defaults with flowgate.toml's `[keys]` over them.
 #[derive(Debug, Clone)]
 pub struct KeyMap {
-    by_key: BTreeMap<char, &'static str>,
-    by_action: BTreeMap<&'static str, char>,
+    by_key: BTreeMap<char, KeyAction>,
+    by_action: BTreeMap<KeyAction, char>,
 }
 
 impl KeyMap {
-    pub fn new(file: Option<&DeploymentFile>) -> Result<KeyMap, String> {
+    pub fn new(file: Option<&DeploymentFile>) -> Result<KeyMap, KeyError> {
         let mut by_action = BTreeMap::new();
-        for (action, default, _) in KEY_ACTIONS {
+        for action in KeyAction::ALL {
             let key = file
-                .and_then(|f| f.keys.get(*action))
-                .and_then(|k| k.chars().next())
-                .unwrap_or_else(|| default.chars().next().unwrap_or(' '));
-            by_action.insert(*action, key);
+                .and_then(|f| f.keys.get(&action).copied())
+                .unwrap_or(action.default_key());
+            by_action.insert(action, key);
         }
         let mut by_key = BTreeMap::new();
         for (action, key) in &by_action {
             if let Some(other) = by_key.insert(*key, *action) {
-                return Err(format!(
-                    "the key '{key}' is bound to both {other} and {action} in [keys]; give each action its own key"
-                ));
+                return Err(KeyError::Twice {
+                    key: *key,
+                    first: other.name(),
+                    second: action.name(),
+                });
             }
             if key.is_ascii_digit() || ['j', 'k'].contains(key) {
-                return Err(format!(
-                    "the key '{key}' of {action} is taken by the dashboard (digits set the count, j/k move)"
-                ));
+                return Err(KeyError::Reserved {
+                    key: *key,
+                    action: action.name(),
+                });
             }
         }
         Ok(KeyMap { by_key, by_action })
     }
 
-    pub fn action(&self, key: char) -> Option<&'static str> {
+    pub fn action(&self, key: char) -> Option<KeyAction> {
         self.by_key.get(&key).copied()
     }
 
-    pub fn key(&self, action: &str) -> char {
-        self.by_action.get(action).copied().unwrap_or('?')
+    pub fn key(&self, action: KeyAction) -> char {
+        self.by_action.get(&action).copied().unwrap_or(action.default_key())
     }
+}
+
+/// A `[keys]` table the dashboard cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key '{key}' is bound to both {first} and {second} in [keys]; give each action its own key")]
+    Twice {
+        key: char,
+        first: &'static str,
+        second: &'static str,
+    },
+    #[error("the key '{key}' of {action} is taken by the dashboard (digits set the count, j/k move)")]
+    Reserved { key: char, action: &'static str },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -517,8 +532,8 @@ impl App {
         };
         let selected = self.selected_name();
         match action {
-            "scale_up" => self.scale_to(self.base_count() + 1),
-            "scale_down" => match self.base_count() {
+            KeyAction::ScaleUp => self.scale_to(self.base_count() + 1),
+            KeyAction::ScaleDown => match self.base_count() {
                 0 => Vec::new(),
                 1 => {
                     self.mode = Mode::Confirm(Confirm::ScaleToZero);
@@ -526,15 +541,15 @@ impl App {
                 }
                 n => self.scale_to(n - 1),
             },
-            "restart" => selected.map(Action::Restart).into_iter().collect(),
-            "drain" => match selected {
+            KeyAction::Restart => selected.map(Action::Restart).into_iter().collect(),
+            KeyAction::Drain => match selected {
                 Some(name) => {
                     self.drained.insert(name.clone());
                     vec![Action::Drain(name)]
                 }
                 None => Vec::new(),
             },
-            "logs" => match selected {
+            KeyAction::Logs => match selected {
                 Some(name) => {
                     self.logs = Logs {
                         instance: name.clone(),
@@ -545,37 +560,36 @@ impl App {
                 }
                 None => Vec::new(),
             },
-            "certificate" => {
+            KeyAction::Certificate => {
                 self.mode = Mode::Certificate;
                 Vec::new()
             }
-            "mc" => {
+            KeyAction::Mc => {
                 self.mode = Mode::Mc;
                 self.mc_check = None;
                 vec![Action::CheckMc]
             }
-            "doctor" => {
+            KeyAction::Doctor => {
                 self.mode = Mode::Doctor;
                 self.doctor = None;
                 vec![Action::RunDoctor]
             }
-            "filter" => {
+            KeyAction::Filter => {
                 self.mode = Mode::Filter(self.filter.clone());
                 Vec::new()
             }
-            "help" => {
+            KeyAction::Help => {
                 self.mode = Mode::Help;
                 Vec::new()
             }
-            "quit" => {
+            KeyAction::Quit => {
                 self.quit = Some(Quit::Leave);
                 Vec::new()
             }
-            "quit_down" => {
+            KeyAction::QuitDown => {
                 self.mode = Mode::Confirm(Confirm::Down);
                 Vec::new()
             }
-            _ => Vec::new(),
         }
     }
 }
@@ -727,7 +741,7 @@ pub mod tests {
         assert_eq!(app.update(key('a')), [Action::Scale(3)]);
         assert!(app.update(key('+')).is_empty());
         let clash = crate::config::deployment::parse("[keys]\nscale_up = \"q\"\n", None).unwrap();
-        assert!(KeyMap::new(Some(&clash)).unwrap_err().contains("both"));
+        assert!(KeyMap::new(Some(&clash)).unwrap_err().to_string().contains("both"));
     }
 
     #[test]

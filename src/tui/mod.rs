@@ -20,15 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use bollard::Docker;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event};
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::cli::TuiArgs;
 use crate::config::deployment::{self, DeploymentFile};
-use crate::deploy::command::{self, Running, Target};
+use crate::deploy::DeployError;
+use crate::deploy::command::{self, Overrides, Running, Target};
 use crate::monitor::feeds::{self, now_ms};
 use crate::monitor::{Feed, probe};
 use app::{Action, App, KeyMap, Msg, Quit};
@@ -43,18 +42,36 @@ enum Job {
     Down,
 }
 
+/// Why the dashboard could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error(
+        "the dashboard needs a terminal; in scripts use `flowgate status --json` (and `flowgate up`, `flowgate scale`)"
+    )]
+    NoTerminal,
+    #[error("the terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Keys(#[from] app::KeyError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+}
+
+/// Runs the dashboard on `project` until the user quits. With no
+/// deployment yet it creates one from `args` and `file`, or asks for the
+/// settings first (and writes them to `config_path`).
 pub async fn run(
     project: &str,
-    args: TuiArgs,
+    args: Overrides,
     file: Option<DeploymentFile>,
     config_path: PathBuf,
-) -> anyhow::Result<()> {
+) -> Result<(), TuiError> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        bail!(
-            "the dashboard needs a terminal; in scripts use `flowgate status --json` (and `flowgate up`, `flowgate scale`)"
-        );
+        return Err(TuiError::NoTerminal);
     }
-    let keys = KeyMap::new(file.as_ref()).map_err(anyhow::Error::msg)?;
+    let keys = KeyMap::new(file.as_ref())?;
     let docker = crate::deploy::connect().await?;
     let running = Running::read(&docker, project).await?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -127,13 +144,13 @@ async fn session(
     terminal: &mut DefaultTerminal,
     docker: &Docker,
     project: &str,
-    args: TuiArgs,
+    args: Overrides,
     file: Option<DeploymentFile>,
     config_path: PathBuf,
     running: &Running,
     keys: KeyMap,
     color: bool,
-) -> anyhow::Result<Quit> {
+) -> Result<Quit, TuiError> {
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let stop = Arc::new(AtomicBool::new(false));
     spawn_input(tx.clone(), stop.clone());
@@ -143,7 +160,7 @@ async fn session(
     // ask for its settings first.
     let mut first_job = None;
     if running.settings.is_none() {
-        let file = if args.up.deployment.demo || file.is_some() {
+        let file = if args.demo || file.is_some() {
             file
         } else {
             let license = crate::deploy::settings::find_license(std::path::Path::new(".")).is_some();
@@ -151,11 +168,13 @@ async fn session(
                 return Ok(Quit::Leave);
             };
             let text = deployment::render(&chosen);
-            crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o644)
-                .with_context(|| format!("cannot write {}", config_path.display()))?;
+            crate::fsutil::write_atomic(&config_path, text.as_bytes(), 0o644).map_err(|source| TuiError::Write {
+                path: config_path.clone(),
+                source,
+            })?;
             Some(chosen)
         };
-        let target = command::resolve(project, &args.up, file.as_ref(), running)?;
+        let target = command::resolve(project, &args, file.as_ref(), running)?;
         first_job = Some(Job::Up(Box::new(target)));
     }
 
@@ -217,9 +236,10 @@ async fn session(
                         let tx = tx.clone();
                         let project = project.to_string();
                         tokio::spawn(async move {
-                            let result = crate::doctor::check_local(&project, DOCTOR_IDLE_WAIT)
+                            let options = crate::doctor::Options::local(DOCTOR_IDLE_WAIT);
+                            let result = crate::doctor::check(&project, options, &|_| {})
                                 .await
-                                .map_err(|e| format!("{e:#}"));
+                                .map_err(|e| e.to_string());
                             let _ = tx.send(Msg::Doctor(result)).await;
                         });
                     }
@@ -237,7 +257,7 @@ async fn session(
                                     ca.exists().then_some(ca.as_path()),
                                 )
                                 .await
-                                .map_err(|e| format!("{e:#}")),
+                                .map_err(|e| format!("{} did not answer the preflight: {e}", dep.mc_origin())),
                             };
                             let _ = tx.send(Msg::Mc(result)).await;
                         });
@@ -302,7 +322,7 @@ async fn run_wizard(
     project: &str,
     license: bool,
     color: bool,
-) -> anyhow::Result<Option<DeploymentFile>> {
+) -> Result<Option<DeploymentFile>, TuiError> {
     let mut wizard = Wizard::new(project, license, color);
     loop {
         terminal.draw(|frame| wizard.render(frame))?;
@@ -347,14 +367,14 @@ async fn deployer(docker: Docker, project: String, mut jobs: mpsc::UnboundedRece
                 .map(|_| ()),
             Job::Restart(name) => command::restart(&docker, &project, &name).await,
             Job::Drain(name) => command::drain(&docker, &project, &name).await,
-            Job::Down => command::down_with(&docker, &project, false, &mut progress).await,
+            Job::Down => command::down(&docker, &project, false, &mut progress).await,
         };
         let (text, error) = match &result {
             Ok(()) => (
                 format!("{what}: done in {:.1}s", started.elapsed().as_secs_f64()),
                 false,
             ),
-            Err(e) => (format!("{what} failed: {e:#}"), true),
+            Err(e) => (format!("{what} failed: {e}"), true),
         };
         let _ = tx
             .send(Msg::Feed(Feed::Note {

@@ -14,8 +14,11 @@ use crate::config::deployment::TlsFile;
 use crate::deploy::plan::Role;
 use crate::deploy::settings::Deployment;
 use crate::monitor::tests::backend;
-use crate::monitor::{Certificate, ContainerInfo, Feed};
+use crate::monitor::{ContainerInfo, Feed};
+use crate::proxy::admin::CertificateView;
 use crate::proxy::admin::SessionView;
+use crate::proxy::backend::BackendState;
+use crate::proxy::events::ProxyEvent;
 
 /// 2026-11-26 10:00:00 UTC.
 const NOW_MS: u64 = 1_795_946_400_000;
@@ -47,11 +50,19 @@ fn deployment(project: &str) -> Deployment {
     }
 }
 
-fn certificate(error: Option<&str>) -> Certificate {
-    Certificate {
-        domains: vec!["flow.example.com".into(), "mc.flow.example.com".into()],
-        issuer: "(STAGING) Let's Encrypt".into(),
-        not_after: "2027-02-20T09:00:00Z".into(),
+fn certificate(error: Option<&str>) -> CertificateView {
+    CertificateView {
+        info: crate::tls::CertInfo {
+            source: crate::tls::Source::Acme,
+            domains: vec!["flow.example.com".into(), "mc.flow.example.com".into()],
+            subject: "CN=flow.example.com".into(),
+            issuer: "(STAGING) Let's Encrypt".into(),
+            serial: "01".into(),
+            not_before: "2026-11-22T09:00:00Z".into(),
+            not_after: "2027-02-20T09:00:00Z".into(),
+            not_before_unix: 1_795_338_000,
+            not_after_unix: 1_803_114_000,
+        },
         days_left: 86,
         next_renewal: Some("2027-01-21T09:00:00Z".into()),
         last_error: error.map(str::to_string),
@@ -78,7 +89,7 @@ fn running(n: u32) -> App {
                     1_000 + factor * (40 + u64::from(i)),
                     500 + factor * (8 + u64::from(i % 3)),
                     40 + u64::from(i),
-                    "healthy",
+                    BackendState::Healthy,
                 );
                 b.last_heartbeat_ms_ago = Some(300 + 40 * u64::from(i));
                 b
@@ -173,11 +184,11 @@ fn unhealthy_draining_and_restarted_instances() {
     containers[3].restarts = 2;
     app.update(Msg::Feed(Feed::Containers(containers)));
     let mut backends: Vec<_> = (1..=4)
-        .map(|i| backend(&format!("prod-flow-{i}"), 2_000, 900, 3, "healthy"))
+        .map(|i| backend(&format!("prod-flow-{i}"), 2_000, 900, 3, BackendState::Healthy))
         .collect();
-    backends[1].state = "unhealthy".into();
+    backends[1].state = BackendState::Unhealthy;
     backends[1].last_heartbeat_ms_ago = Some(14_000);
-    backends[2].state = "draining".into();
+    backends[2].state = BackendState::Draining;
     backends[2].last_heartbeat_ms_ago = Some(7_000);
     app.update(Msg::Feed(Feed::Backends {
         at_ms: NOW_MS + 1_000,
@@ -185,8 +196,11 @@ fn unhealthy_draining_and_restarted_instances() {
     }));
     app.update(Msg::Feed(Feed::Proxy {
         at_ms: NOW_MS,
-        name: "backend_state".into(),
-        data: serde_json::json!({"backend": "prod-flow-2", "state": "unhealthy", "reason": "503 from /api/actuator/health"}),
+        event: ProxyEvent::BackendState {
+            backend: "prod-flow-2".into(),
+            state: BackendState::Unhealthy,
+            reason: "503 from /api/actuator/health".into(),
+        },
     }));
     app.busy = Some("scaling to 5".into());
     let terminal = draw(&app, 120, 30);
@@ -227,7 +241,8 @@ fn help_overlay_lists_every_key() {
     let mut app = running(3);
     app.update(key('?'));
     let screen = text(&app, 100, 30);
-    for (_, default, _) in crate::config::deployment::KEY_ACTIONS {
+    for action in crate::config::deployment::KeyAction::ALL {
+        let default = action.default_key();
         assert!(
             screen.contains(&format!("  {default} ")),
             "{default} missing:\n{screen}"

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 
 use super::app::{App, Confirm, HEARTBEAT_MS, Mode, Pane};
-use crate::config::deployment::KEY_ACTIONS;
+use crate::config::deployment::KeyAction;
 use crate::monitor::{EventSource, Instance, Snapshot};
 
 /// Styles that vanish without colour.
@@ -142,7 +142,7 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot, them
         Some(c) => {
             let mut spans = vec![
                 Span::raw("certificate "),
-                Span::raw(c.issuer.clone()),
+                Span::raw(c.info.issuer.clone()),
                 Span::raw(" · "),
                 Span::styled(
                     format!("{} days left", c.days_left),
@@ -365,7 +365,7 @@ fn render_instances(frame: &mut Frame, area: Rect, app: &App, visible: &[Instanc
     if visible.is_empty() {
         let text = match (&app.busy, app.filter.is_empty()) {
             (Some(busy), _) => format!("{busy}... (progress in the events pane)"),
-            (None, true) => format!("No Flow instances. Press {} to add one.", app.keys.key("scale_up")),
+            (None, true) => format!("No Flow instances. Press {} to add one.", app.keys.key(KeyAction::ScaleUp)),
             (None, false) => "No instance matches the filter (Esc clears it).".to_string(),
         };
         frame.render_widget(Paragraph::new(text).block(block), area);
@@ -380,7 +380,7 @@ fn render_instances(frame: &mut Frame, area: Rect, app: &App, visible: &[Instanc
         selected.saturating_sub(rows_height - 1)
     };
     let rows = visible.iter().enumerate().skip(offset).take(rows_height).map(|(n, i)| {
-        let health = if app.drained.contains(&i.name) && i.health != "healthy" {
+        let health = if app.drained.contains(&i.name) && i.health != crate::monitor::Health::Healthy {
             "drained"
         } else {
             i.health.as_str()
@@ -557,7 +557,7 @@ fn render_events(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let k = |action: &str| app.keys.key(action);
+    let k = |action: KeyAction| app.keys.key(action);
     let line = match &app.mode {
         Mode::Filter(text) => Line::from(vec![
             Span::styled("filter: ", theme.bold()),
@@ -571,22 +571,22 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         ]),
         _ => {
             // Help and quit always show, at the right; the rest as room allows.
-            let right = format!("{} help · {} quit", k("help"), k("quit"));
+            let right = format!("{} help · {} quit", k(KeyAction::Help), k(KeyAction::Quit));
             let [left_area, right_area] =
                 Layout::horizontal([Constraint::Min(0), Constraint::Length(right.chars().count() as u16 + 1)])
                     .areas(area);
             let hints = format!(
                 "{} {} scale · 0-9 count · {} restart · {} drain · {} logs · {} cert · {} MC · {} filter · Tab pane · {} down · {} doctor",
-                k("scale_up"),
-                k("scale_down"),
-                k("restart"),
-                k("drain"),
-                k("logs"),
-                k("certificate"),
-                k("mc"),
-                k("filter"),
-                k("quit_down"),
-                k("doctor"),
+                k(KeyAction::ScaleUp),
+                k(KeyAction::ScaleDown),
+                k(KeyAction::Restart),
+                k(KeyAction::Drain),
+                k(KeyAction::Logs),
+                k(KeyAction::Certificate),
+                k(KeyAction::Mc),
+                k(KeyAction::Filter),
+                k(KeyAction::QuitDown),
+                k(KeyAction::Doctor),
             );
             let hints = fit_hints(&hints, left_area.width as usize);
             frame.render_widget(
@@ -648,12 +648,12 @@ fn render_popup(frame: &mut Frame, title: &str, lines: Vec<Line>, width: u16, th
 }
 
 fn render_help(frame: &mut Frame, app: &App, theme: &Theme) {
-    let mut lines: Vec<Line> = KEY_ACTIONS
+    let mut lines: Vec<Line> = KeyAction::ALL
         .iter()
-        .map(|(action, _, what)| {
+        .map(|action| {
             Line::from(vec![
-                Span::styled(format!("  {:<10}", app.keys.key(action)), theme.bold()),
-                Span::raw(what.to_string()),
+                Span::styled(format!("  {:<10}", app.keys.key(*action)), theme.bold()),
+                Span::raw(action.what()),
             ])
         })
         .collect();
@@ -709,9 +709,9 @@ fn render_certificate(frame: &mut Frame, snap: &Snapshot, theme: &Theme) {
         None => vec![Line::from("The proxy has not reported a certificate yet.")],
         Some(c) => {
             let mut lines = vec![
-                Line::from(format!("names      {}", c.domains.join(", "))),
-                Line::from(format!("issuer     {}", c.issuer)),
-                Line::from(format!("expires    {} ({} days left)", c.not_after, c.days_left)),
+                Line::from(format!("names      {}", c.info.domains.join(", "))),
+                Line::from(format!("issuer     {}", c.info.issuer)),
+                Line::from(format!("expires    {} ({} days left)", c.info.not_after, c.days_left)),
                 Line::from(format!(
                     "renewal    {}",
                     c.next_renewal.as_deref().unwrap_or("not scheduled")
@@ -745,7 +745,7 @@ fn render_mc(frame: &mut Frame, app: &App, snap: &Snapshot, theme: &Theme) {
         .and_then(|env| {
             env.iter()
                 .find_map(|e| e.strip_prefix("JAVA_OPTS=").map(str::to_string))
-                .and_then(|opts| crate::sim::mc::system_property(&opts, crate::sim::mc::FLOW_ADDRESSES_PROPERTY))
+                .and_then(|opts| crate::config::deployment::system_property(&opts, crate::config::deployment::FLOW_ADDRESSES_PROPERTY))
         })
         .unwrap_or_else(|| "?".into());
     let matches = configured.split(',').any(|a| a.trim() == flow);
@@ -762,7 +762,7 @@ fn render_mc(frame: &mut Frame, app: &App, snap: &Snapshot, theme: &Theme) {
             "container                      {} ({}{})",
             mc.name,
             mc.state,
-            mc.health.as_deref().map(|h| format!(", {h}")).unwrap_or_default()
+            mc.health.map(|h| format!(", {}", h.as_str())).unwrap_or_default()
         )));
     }
     lines.push(Line::from(""));

@@ -12,7 +12,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
-use crate::config::deployment::{CertMode, DeploymentFile, Profile, TlsFile, check_domain};
+use crate::config::deployment::{CertMode, DeploymentFile, Profile, Setting, TlsFile};
+use crate::deploy::settings::Deployment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -28,6 +29,22 @@ pub enum Field {
     HttpPort,
     HttpsPort,
     Create,
+}
+
+impl Field {
+    /// The form's field for a setting the deployment's rules name.
+    fn of(setting: Setting) -> Field {
+        match setting {
+            Setting::Project | Setting::Domain => Field::Domain,
+            Setting::McDomain => Field::McDomain,
+            Setting::Instances => Field::Instances,
+            Setting::HttpPort => Field::HttpPort,
+            Setting::HttpsPort => Field::HttpsPort,
+            Setting::Email => Field::Email,
+            Setting::Cert => Field::CertFile,
+            Setting::Key => Field::KeyFile,
+        }
+    }
 }
 
 const FIELDS: [Field; 12] = [
@@ -194,18 +211,15 @@ impl Wizard {
         Outcome::Continue
     }
 
-    /// The settings, or the first field that is wrong and why.
+    /// The settings, or the first field that is wrong and why: what the
+    /// form alone knows (numbers, the tag, the licence, readable files),
+    /// then every rule of [`Deployment::validate`].
     pub fn validate(&self) -> Result<DeploymentFile, (Field, String)> {
         let domain = self.domain.trim().to_string();
-        check_domain(&domain).map_err(|e| (Field::Domain, e))?;
         let mc_domain = match self.mc_domain.trim() {
             "" => format!("mc.{domain}"),
             other => other.to_string(),
         };
-        check_domain(&mc_domain).map_err(|e| (Field::McDomain, e))?;
-        if mc_domain == domain {
-            return Err((Field::McDomain, "MC needs a host name of its own".into()));
-        }
         let instances: u32 = self
             .instances
             .trim()
@@ -234,27 +248,12 @@ impl Wizard {
             text.trim()
                 .parse::<u16>()
                 .ok()
-                .filter(|p| *p > 0)
                 .ok_or((field, "a port from 1 to 65535".to_string()))
         };
         let http_port = port(&self.http_port, Field::HttpPort)?;
         let https_port = port(&self.https_port, Field::HttpsPort)?;
-        if http_port == https_port {
-            return Err((Field::HttpsPort, "HTTP and HTTPS need different ports".into()));
-        }
         let mode = self.mode();
         let email = self.email.trim().to_string();
-        if matches!(mode, CertMode::AcmeStaging | CertMode::AcmeProduction) {
-            if !email.contains('@') {
-                return Err((Field::Email, "Let's Encrypt needs a contact e-mail".into()));
-            }
-            if domain.ends_with(".localhost") || !domain.contains('.') {
-                return Err((
-                    Field::Domain,
-                    "Let's Encrypt only issues for public names; use self-signed for local names".into(),
-                ));
-            }
-        }
         let (mut cert, mut key) = (None, None);
         if mode == CertMode::Files {
             for (text, field, slot) in [
@@ -269,6 +268,24 @@ impl Wizard {
                 *slot = Some(path);
             }
         }
+        let tls = TlsFile {
+            mode,
+            email: (!email.is_empty()).then_some(email),
+            cert,
+            key,
+        };
+        let deployment = Deployment {
+            project: self.project.clone(),
+            domain: domain.clone(),
+            mc_domain: mc_domain.clone(),
+            instances,
+            http_port,
+            https_port,
+            tls: tls.clone(),
+        };
+        deployment
+            .validate()
+            .map_err(|e| (Field::of(e.setting()), e.to_string()))?;
         Ok(DeploymentFile {
             path: None,
             project: Some(self.project.clone()),
@@ -280,12 +297,7 @@ impl Wizard {
             https_port: Some(https_port),
             tag: (profile == Profile::Real).then_some(tag),
             mc_license: None,
-            tls: Some(TlsFile {
-                mode,
-                email: (!email.is_empty()).then_some(email),
-                cert,
-                key,
-            }),
+            tls: Some(tls),
             keys: Default::default(),
         })
     }
@@ -484,14 +496,15 @@ mod tests {
         press(&mut w, KeyCode::Right); // acme-staging
         press(&mut w, KeyCode::Tab);
         assert_eq!(w.field(), Field::Email);
-        // Straight to Create: the e-mail is missing, then the domain is local.
+        // Straight to Create: the e-mail is not one, then the domain is local.
+        type_text(&mut w, "ops");
         while w.field() != Field::Create {
             press(&mut w, KeyCode::Tab);
         }
         assert!(matches!(press(&mut w, KeyCode::Enter), Outcome::Continue));
         assert_eq!(w.error.as_ref().unwrap().0, Field::Email);
         assert_eq!(w.field(), Field::Email, "focus goes to the wrong field");
-        type_text(&mut w, "ops@example.com");
+        type_text(&mut w, "@example.com");
         while w.field() != Field::Create {
             press(&mut w, KeyCode::Tab);
         }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc};
 
 use super::Stats;
-use super::target::{self, Target};
+use crate::net::{self as target, Target};
 use crate::serve::{self, Body};
 
 /// Connections (and so requests in flight) at most.

@@ -8,19 +8,61 @@
 
 mod http;
 mod session;
-pub mod target;
+
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::cli::LoadgenArgs;
-pub use target::{Target, Trust};
+pub use crate::net::{Target, Trust};
+
+/// The load: how many sessions, how they heartbeat, how many requests.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL of the deployment (http://, https://, ws:// or wss://).
+    pub url: String,
+    pub ws_clients: usize,
+    pub heartbeat: Duration,
+    /// Heartbeats as this text message instead of pings.
+    pub heartbeat_text: Option<String>,
+    /// HTTP GETs of `http_path` per second.
+    pub rps: f64,
+    pub duration: Duration,
+    pub ws_path: String,
+    pub http_path: String,
+    /// Host header (default: the URL's).
+    pub host: Option<String>,
+    /// curl-style HOST:PORT:ADDR entries.
+    pub resolve: Vec<String>,
+    pub trust: Trust,
+    /// Reconnect sessions the server closes (as the Flow UI does).
+    pub reconnect: bool,
+    /// Spread sessions over this many loopback source addresses.
+    pub source_addresses: u8,
+    /// Sessions opening at once.
+    pub connect_concurrency: usize,
+    /// Progress lines on stderr every 5 s.
+    pub progress: bool,
+}
+
+/// Why the load could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("--heartbeat must be more than 0")]
+    Heartbeat,
+    #[error("--rps must be 0 or more")]
+    Rate,
+    #[error(
+        "{sessions} sessions need more file descriptors than the limit of {limit}; raise it (ulimit -n) or use fewer --ws-clients"
+    )]
+    Descriptors { sessions: usize, limit: u64 },
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+}
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -127,37 +169,27 @@ fn percentile(samples: &Mutex<Vec<u32>>, q: f64) -> Option<f64> {
     Some(list[index] as f64 / 1000.0)
 }
 
-pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+/// Checks the options, runs the load and summarises it.
+pub async fn run(args: &Options) -> Result<Summary, LoadgenError> {
     if args.heartbeat.is_zero() {
-        bail!("--heartbeat must be more than 0");
+        return Err(LoadgenError::Heartbeat);
     }
     if !(args.rps >= 0.0 && args.rps.is_finite()) {
-        bail!("--rps must be 0 or more");
+        return Err(LoadgenError::Rate);
     }
-    let trust = match (&args.ca, args.insecure) {
-        (Some(path), _) => Trust::File(path.clone()),
-        (None, true) => Trust::Insecure,
-        (None, false) => Trust::System,
-    };
-    let target = Target::parse(&args.url, args.host.as_deref(), &args.resolve, &trust)?;
-    let fd_limit = crate::fsutil::raise_fd_limit();
-    if args.ws_clients as u64 + 256 > fd_limit {
-        bail!(
-            "{} sessions need more file descriptors than the limit of {fd_limit}; raise it (ulimit -n) or use fewer --ws-clients",
-            args.ws_clients
-        );
+    let target = Target::parse(&args.url, args.host.as_deref(), &args.resolve, &args.trust)?;
+    let limit = crate::fsutil::raise_fd_limit();
+    if args.ws_clients as u64 + 256 > limit {
+        return Err(LoadgenError::Descriptors {
+            sessions: args.ws_clients,
+            limit,
+        });
     }
-    let summary = generate(&args, &target).await;
-    if args.json {
-        crate::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
-    } else {
-        print_summary(&summary);
-    }
-    Ok(())
+    Ok(generate(args, &target).await)
 }
 
 /// Runs the load described by `args` against `target` and summarises it.
-pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
+async fn generate(args: &Options, target: &Target) -> Summary {
     let stats = Arc::new(Stats::default());
     stats.sessions_wanted.store(args.ws_clients as u64, Ordering::Relaxed);
     *stats.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = args.heartbeat;
@@ -172,7 +204,7 @@ pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
             heartbeat: args.heartbeat,
             heartbeat_text: args.heartbeat_text.clone(),
             reconnect: args.reconnect,
-            source: target::source_address(target.addr, index, args.source_addresses),
+            source: crate::net::source_address(target.addr, index, args.source_addresses),
             deadline,
         };
         tasks.push(tokio::spawn(session::run(session, stats.clone(), opening.clone())));
@@ -186,7 +218,7 @@ pub async fn generate(args: &LoadgenArgs, target: &Target) -> Summary {
             stats.clone(),
         )));
     }
-    let progress = (!args.json).then(|| tokio::spawn(report_progress(stats.clone(), started)));
+    let progress = args.progress.then(|| tokio::spawn(report_progress(stats.clone(), started)));
     for task in tasks {
         let _ = task.await;
     }
@@ -233,28 +265,37 @@ async fn report_progress(stats: Arc<Stats>, started: Instant) {
     }
 }
 
-fn print_summary(s: &Summary) {
+impl Summary {
+    /// The summary for people.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let s = self;
+        let mut out = String::new();
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
-    println!("loadgen summary ({:.1} s)", s.duration_s);
-    println!("  HTTP requests     {} ok, {} failed", s.requests_ok, s.requests_failed);
-    println!(
+    let _ = writeln!(out, "loadgen summary ({:.1} s)", s.duration_s);
+    let _ = writeln!(out, "  HTTP requests     {} ok, {} failed", s.requests_ok, s.requests_failed);
+    let _ = writeln!(
+        out,
         "  HTTP latency      p50 {}, p99 {}",
         ms(s.latency_p50_ms),
         ms(s.latency_p99_ms)
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  WebSocket         {} opened, {} failed, {} dropped, peak {} open, {} reconnects",
         s.ws_opened, s.ws_failed, s.ws_dropped, s.ws_peak_open, s.ws_reconnects
     );
     if !s.ws_closed_by_server.is_empty() {
         let codes: Vec<String> = s.ws_closed_by_server.iter().map(|(c, n)| format!("{c}: {n}")).collect();
-        println!("  closed by server  {}", codes.join(", "));
+        let _ = writeln!(out, "  closed by server  {}", codes.join(", "));
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  heartbeats        {} sent, {} acknowledged",
         s.heartbeats_sent, s.heartbeats_acknowledged
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  heartbeat RTT     p50 {}, p99 {}; once all sessions were open p50 {}, p99 {}",
         ms(s.heartbeat_rtt_p50_ms),
         ms(s.heartbeat_rtt_p99_ms),
@@ -262,6 +303,8 @@ fn print_summary(s: &Summary) {
         ms(s.heartbeat_rtt_steady_p99_ms)
     );
     for (error, count) in &s.errors {
-        println!("  error x{count}: {error}");
+        let _ = writeln!(out, "  error x{count}: {error}");
+    }
+    out
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::Stats;
-use super::target::{self, Stream, Target};
+use crate::net::{self as target, Stream, Target};
 use crate::websocket::frame::Opcode;
 use crate::websocket::peer::{self, Peer};
 

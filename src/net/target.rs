@@ -1,6 +1,6 @@
-//! Where loadgen's traffic goes and how it gets there: the URL, `--resolve`,
-//! the TLS trust (`--ca`, `--insecure`, or the system's roots), and one
-//! connection type for WebSocket sessions and HTTP workers alike.
+//! Where a client connection goes and how it gets there: the URL,
+//! `--resolve`, the TLS trust (`--ca`, `--insecure`, or the system's roots),
+//! and one stream type for WebSocket sessions and HTTP requests alike.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anyhow::{Context as _, bail};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -18,6 +17,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
+
+use super::NetError;
 
 /// Which certificates a TLS target may present.
 #[derive(Debug, Clone)]
@@ -46,16 +47,16 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn parse(url: &str, host: Option<&str>, resolve: &[String], trust: &Trust) -> anyhow::Result<Target> {
-        let uri: hyper::Uri = url.parse().with_context(|| format!("'{url}' is not a URL"))?;
+    pub fn parse(url: &str, host: Option<&str>, resolve: &[String], trust: &Trust) -> Result<Target, NetError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| NetError::Url { url: url.into() })?;
         let (secure, default_port) = match uri.scheme_str() {
             Some("http") | Some("ws") => (false, 80),
             Some("https") | Some("wss") => (true, 443),
-            _ => bail!("'{url}' must start with http://, https://, ws:// or wss://"),
+            _ => return Err(NetError::Scheme { url: url.into() }),
         };
         let name = uri
             .host()
-            .context("the URL has no host")?
+            .ok_or_else(|| NetError::Url { url: url.into() })?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
@@ -69,13 +70,17 @@ impl Target {
             Some(addr) => addr,
             None => (name.as_str(), port)
                 .to_socket_addrs()
-                .with_context(|| format!("cannot resolve {name}; use --resolve {name}:{port}:ADDR"))?
+                .map_err(|source| NetError::Resolve {
+                    name: name.clone(),
+                    port,
+                    source,
+                })?
                 .next()
-                .with_context(|| format!("{name} has no address"))?,
+                .ok_or_else(|| NetError::NoAddress { name: name.clone() })?,
         };
         let tls = if secure {
-            let server_name = ServerName::try_from(name.clone())
-                .with_context(|| format!("'{name}' is not a valid TLS server name"))?;
+            let server_name =
+                ServerName::try_from(name.clone()).map_err(|_| NetError::ServerName { name: name.clone() })?;
             Some(Arc::new(TlsTarget {
                 connector: TlsConnector::from(client_config(trust)?),
                 server_name,
@@ -88,29 +93,34 @@ impl Target {
 }
 
 /// The address `--resolve HOST:PORT:ADDR` gives for this host and port.
-fn resolved(entries: &[String], host: &str, port: u16) -> anyhow::Result<Option<SocketAddr>> {
+fn resolved(entries: &[String], host: &str, port: u16) -> Result<Option<SocketAddr>, NetError> {
     for entry in entries {
+        let bad = |reason: String| NetError::ResolveEntry {
+            entry: entry.clone(),
+            reason,
+        };
         let mut parts = entry.splitn(3, ':');
         let (Some(h), Some(p), Some(a)) = (parts.next(), parts.next(), parts.next()) else {
-            bail!("--resolve '{entry}' must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1");
+            return Err(bad("it must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1".into()));
         };
-        let p: u16 = p.parse().with_context(|| format!("--resolve '{entry}': bad port"))?;
+        let p: u16 = p.parse().map_err(|_| bad(format!("'{p}' is not a port")))?;
         if h.eq_ignore_ascii_case(host) && p == port {
             let ip: IpAddr = a
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse()
-                .with_context(|| format!("--resolve '{entry}': '{a}' is not an IP address"))?;
+                .map_err(|_| bad(format!("'{a}' is not an IP address")))?;
             return Ok(Some(SocketAddr::new(ip, port)));
         }
     }
     Ok(None)
 }
 
-fn client_config(trust: &Trust) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, NetError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(NetError::Tls)?;
     let mut config = match trust {
         Trust::Insecure => builder
             .dangerous()
@@ -118,14 +128,17 @@ fn client_config(trust: &Trust) -> anyhow::Result<Arc<rustls::ClientConfig>> {
             .with_no_client_auth(),
         Trust::File(path) => {
             use rustls::pki_types::pem::PemObject;
+            let bad = |reason: String| NetError::Ca {
+                path: path.clone(),
+                reason,
+            };
             let mut roots = rustls::RootCertStore::empty();
-            for cert in
-                CertificateDer::pem_file_iter(path).with_context(|| format!("cannot read --ca {}", path.display()))?
-            {
-                roots.add(cert.with_context(|| format!("--ca {}: bad PEM", path.display()))?)?;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read it: {e}")))? {
+                let cert = cert.map_err(|e| bad(format!("bad PEM: {e}")))?;
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
             }
             if roots.is_empty() {
-                bail!("--ca {} holds no certificate", path.display());
+                return Err(bad("it holds no certificate".into()));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -134,7 +147,7 @@ fn client_config(trust: &Trust) -> anyhow::Result<Arc<rustls::ClientConfig>> {
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
             if roots.is_empty() {
-                bail!("no system CA certificates found; pass --ca FILE (or --insecure for a test server)");
+                return Err(NetError::NoSystemRoots);
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
