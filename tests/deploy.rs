@@ -28,7 +28,7 @@ fn whoami_over_https(port: u16, ca: &Path) -> String {
 }
 
 #[test]
-fn up_scale_kill_status_and_down_on_the_real_engine() {
+fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
     let (_fx, project) = project_for("deploy");
     let (http, https) = (free_port(), free_port());
     let (http_s, https_s) = (http.to_string(), https.to_string());
@@ -183,7 +183,7 @@ fn up_scale_kill_status_and_down_on_the_real_engine() {
 }
 
 #[test]
-fn a_taken_port_fails_clearly_and_leaves_nothing() {
+fn docker_a_taken_port_fails_clearly_and_leaves_nothing() {
     let (_fx, project) = project_for("errors");
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
@@ -199,7 +199,7 @@ fn a_taken_port_fails_clearly_and_leaves_nothing() {
 }
 
 #[test]
-fn the_real_profile_needs_a_licence_and_names_missing_images() {
+fn docker_the_real_profile_needs_a_licence_and_names_missing_images() {
     let (fx, project) = project_for("real");
     let (http, https) = (free_port().to_string(), free_port().to_string());
     let base = ["up", "--instances", "2", "--http-port", &http, "--https-port", &https];
@@ -245,7 +245,7 @@ fn the_real_profile_needs_a_licence_and_names_missing_images() {
 }
 
 #[test]
-fn a_foreign_container_with_our_name_is_left_alone_and_explained() {
+fn docker_a_foreign_container_with_our_name_is_left_alone_and_explained() {
     let (_fx, project) = project_for("clash");
     // Someone else's container, without flowgate's labels, holds the proxy's name.
     let runtime = tokio::runtime::Runtime::new().unwrap();

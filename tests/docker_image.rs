@@ -27,7 +27,7 @@ impl Drop for Container {
 }
 
 #[test]
-fn the_image_is_built_from_the_binary_runs_and_is_reused() {
+fn docker_the_image_is_built_from_the_binary_runs_and_is_reused() {
     let docker = docker();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let binary = std::path::Path::new(BIN);

@@ -99,7 +99,7 @@ fn the_compose_examples_are_what_export_writes() {
 }
 
 #[test]
-fn compose_validates_every_export_and_secrets_must_come_from_the_environment() {
+fn docker_compose_validates_every_export_and_secrets_must_come_from_the_environment() {
     require_docker();
     let fx = Fixture::new("export-validate");
     let secrets = [("MC_LICENSE", "test-licence"), ("POSTGRES_PASSWORD", "test-password")];
@@ -156,7 +156,7 @@ impl Drop for Down<'_> {
 }
 
 #[test]
-fn the_demo_compose_runs_here_and_passes_the_doctor() {
+fn docker_the_demo_compose_runs_here_and_passes_the_doctor() {
     require_docker();
     let fx = Fixture::new("export-up");
     let project = format!("fgexport-{}", std::process::id());

@@ -96,7 +96,7 @@ fn running_containers(project: &str) -> Vec<String> {
 }
 
 #[test]
-fn tui_demo_shows_instances_scales_with_plus_and_quits_leaving_them_running() {
+fn docker_tui_demo_shows_instances_scales_with_plus_and_quits_leaving_them_running() {
     let (_fx, project) = project_for("tui");
     let (http, https) = (free_port(), free_port());
     let command = format!(

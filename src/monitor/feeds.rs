@@ -337,7 +337,7 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn docker_times() {
+    fn engine_times_are_read_as_rfc3339() {
         assert_eq!(
             super::parse_rfc3339("2026-11-25T22:36:49.123456789Z"),
             Some(1_795_646_209)

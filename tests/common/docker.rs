@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 
 use super::{BIN, Fixture};
 
-/// Fails the test with a sentence when there is no Docker engine.
+/// Fails the test with a sentence when there is no Docker engine
+/// (`FLOWGATE_SKIP_DOCKER=1 tests/run` leaves out the tests named docker_*).
 pub fn require_docker() {
     let info = Command::new("docker").arg("info").output();
     match info {
