@@ -16,6 +16,7 @@ pub mod net;
 pub mod proxy;
 pub mod serve;
 pub mod sim;
+pub mod template;
 pub mod tls;
 pub mod tui;
 pub mod websocket;

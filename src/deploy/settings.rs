@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
+use crate::template;
 use crate::config::deployment::{
     CertMode, DeploymentError, MAX_INSTANCES, Setting, TlsFile, check_domain, check_project, check_tls,
 };
@@ -178,7 +179,7 @@ fn file_name(path: &Option<PathBuf>) -> String {
 
 /// The `[tls]` lines of proxy.toml after `mode` for each certificate source.
 fn tls_lines(dep: &Deployment) -> String {
-    let quoted = |v: &str| toml::Value::String(v.into()).to_string();
+    let quoted = toml_string;
     match dep.tls.mode {
         CertMode::SelfSigned => "mode = \"self-signed\"\n".into(),
         CertMode::AcmeStaging | CertMode::AcmeProduction => {
@@ -344,7 +345,7 @@ fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
     let names = dep.names();
     let (writer, token, flow_backends) = if standalone {
         let backends: Vec<String> = (1..=dep.instances)
-            .map(|n| format!("\"{}:{FLOW_PORT}\"", names.container(Role::Flow, Some(n))))
+            .map(|n| toml_string(&format!("{}:{FLOW_PORT}", names.container(Role::Flow, Some(n)))))
             .collect();
         (
             "flowgate export compose",
@@ -354,53 +355,31 @@ fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
     } else {
         (
             "flowgate up",
-            format!("admin_token_file = \"{TOKEN_IN_CONTAINER}\"\n"),
+            format!("admin_token_file = {}\n", toml_string(TOKEN_IN_CONTAINER)),
             String::new(),
         )
     };
-    format!(
-        r#"# Written by `{writer}` for project {project}; changes are overwritten.
-listen = ["0.0.0.0:80"]
-admin = "0.0.0.0:{ADMIN_PORT}"
-{token}state_dir = "{STATE_IN_CONTAINER}"
+    template::PROXY_TOML.render(&[
+        ("writer", writer),
+        ("project", &dep.project),
+        ("admin_port", &ADMIN_PORT.to_string()),
+        ("admin_token_file", &token),
+        ("state_dir", &toml_string(STATE_IN_CONTAINER)),
+        ("tls", &tls_lines(dep)),
+        ("domain", &toml_string(&dep.domain)),
+        ("mc_domain", &toml_string(&dep.mc_domain)),
+        ("https_port", &dep.https_port.to_string()),
+        ("flow_backends", &flow_backends),
+        (
+            "mc_backend",
+            &toml_string(&format!("{}:{MC_PORT}", names.container(Role::Mc, None))),
+        ),
+    ])
+}
 
-[limits]
-# Clients on this host reach the proxy through Docker's port forwarding, all
-# from the bridge's address: one address must not count as one client.
-per_ip_exempt = ["gateway"]
-
-[tls]
-listen = ["0.0.0.0:443"]
-{tls}domains = ["{domain}", "{mc_domain}"]
-redirect_port = {https_port}
-
-[[route]]
-host = "{mc_domain}"
-service = "mc"
-
-[[route]]
-host = "{domain}"
-service = "flow"
-
-[service.flow]
-{flow_backends}forwarded_proto = "https"
-forwarded_port = {https_port}
-
-[service.mc]
-backends = ["{mc}:{MC_PORT}"]
-forwarded_proto = "https"
-forwarded_port = {https_port}
-
-[service.mc.health]
-path = "/health"
-"#,
-        project = dep.project,
-        domain = dep.domain,
-        mc_domain = dep.mc_domain,
-        https_port = dep.https_port,
-        mc = names.container(Role::Mc, None),
-        tls = tls_lines(dep),
-    )
+/// A TOML string literal (quoted and escaped).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.into()).to_string()
 }
 
 #[cfg(test)]
@@ -484,20 +463,10 @@ pub struct RealProfile {
 /// finds the others (tcp-ip join; cluster name `flow`).
 pub fn hazelcast_yml(dep: &Deployment) -> String {
     let names = dep.names();
-    let mut text = String::from(
-        "# Written by flowgate for the Flow instances of this project.\nhazelcast:\n  cluster-name: flow\n  network:\n",
-    );
-    text.push_str(&format!(
-        "    port:\n      port: {HAZELCAST_PORT}\n      auto-increment: false\n"
-    ));
-    text.push_str("    join:\n      multicast:\n        enabled: false\n      tcp-ip:\n        enabled: true\n        member-list:\n");
-    for n in 1..=dep.instances.max(1) {
-        text.push_str(&format!(
-            "          - {}:{HAZELCAST_PORT}\n",
-            names.container(Role::Flow, Some(n))
-        ));
-    }
-    text
+    let members: String = (1..=dep.instances.max(1))
+        .map(|n| format!("          - {}:{HAZELCAST_PORT}\n", names.container(Role::Flow, Some(n))))
+        .collect();
+    template::HAZELCAST_YML.render(&[("port", &HAZELCAST_PORT.to_string()), ("members", &members)])
 }
 
 /// Flow's `OPTIONS`: the database, clustering and the public MC URL.

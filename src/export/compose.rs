@@ -1,12 +1,14 @@
 //! docker-compose files: flowgate's proxy in front, or Traefik, or nginx.
-//! Written by hand (a few lines of YAML with JSON-quoted strings) rather
-//! than with a YAML library.
+//! Each service is a [`Service`] made from the same container specs `up`
+//! uses, written as YAML with JSON-quoted strings (no YAML library); the
+//! fixed texts around them are templates in `assets/templates/`.
 
 use std::path::Path;
 
 use super::{File, MARKER, Source, certificate_paths, real_profile_files};
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
+use crate::template;
 use crate::deploy::settings::{self, ContainerSpec, FLOW_PORT, MC_PORT, STATE_IN_CONTAINER, TOKEN_IN_CONTAINER};
 
 /// One service of a compose file.
@@ -172,16 +174,17 @@ fn header(source: &Source, kind: &str, front: &str) -> String {
     } else {
         String::new()
     };
-    format!(
-        "Written by `{MARKER} {kind}` for project {project}: {n} Flow instances ({profile}) behind {front},\n\
-         Flow on {flow}, Management Center on {mc}.{trust}\n\
-         Start: docker-compose up -d   (or docker compose up -d); stop: docker-compose down.\n\
-         Regenerate rather than edit: changes here are lost on the next export.",
-        project = dep.project,
-        n = dep.instances,
-        flow = dep.flow_origin(),
-        mc = dep.mc_origin(),
-    )
+    template::COMPOSE_HEADER.render(&[
+        ("marker", MARKER),
+        ("kind", kind),
+        ("project", &dep.project),
+        ("instances", &dep.instances.to_string()),
+        ("profile", &profile),
+        ("front", front),
+        ("flow_origin", &dep.flow_origin()),
+        ("mc_origin", &dep.mc_origin()),
+        ("trust", &trust),
+    ])
 }
 
 /// flowgate's proxy in front: the same containers `flowgate up` makes, with
@@ -308,11 +311,11 @@ pub fn traefik(source: &Source) -> Vec<File> {
         traefik_volumes.extend(certificate_binds(source));
         extra.push(File {
             name: "dynamic.yml",
-            text: format!(
-                "# Written by `{MARKER} traefik`: the certificate Traefik serves.\ntls:\n  certificates:\n    - certFile: {}\n      keyFile: {}\n",
-                quote(&cert.display().to_string()),
-                quote(&key.display().to_string())
-            ),
+            text: template::TRAEFIK_DYNAMIC.render(&[
+                ("marker", MARKER),
+                ("cert", &quote(&cert.display().to_string())),
+                ("key", &quote(&key.display().to_string())),
+            ]),
         });
     }
     services.push(Service {

@@ -7,6 +7,7 @@ use super::{ExportError, File, MARKER, Source, certificate_paths, compose, real_
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
 use crate::deploy::settings::{Deployment, FLOW_PORT, MC_PORT};
+use crate::template;
 
 /// Where nginx sends Flow and MC traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,93 +92,33 @@ pub fn config(source: &Source, upstreams: &Upstreams) -> String {
         .iter()
         .map(|a| format!("        server {a} max_fails=2 fail_timeout=10s;\n"))
         .collect();
-    let proxy_settings = format!(
-        "            proxy_http_version 1.1;\n\
-         \x20           # WebSocket: the Flow UI's session upgrades; the map keeps other requests on keep-alive.\n\
-         \x20           proxy_set_header Upgrade $http_upgrade;\n\
-         \x20           proxy_set_header Connection $connection_upgrade;\n\
-         \x20           proxy_set_header Host $http_host;\n\
-         \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-         \x20           proxy_set_header X-Forwarded-Proto https;\n\
-         \x20           proxy_set_header X-Forwarded-Port {port};\n\
-         \x20           proxy_set_header X-Forwarded-Host $host;\n\
-         \x20           # Far above the UI's 5 s heartbeat (nginx's default of 60 s ends quiet sessions).\n\
-         \x20           proxy_read_timeout 3600s;\n\
-         \x20           proxy_send_timeout 3600s;\n\
-         \x20           proxy_buffering off;\n",
-        port = dep.https_port
-    );
     let tls_server = |name: &str, upstream: &str| {
-        format!(
-            "    server {{\n\
-             \x20       listen {https} ssl http2;\n\
-             \x20       server_name {name};\n\
-             \x20       ssl_certificate {cert};\n\
-             \x20       ssl_certificate_key {key};\n\
-             \x20       ssl_protocols TLSv1.2 TLSv1.3;\n\
-             \x20       location / {{\n\
-             \x20           proxy_pass http://{upstream};\n\
-             {proxy_settings}\
-             \x20       }}\n\
-             \x20   }}\n",
-            https = dep.https_port,
-            cert = cert.display(),
-            key = key.display(),
-        )
+        template::NGINX_SERVER.render(&[
+            ("https_port", &dep.https_port.to_string()),
+            ("name", name),
+            ("cert", &cert.display().to_string()),
+            ("key", &key.display().to_string()),
+            ("upstream", upstream),
+        ])
     };
-    format!(
-        "# Written by `{MARKER} nginx` for project {project}: Flow on {flow_origin}, Management Center on {mc_origin}.\n\
-         # Run: nginx -c $PWD/nginx.conf (or the nginx service of docker-compose.yml). Regenerate rather than edit.\n\
-         {certificate_note}\n\
-         worker_processes auto;\n\
-         error_log stderr warn;\n\
-         events {{\n\
-         \x20   worker_connections 10240;\n\
-         }}\n\
-         http {{\n\
-         \x20   access_log off;\n\
-         \x20   server_tokens off;\n\
-         \x20   map $http_upgrade $connection_upgrade {{\n\
-         \x20       default upgrade;\n\
-         \x20       '' '';\n\
-         \x20   }}\n\
-         \x20   # Every Flow instance, on port {FLOW_PORT}.\n\
-         \x20   upstream flow {{\n\
-         {flow_servers}\
-         \x20       keepalive 32;\n\
-         \x20   }}\n\
-         \x20   upstream mc {{\n\
-         \x20       server {mc};\n\
-         \x20       keepalive 8;\n\
-         \x20   }}\n\
-         \x20   # Plain HTTP: redirected to HTTPS.\n\
-         \x20   server {{\n\
-         \x20       listen {http};\n\
-         \x20       server_name {domain} {mc_domain};\n\
-         {acme_location}\
-         \x20       location / {{\n\
-         \x20           return 308 https://$host{port_suffix}$request_uri;\n\
-         \x20       }}\n\
-         \x20   }}\n\
-         \x20   # Other names get no certificate and no forwarding.\n\
-         \x20   server {{\n\
-         \x20       listen {https} ssl http2 default_server;\n\
-         \x20       ssl_reject_handshake on;\n\
-         \x20   }}\n\
-         {flow_server}\
-         {mc_server}\
-         }}\n",
-        project = dep.project,
-        flow_origin = dep.flow_origin(),
-        mc_origin = dep.mc_origin(),
-        mc = upstreams.mc,
-        http = dep.http_port,
-        https = dep.https_port,
-        domain = dep.domain,
-        mc_domain = dep.mc_domain,
-        flow_server = tls_server(&dep.domain, "flow"),
-        mc_server = tls_server(&dep.mc_domain, "mc"),
-    )
+    template::NGINX_CONF.render(&[
+        ("marker", MARKER),
+        ("project", &dep.project),
+        ("flow_origin", &dep.flow_origin()),
+        ("mc_origin", &dep.mc_origin()),
+        ("certificate_note", &certificate_note),
+        ("flow_port", &FLOW_PORT.to_string()),
+        ("flow_servers", &flow_servers),
+        ("mc", &upstreams.mc),
+        ("http_port", &dep.http_port.to_string()),
+        ("https_port", &dep.https_port.to_string()),
+        ("domain", &dep.domain),
+        ("mc_domain", &dep.mc_domain),
+        ("acme_location", acme_location),
+        ("port_suffix", &port_suffix),
+        ("flow_server", &tls_server(&dep.domain, "flow")),
+        ("mc_server", &tls_server(&dep.mc_domain, "mc")),
+    ])
 }
 
 #[cfg(test)]
