@@ -71,12 +71,12 @@ pub enum Command {
     /// Run the proxy core: the WebSocket-aware load balancer.
     Proxy(Box<proxy::ProxyArgs>),
     /// Run a simulator of Flow or Management Center.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  flowgate sim flow --listen 127.0.0.1:9021 --name flow-1")]
     Sim(sim::SimCommand),
     /// Simulate Flow UI users: WebSocket sessions with heartbeats plus HTTP load.
     Loadgen(sim::LoadgenArgs),
     /// Certificates of a running proxy: their state, or renew now.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  flowgate cert status --json")]
     Cert(cert::CertCommand),
     /// Check any Flow load balancer (flowgate, Traefik, nginx, ...) against every rule of
     /// the Flow load-balancing guide; each failure names the rule and the fix.

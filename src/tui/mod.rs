@@ -12,6 +12,8 @@ pub mod view;
 pub mod wizard;
 
 #[cfg(test)]
+mod picture;
+#[cfg(test)]
 mod screens;
 
 use std::io::IsTerminal;

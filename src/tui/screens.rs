@@ -161,6 +161,23 @@ fn dashboard_with_three_instances() {
     insta::assert_snapshot!(text(&running(3), 120, 36));
 }
 
+/// The README's picture is this test's screen; it must match what the
+/// dashboard draws today (FLOWGATE_UPDATE_ASSETS=1 writes it again).
+#[test]
+fn readme_picture() {
+    let terminal = draw(&running(3), 120, 36);
+    let svg = super::picture::svg(terminal.backend().buffer());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard.svg");
+    if std::env::var_os("FLOWGATE_UPDATE_ASSETS").is_some() {
+        std::fs::write(&path, &svg).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == svg,
+        "assets/dashboard.svg is not what the dashboard draws now; run FLOWGATE_UPDATE_ASSETS=1 cargo test --lib readme_picture"
+    );
+}
+
 #[test]
 fn dashboard_at_80x24_drops_the_least_important_columns() {
     let screen = text(&running(3), 80, 24);
