@@ -72,7 +72,10 @@ mod tests {
     #[test]
     #[should_panic(expected = "names {{z}}")]
     fn a_missing_value_is_a_bug() {
-        let t = Template { name: "t", text: "{{z}}" };
+        let t = Template {
+            name: "t",
+            text: "{{z}}",
+        };
         t.render(&[]);
     }
 }

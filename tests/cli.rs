@@ -104,7 +104,11 @@ fn the_manual_page_is_roff_and_lists_the_commands() {
 fn a_bad_setting_is_one_sentence() {
     let dir = std::env::temp_dir().join(format!("flowgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("flowgate.toml"), "domain = \"flow.example.com\"\nmc_domain = \"flow.example.com\"\n").unwrap();
+    std::fs::write(
+        dir.join("flowgate.toml"),
+        "domain = \"flow.example.com\"\nmc_domain = \"flow.example.com\"\n",
+    )
+    .unwrap();
     // The same rule as the setup form's: MC needs a name of its own.
     let out = Command::new(bin())
         .args(["export", "compose", "--demo"])
@@ -118,6 +122,10 @@ fn a_bad_setting_is_one_sentence() {
         stderr.contains("Management Center needs a host name of its own"),
         "{stderr}"
     );
-    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("flowgate:")).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.trim().lines().filter(|l| l.starts_with("flowgate:")).count(),
+        1,
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -131,12 +131,13 @@ pub async fn up(project: &str, args: UpArgs, file: Option<&DeploymentFile>) -> a
 }
 
 fn applied_text(applied: &Applied) -> String {
-    let mut out = format!(
-        "Flow: {}/\nManagement Center: {}/\n",
-        applied.flow_url, applied.mc_url
-    );
+    let mut out = format!("Flow: {}/\nManagement Center: {}/\n", applied.flow_url, applied.mc_url);
     match &applied.ca {
-        Some(ca) => out.push_str(&format!("{} instances; clients trust {}\n", applied.instances, ca.display())),
+        Some(ca) => out.push_str(&format!(
+            "{} instances; clients trust {}\n",
+            applied.instances,
+            ca.display()
+        )),
         None => out.push_str(&format!("{} instances\n", applied.instances)),
     }
     out

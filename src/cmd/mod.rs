@@ -71,7 +71,10 @@ pub enum Command {
     /// Run the proxy core: the WebSocket-aware load balancer.
     Proxy(Box<proxy::ProxyArgs>),
     /// Run a simulator of Flow or Management Center.
-    #[command(subcommand, after_help = "Example:\n  flowgate sim flow --listen 127.0.0.1:9021 --name flow-1")]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  flowgate sim flow --listen 127.0.0.1:9021 --name flow-1"
+    )]
     Sim(sim::SimCommand),
     /// Simulate Flow UI users: WebSocket sessions with heartbeats plus HTTP load.
     Loadgen(sim::LoadgenArgs),

@@ -143,7 +143,11 @@ impl KeyAction {
             KeyAction::Logs => ("logs", 'l', "logs of the selected instance"),
             KeyAction::Certificate => ("certificate", 'c', "certificate details"),
             KeyAction::Mc => ("mc", 'm', "Management Center and its CORS check"),
-            KeyAction::Doctor => ("doctor", 'D', "check the deployment against Flow's load-balancing guide"),
+            KeyAction::Doctor => (
+                "doctor",
+                'D',
+                "check the deployment against Flow's load-balancing guide",
+            ),
             KeyAction::Filter => ("filter", '/', "filter instances by name"),
             KeyAction::Help => ("help", '?', "this help"),
             KeyAction::Quit => ("quit", 'q', "quit; the deployment keeps running"),
@@ -292,7 +296,6 @@ pub fn system_property(java_opts: &str, name: &str) -> Option<String> {
     Some(value.to_string())
 }
 
-
 /// The setting a [`DeploymentError`] is about: the setup form puts its
 /// cursor there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +331,9 @@ pub enum DeploymentError {
     SamePorts(u16),
     #[error("Let's Encrypt needs a contact e-mail address (tls.email), not '{0}'")]
     Email(String),
-    #[error("Let's Encrypt only issues certificates for public names, not {0}; use the self-signed mode for local names")]
+    #[error(
+        "Let's Encrypt only issues certificates for public names, not {0}; use the self-signed mode for local names"
+    )]
     NotPublic(String),
     #[error("the certificate mode \"files\" needs both a certificate and a key file")]
     MissingCertFile(Setting),

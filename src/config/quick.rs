@@ -189,8 +189,8 @@ impl ProxyFlags {
         let tls = match self.tls {
             None => None,
             Some(name) => {
-                let mode = TlsMode::from_parts(name, self.cert.clone(), self.key.clone(), self.acme.clone())
-                    .map_err(|e| {
+                let mode =
+                    TlsMode::from_parts(name, self.cert.clone(), self.key.clone(), self.acme.clone()).map_err(|e| {
                         ConfigError::new(e.to_string())
                             .with_hint("--cert fullchain.pem --key privkey.pem go with --tls files")
                     })?;

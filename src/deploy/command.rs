@@ -234,7 +234,9 @@ pub async fn scale_with(
 ) -> Result<Applied, DeployError> {
     let running = Running::read(docker, project).await?;
     let Some(settings) = running.settings.clone() else {
-        return Err(DeployError::NoDeployment { project: project.into() });
+        return Err(DeployError::NoDeployment {
+            project: project.into(),
+        });
     };
     let deployment = Deployment { instances, ..settings };
     deployment.validate()?;

@@ -17,9 +17,9 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 
+use super::DeployError;
 use super::plan::{Action, Found, LABEL_PROJECT, Names, Role};
 use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT};
-use super::DeployError;
 use crate::proxy::backend::BackendState;
 use crate::proxy::client::AdminClient;
 
@@ -40,7 +40,9 @@ pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployE
                 .build(),
         ))
         .await
-        .map_err(DeployError::docker(format!("cannot list the containers of project {project}")))?;
+        .map_err(DeployError::docker(format!(
+            "cannot list the containers of project {project}"
+        )))?;
     Ok(list
         .iter()
         .filter_map(|c| {

@@ -59,10 +59,7 @@ pub enum DeployError {
         source: std::io::Error,
     },
     #[error("{action} failed: {source}")]
-    Step {
-        action: String,
-        source: Box<DeployError>,
-    },
+    Step { action: String, source: Box<DeployError> },
     #[error(
         "a container named {0} already exists but is not part of this deployment; remove or rename it, or choose another --project"
     )]

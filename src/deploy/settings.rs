@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
-use crate::template;
 use crate::config::deployment::{
     CertMode, DeploymentError, MAX_INSTANCES, Setting, TlsFile, check_domain, check_project, check_tls,
 };
+use crate::template;
 
 /// Where things live inside flowgate's image.
 pub const PROXY_CONFIG_IN_CONTAINER: &str = "/etc/flowgate/proxy.toml";
@@ -413,7 +413,9 @@ mod tests {
     fn mc_allows_the_public_flow_origin() {
         let env = mc_env(&demo());
         let java_opts = env.iter().find(|e| e.starts_with("JAVA_OPTS=")).unwrap();
-        let value = crate::config::deployment::system_property(java_opts, crate::config::deployment::FLOW_ADDRESSES_PROPERTY).unwrap();
+        let value =
+            crate::config::deployment::system_property(java_opts, crate::config::deployment::FLOW_ADDRESSES_PROPERTY)
+                .unwrap();
         assert_eq!(value, "https://flow.localhost:8443");
         let mut standard = demo();
         standard.https_port = 443;
@@ -464,7 +466,12 @@ pub struct RealProfile {
 pub fn hazelcast_yml(dep: &Deployment) -> String {
     let names = dep.names();
     let members: String = (1..=dep.instances.max(1))
-        .map(|n| format!("          - {}:{HAZELCAST_PORT}\n", names.container(Role::Flow, Some(n))))
+        .map(|n| {
+            format!(
+                "          - {}:{HAZELCAST_PORT}\n",
+                names.container(Role::Flow, Some(n))
+            )
+        })
         .collect();
     template::HAZELCAST_YML.render(&[("port", &HAZELCAST_PORT.to_string()), ("members", &members)])
 }

@@ -181,7 +181,9 @@ async fn local_deployment(project: &str, mut args: Options, say: &Say) -> Result
     let docker = crate::deploy::connect().await.map_err(DoctorError::NoDocker)?;
     let running = crate::deploy::command::Running::read(&docker, project).await?;
     let Some(dep) = running.settings else {
-        return Err(DoctorError::NoDeployment { project: project.into() });
+        return Err(DoctorError::NoDeployment {
+            project: project.into(),
+        });
     };
     args.url = Some(dep.flow_origin());
     args.mc_url = args.mc_url.or_else(|| Some(dep.mc_origin()));

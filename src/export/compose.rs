@@ -8,8 +8,8 @@ use std::path::Path;
 use super::{File, MARKER, Source, certificate_paths, real_profile_files};
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
-use crate::template;
 use crate::deploy::settings::{self, ContainerSpec, FLOW_PORT, MC_PORT, STATE_IN_CONTAINER, TOKEN_IN_CONTAINER};
+use crate::template;
 
 /// One service of a compose file.
 #[derive(Debug, Default)]

@@ -12,10 +12,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{ContainerInfo, Feed};
+use crate::deploy::DeployError;
 use crate::deploy::engine;
 use crate::deploy::plan::{Found, LABEL_PROJECT, Names};
 use crate::deploy::settings::{self, Deployment, LABEL_SETTINGS};
-use crate::deploy::DeployError;
 use crate::proxy::client::AdminClient;
 
 /// Wall-clock milliseconds since the epoch: what every feed stamps.

@@ -63,7 +63,10 @@ pub enum Feed {
     Sessions(Vec<SessionView>),
     Certificates(Vec<CertificateView>),
     /// An event from the proxy's stream (`/api/v1/events`).
-    Proxy { at_ms: u64, event: ProxyEvent },
+    Proxy {
+        at_ms: u64,
+        event: ProxyEvent,
+    },
     /// The proxy's admin API cannot be reached (why).
     ProxyDown(String),
     /// A line of progress or an error from an action (scale, restart, ...).
@@ -410,11 +413,7 @@ impl State {
         };
         let find = |role: Role| self.containers.iter().find(|c| c.role == role);
         let mc = find(Role::Mc).map(|c| {
-            let health = self
-                .backends
-                .values()
-                .find(|b| b.service == "mc")
-                .map(|b| b.state);
+            let health = self.backends.values().find(|b| b.service == "mc").map(|b| b.state);
             self.component(c, health)
         });
         let proxy = find(Role::Proxy).map(|c| ProxyStatus {

@@ -123,4 +123,3 @@ pub fn status_text(snap: &Snapshot) -> String {
     }
     out
 }
-

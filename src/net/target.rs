@@ -101,7 +101,9 @@ fn resolved(entries: &[String], host: &str, port: u16) -> Result<Option<SocketAd
         };
         let mut parts = entry.splitn(3, ':');
         let (Some(h), Some(p), Some(a)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("it must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1".into()));
+            return Err(bad(
+                "it must look like HOST:PORT:ADDR, e.g. flow.example.com:443:127.0.0.1".into(),
+            ));
         };
         let p: u16 = p.parse().map_err(|_| bad(format!("'{p}' is not a port")))?;
         if h.eq_ignore_ascii_case(host) && p == port {

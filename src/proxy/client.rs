@@ -93,13 +93,16 @@ impl AdminClient {
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Incoming), AdminError> {
         let mut request = Request::new(body.map_or_else(serve::empty, serve::full));
         *request.method_mut() = method;
-        *request.uri_mut() = format!("http://{}{path}", self.addr)
+        *request.uri_mut() =
+            format!("http://{}{path}", self.addr)
+                .parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| AdminError::Answer {
+                    path: path.into(),
+                    reason: e.to_string(),
+                })?;
+        let bearer = format!("Bearer {}", self.token)
             .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| AdminError::Answer {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        let bearer = format!("Bearer {}", self.token).parse().map_err(|_| AdminError::Refused)?;
+            .map_err(|_| AdminError::Refused)?;
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
         let response = self
             .client
@@ -161,7 +164,10 @@ impl AdminClient {
     pub async fn add_backend(&self, id: &str, address: &str, service: &str) -> Result<bool, AdminError> {
         const PATH: &str = "/api/v1/backends";
         let body = serde_json::json!({"address": address, "id": id, "service": service});
-        match self.call(Method::POST, PATH, Some(body.to_string().into_bytes())).await? {
+        match self
+            .call(Method::POST, PATH, Some(body.to_string().into_bytes()))
+            .await?
+        {
             (201, _) => Ok(true),
             (409, _) => Ok(false),
             (status, body) => Err(status_error(Method::POST, PATH, status, &body)),
@@ -282,7 +288,11 @@ mod tests {
         assert_eq!(parse_sse(": keep-alive\n\n"), None);
         // What the proxy writes reads back as the same event.
         let event = ProxyEvent::Lagged { missed: 3 };
-        let written = format!("event: {}\ndata: {}\n\n", event.name(), serde_json::to_string(&event).unwrap());
+        let written = format!(
+            "event: {}\ndata: {}\n\n",
+            event.name(),
+            serde_json::to_string(&event).unwrap()
+        );
         assert_eq!(parse_sse(&written), Some(event));
     }
 

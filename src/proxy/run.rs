@@ -210,7 +210,8 @@ pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
         None => {}
     }
 
-    let watch = |kind: SignalKind, name: &'static str| signal(kind).map_err(|source| StartError::Signal { name, source });
+    let watch =
+        |kind: SignalKind, name: &'static str| signal(kind).map_err(|source| StartError::Signal { name, source });
     let mut hangup = watch(SignalKind::hangup(), "SIGHUP")?;
     let mut terminate = watch(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = watch(SignalKind::interrupt(), "SIGINT")?;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
-    OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
 };
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
 use rustls::sign::CertifiedKey;
@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 use super::{
     CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key, now_unix, rfc3339,
 };
-use crate::fsutil::write_atomic;
 pub use crate::config::proxy::{AcmeSettings, ChallengeKind};
+use crate::fsutil::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {

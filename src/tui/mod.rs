@@ -13,8 +13,6 @@ pub mod wizard;
 
 #[cfg(test)]
 mod picture;
-#[cfg(test)]
-mod screens;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

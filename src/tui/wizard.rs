@@ -528,4 +528,12 @@ mod tests {
         let mut w = Wizard::new("demo", false, false);
         assert!(matches!(press(&mut w, KeyCode::Esc), Outcome::Cancel));
     }
+
+    #[test]
+    fn setup_wizard() {
+        let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 24)).unwrap();
+        let wizard = Wizard::new("prod", false, true);
+        terminal.draw(|frame| wizard.render(frame)).unwrap();
+        insta::assert_snapshot!(terminal.backend().to_string());
+    }
 }

@@ -9,7 +9,6 @@
 mod http;
 mod session;
 
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -218,7 +217,9 @@ async fn generate(args: &Options, target: &Target) -> Summary {
             stats.clone(),
         )));
     }
-    let progress = args.progress.then(|| tokio::spawn(report_progress(stats.clone(), started)));
+    let progress = args
+        .progress
+        .then(|| tokio::spawn(report_progress(stats.clone(), started)));
     for task in tasks {
         let _ = task.await;
     }
@@ -271,40 +272,44 @@ impl Summary {
         use std::fmt::Write as _;
         let s = self;
         let mut out = String::new();
-    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
-    let _ = writeln!(out, "loadgen summary ({:.1} s)", s.duration_s);
-    let _ = writeln!(out, "  HTTP requests     {} ok, {} failed", s.requests_ok, s.requests_failed);
-    let _ = writeln!(
-        out,
-        "  HTTP latency      p50 {}, p99 {}",
-        ms(s.latency_p50_ms),
-        ms(s.latency_p99_ms)
-    );
-    let _ = writeln!(
-        out,
-        "  WebSocket         {} opened, {} failed, {} dropped, peak {} open, {} reconnects",
-        s.ws_opened, s.ws_failed, s.ws_dropped, s.ws_peak_open, s.ws_reconnects
-    );
-    if !s.ws_closed_by_server.is_empty() {
-        let codes: Vec<String> = s.ws_closed_by_server.iter().map(|(c, n)| format!("{c}: {n}")).collect();
-        let _ = writeln!(out, "  closed by server  {}", codes.join(", "));
-    }
-    let _ = writeln!(
-        out,
-        "  heartbeats        {} sent, {} acknowledged",
-        s.heartbeats_sent, s.heartbeats_acknowledged
-    );
-    let _ = writeln!(
-        out,
-        "  heartbeat RTT     p50 {}, p99 {}; once all sessions were open p50 {}, p99 {}",
-        ms(s.heartbeat_rtt_p50_ms),
-        ms(s.heartbeat_rtt_p99_ms),
-        ms(s.heartbeat_rtt_steady_p50_ms),
-        ms(s.heartbeat_rtt_steady_p99_ms)
-    );
-    for (error, count) in &s.errors {
-        let _ = writeln!(out, "  error x{count}: {error}");
-    }
-    out
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
+        let _ = writeln!(out, "loadgen summary ({:.1} s)", s.duration_s);
+        let _ = writeln!(
+            out,
+            "  HTTP requests     {} ok, {} failed",
+            s.requests_ok, s.requests_failed
+        );
+        let _ = writeln!(
+            out,
+            "  HTTP latency      p50 {}, p99 {}",
+            ms(s.latency_p50_ms),
+            ms(s.latency_p99_ms)
+        );
+        let _ = writeln!(
+            out,
+            "  WebSocket         {} opened, {} failed, {} dropped, peak {} open, {} reconnects",
+            s.ws_opened, s.ws_failed, s.ws_dropped, s.ws_peak_open, s.ws_reconnects
+        );
+        if !s.ws_closed_by_server.is_empty() {
+            let codes: Vec<String> = s.ws_closed_by_server.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let _ = writeln!(out, "  closed by server  {}", codes.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  heartbeats        {} sent, {} acknowledged",
+            s.heartbeats_sent, s.heartbeats_acknowledged
+        );
+        let _ = writeln!(
+            out,
+            "  heartbeat RTT     p50 {}, p99 {}; once all sessions were open p50 {}, p99 {}",
+            ms(s.heartbeat_rtt_p50_ms),
+            ms(s.heartbeat_rtt_p99_ms),
+            ms(s.heartbeat_rtt_steady_p50_ms),
+            ms(s.heartbeat_rtt_steady_p99_ms)
+        );
+        for (error, count) in &s.errors {
+            let _ = writeln!(out, "  error x{count}: {error}");
+        }
+        out
     }
 }
