@@ -5,6 +5,7 @@
 //! simulators and the load generator, and `websocket` the protocol pieces
 //! they share. See ARCHITECTURE.md for how data flows between them.
 
+pub mod clock;
 pub mod config;
 pub mod deploy;
 pub mod doctor;

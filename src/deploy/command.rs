@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use super::DeployError;
 use super::engine::{self, Executor};
 use super::plan::{Action, Desired, Role, plan};
-use super::settings::{self, Deployment, LABEL_SETTINGS};
+use super::settings::{self, Deployment};
 use crate::config::deployment::{DeploymentFile, Profile};
 use crate::fsutil::write_atomic;
 
@@ -39,7 +39,7 @@ async fn previous_settings(docker: &Docker, project: &str) -> Option<(Deployment
     }
     .container(Role::Proxy, None);
     let config = docker.inspect_container(&name, None).await.ok()?.config?;
-    let settings = serde_json::from_str(config.labels?.get(LABEL_SETTINGS)?).ok()?;
+    let settings = Deployment::from_labels(config.labels.as_ref()?)?;
     Some((settings, config.image))
 }
 

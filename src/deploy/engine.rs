@@ -29,16 +29,26 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 /// How long a stopping container gets before it is killed.
 const STOP_GRACE: i64 = 10;
 
-/// The containers of a project, from their labels.
-pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployError> {
+/// One container of a project as Docker lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub found: Found,
+    /// Docker's id and state (`running`, `exited`, ...): together they
+    /// change whenever the container does.
+    pub id: String,
+    pub state: String,
+}
+
+/// Every container that carries the project's label, with the identity
+/// its labels give (containers of roles flowgate does not know are left out).
+pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployError> {
     let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+        .list_containers(Some(options))
         .await
         .map_err(DeployError::docker(format!(
             "cannot list the containers of project {project}"
@@ -49,9 +59,18 @@ pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployE
             let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
             let name = c.names.as_ref()?.first()?.clone();
             let running = matches!(c.state, Some(bollard::models::ContainerSummaryStateEnum::RUNNING));
-            Found::from_labels(&name, &labels, running)
+            Some(Listed {
+                found: Found::from_labels(&name, &labels, running)?,
+                id: c.id.clone().unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            })
         })
         .collect())
+}
+
+/// The containers of a project, from their labels.
+pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployError> {
+    Ok(list(docker, project).await?.into_iter().map(|l| l.found).collect())
 }
 
 pub async fn network_exists(docker: &Docker, name: &str) -> bool {

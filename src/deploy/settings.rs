@@ -57,6 +57,12 @@ impl Deployment {
         origin(&self.mc_domain, self.https_port)
     }
 
+    /// The settings a proxy container carries in its labels (`up` puts them
+    /// there, so `status`, `scale` and the dashboard need no command line).
+    pub fn from_labels(labels: &std::collections::HashMap<String, String>) -> Option<Deployment> {
+        serde_json::from_str(labels.get(LABEL_SETTINGS)?).ok()
+    }
+
     /// Every rule a deployment must keep, whoever built it: the setup
     /// form, flags and flowgate.toml (through `resolve`) and scaling.
     pub fn validate(&self) -> Result<(), DeploymentError> {

@@ -383,7 +383,7 @@ async fn inspect_certificate(
     match connected {
         Ok(stream) => {
             let info = presented(&stream).ok_or_else(|| format!("{host}: the server sent no certificate"))?;
-            let days = (info.not_after_unix - now_unix()) / 86_400;
+            let days = (info.not_after_unix - crate::clock::now_unix()) / 86_400;
             let summary = format!(
                 "{host}: valid, issued by {}, expires {} ({days} days left)",
                 info.issuer,
@@ -843,12 +843,6 @@ async fn watch(
         };
         return (ended(how), pongs, started.elapsed());
     }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `2027-02-01` from an RFC 3339 time.

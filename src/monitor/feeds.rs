@@ -3,28 +3,21 @@
 //! receiver makes stats samples drop, never the dashboard wait.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, StatsOptionsBuilder};
+use bollard::query_parameters::{EventsOptionsBuilder, StatsOptionsBuilder};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{ContainerInfo, Feed};
+use crate::clock::{now_ms, parse_rfc3339};
 use crate::deploy::DeployError;
 use crate::deploy::engine;
-use crate::deploy::plan::{Found, LABEL_PROJECT, Names};
-use crate::deploy::settings::{self, Deployment, LABEL_SETTINGS};
+use crate::deploy::plan::{LABEL_PROJECT, Names};
+use crate::deploy::settings::{self, Deployment};
 use crate::proxy::client::AdminClient;
-
-/// Wall-clock milliseconds since the epoch: what every feed stamps.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The running feed tasks; dropping this stops them.
 pub struct Feeds {
@@ -90,30 +83,14 @@ async fn containers(
     // Inspecting is what gives restarts and start times: done for new or
     // changed containers only.
     let mut known: BTreeMap<String, (String, ContainerInfo)> = BTreeMap::new();
-    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
     let mut forced = true;
     loop {
-        if let Ok(list) = docker.list_containers(Some(options.clone())).await {
+        if let Ok(list) = engine::list(&docker, &project).await {
             let mut infos = Vec::new();
-            for c in &list {
-                let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
-                let Some(name) = c
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/'))
-                else {
-                    continue;
-                };
-                let Some(found) = Found::from_labels(name, &labels, false) else {
-                    continue;
-                };
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-                let key = format!("{}/{state}", c.id.clone().unwrap_or_default());
+            for listed in &list {
+                let (found, name) = (&listed.found, listed.found.name.as_str());
+                let state = listed.state.clone();
+                let key = format!("{}/{state}", listed.id);
                 let info = match known.get(name) {
                     Some((k, info)) if *k == key && !forced => info.clone(),
                     _ => {
@@ -121,8 +98,7 @@ async fn containers(
                         if found.role == crate::deploy::plan::Role::Proxy {
                             let settings = inspect
                                 .as_ref()
-                                .and_then(|i| i.config.as_ref()?.labels.as_ref()?.get(LABEL_SETTINGS).cloned())
-                                .and_then(|json| serde_json::from_str::<Deployment>(&json).ok());
+                                .and_then(|i| Deployment::from_labels(i.config.as_ref()?.labels.as_ref()?));
                             deployment.send_replace(settings);
                         }
                         let started_at = inspect
@@ -324,24 +300,5 @@ async fn proxy_events(docker: Docker, project: String, tx: mpsc::Sender<Feed>) {
             return;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// Seconds since the epoch of Docker's RFC 3339 times (`2026-11-26T01:02:03.456Z`).
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    let secs = t.unix_timestamp();
-    (secs > 0).then_some(secs)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn engine_times_are_read_as_rfc3339() {
-        assert_eq!(
-            super::parse_rfc3339("2026-11-25T22:36:49.123456789Z"),
-            Some(1_795_646_209)
-        );
-        assert_eq!(super::parse_rfc3339("0001-01-01T00:00:00Z"), None);
     }
 }

@@ -38,7 +38,7 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, Status
             containers_seen = true;
         }
         state.apply(feed);
-        let snap = state.snapshot(crate::tls::now_unix());
+        let snap = state.snapshot(crate::clock::now_unix());
         let admin_known = state.samples >= 2 || matches!(state.admin, Some(Err(_)));
         let stats_known = snap
             .instances
@@ -55,7 +55,7 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, Status
         state.flow_url = Some(dep.flow_origin());
         state.mc_url = Some(dep.mc_origin());
     }
-    Ok(state.snapshot(crate::tls::now_unix()))
+    Ok(state.snapshot(crate::clock::now_unix()))
 }
 
 /// `flowgate status` for people: where it answers, the certificate, the

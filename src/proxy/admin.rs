@@ -296,7 +296,7 @@ pub struct CertificateView {
 }
 
 fn certificates(proxy: &Proxy) -> Vec<CertificateView> {
-    let now = crate::tls::now_unix();
+    let now = crate::clock::now_unix();
     proxy
         .certs
         .certificates()

@@ -22,9 +22,8 @@ use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
 use rustls::sign::CertifiedKey;
 use tokio::sync::Notify;
 
-use super::{
-    CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key, now_unix, rfc3339,
-};
+use super::{CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key, rfc3339};
+use crate::clock::now_unix;
 pub use crate::config::proxy::{AcmeSettings, ChallengeKind};
 use crate::fsutil::write_atomic;
 

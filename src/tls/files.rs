@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key, now_unix};
+use super::{CertEvent, CertInfo, CertStore, Installed, Source, SourceStatus, TlsError, certified_key};
+use crate::clock::now_unix;
 
 /// Certificates expiring sooner than this are loaded with a warning.
 const WARN_DAYS: i64 = 14;

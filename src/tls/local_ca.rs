@@ -126,7 +126,7 @@ impl LocalCa {
         let existing = match (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path)) {
             (Ok(chain), Ok(key)) => certified_key(&chain, &key, &cert_path).ok().and_then(|ck| {
                 let info = CertInfo::inspect(ck.cert.first()?.as_ref(), Source::SelfSigned).ok()?;
-                let fresh = super::now_unix() < info.renew_at_unix();
+                let fresh = crate::clock::now_unix() < info.renew_at_unix();
                 let complete = domains.iter().all(|d| info.covers(d)) && info.covers("localhost");
                 (fresh && complete).then_some((ck, info))
             }),

@@ -160,13 +160,6 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A certificate ready to serve, with what is known about it.
 #[derive(Debug)]
 pub struct Installed {

@@ -25,10 +25,11 @@ use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event};
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::config::deployment::{self, DeploymentFile};
 use crate::deploy::DeployError;
 use crate::deploy::command::{self, Overrides, Running, Target};
-use crate::monitor::feeds::{self, now_ms};
+use crate::monitor::feeds;
 use crate::monitor::{Feed, probe};
 use app::{Action, App, KeyMap, Msg, Quit};
 use wizard::{Outcome, Wizard};
@@ -229,7 +230,12 @@ async fn session(
                             task.abort();
                         }
                         if let Some(name) = name {
-                            logs_task = Some(tokio::spawn(follow_logs(docker.clone(), name, tx.clone())));
+                            logs_task = Some(tokio::spawn(follow_logs(
+                                docker.clone(),
+                                project.to_string(),
+                                name,
+                                tx.clone(),
+                            )));
                         }
                     }
                     Action::RunDoctor => {
@@ -391,22 +397,22 @@ async fn deployer(docker: Docker, project: String, mut jobs: mpsc::UnboundedRece
 }
 
 /// Follows a container's logs into the logs view.
-async fn follow_logs(docker: Docker, name: String, tx: mpsc::Sender<Msg>) {
+async fn follow_logs(docker: Docker, project: String, name: String, tx: mpsc::Sender<Msg>) {
     use futures_util::StreamExt;
-    let options = bollard::query_parameters::LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .follow(true)
-        .tail("500")
-        .build();
-    let mut stream = docker.logs(&name, Some(options));
+    let mut stream = match command::logs(&docker, &project, &name, true, 500).await {
+        Ok(stream) => Box::pin(stream),
+        Err(e) => {
+            let _ = tx.send(Msg::LogLine(e.to_string())).await;
+            return;
+        }
+    };
     let mut partial = String::new();
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
+        let Ok((_, bytes)) = chunk else {
             let _ = tx.send(Msg::LogLine(format!("(logs of {name} ended)"))).await;
             return;
         };
-        partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        partial.push_str(&String::from_utf8_lossy(&bytes));
         while let Some(end) = partial.find('\n') {
             let line: String = partial.drain(..=end).collect();
             if tx.send(Msg::LogLine(strip_ansi(line.trim_end()))).await.is_err() {
