@@ -1,9 +1,16 @@
 //! flowgate: run Hazelcast Flow behind a WebSocket-aware load balancer.
 //!
-//! The binary's commands are thin: `config` reads and validates files,
-//! `proxy` is the load balancer, `sim` holds the Flow and Management Center
-//! simulators and the load generator, and `websocket` the protocol pieces
-//! they share. See ARCHITECTURE.md for how data flows between them.
+//! The library under the `flowgate` binary (whose shell, `src/cmd/`, turns
+//! the command line into calls of these modules). From the top down:
+//! `tui` (the dashboard), `doctor` (checks any balancer against the Flow
+//! guide) and `export` (compose, Traefik and nginx files) are front ends;
+//! `monitor` folds Docker's and the proxy's feeds into one picture;
+//! `deploy` plans and runs the deployment on Docker; `proxy` is the load
+//! balancer and `tls` its certificates; `config`, `net` (the client side),
+//! `websocket`, `template`, `serve`, `fsutil`, `clock` and `histogram` are
+//! the pieces everything shares. `sim` holds the Flow and Management Center
+//! simulators and the load generator. No module imports one above it;
+//! ARCHITECTURE.md draws the layers and how data flows between them.
 
 pub mod clock;
 pub mod config;

@@ -131,7 +131,9 @@ fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
         .duration("20s")
         .flag("--reconnect")
         .spawn();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(Duration::from_secs(20), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(30)
+    });
     project.ok(&["scale", "5"]);
     let five = project.status();
     assert_eq!(

@@ -383,7 +383,7 @@ fn websocket_sessions_count_against_max_connections() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 4);
     assert_eq!(proxy.total("ws_active"), 4, "sessions opened beyond max_connections");
     for s in &mut waiting {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -654,8 +654,9 @@ fn a_websocket_client_that_stops_reading_is_freed_at_once_on_drain() {
     let proxy = over_sim(&mut fx, &["--write-timeout", "60s"]);
     let (held, send) = stop_reading(&proxy);
     wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
-    // Let the buffers fill, so the proxy is stuck writing to this client.
-    std::thread::sleep(Duration::from_secs(2));
+    // The buffers are full once the client can send no more: the proxy has
+    // stopped reading from it because it is stuck writing to it.
+    wait_for(Duration::from_secs(20), || send.is_finished());
     let id = proxy.backends()[0]["id"].as_str().unwrap().to_string();
     let started = Instant::now();
     let r = proxy.admin("DELETE", &format!("/api/v1/backends/{id}?drain=0"), "");

@@ -204,7 +204,7 @@ fn killed_backend_costs_no_failed_gets_and_its_sessions_get_1001() {
         .flag("--reconnect")
         .spawn();
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 30);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(Duration::from_secs(10), || proxy.total("requests_total") >= 100);
     let on_victim = proxy
         .backends()
         .iter()
@@ -254,7 +254,12 @@ fn drain_closes_sessions_with_1001_and_fails_no_request() {
             statuses
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(Duration::from_secs(5), || {
+        proxy
+            .backends()
+            .iter()
+            .any(|b| b["address"] == victim.as_str() && b["active_requests"].as_u64() > Some(0))
+    });
     let on_victim = proxy
         .backends()
         .iter()
@@ -599,9 +604,18 @@ fn event_stream_reports_sessions_heartbeats_and_backend_changes() {
         proxy.token
     );
     stream.write_all(head.as_bytes()).unwrap();
+    // The answer's head comes once the subscription exists: events from
+    // here on reach this stream.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the event stream closed before its head: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     let reader = std::thread::spawn(move || {
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
+        let mut seen = seen;
+        let mut buf = buf;
         let wanted = [
             "text/event-stream",
             "event: websocket_opened",
@@ -618,7 +632,6 @@ fn event_stream_reports_sessions_heartbeats_and_backend_changes() {
         }
         seen
     });
-    std::thread::sleep(Duration::from_millis(300));
     let summary = Load::to(proxy.addr).sessions(2, "200ms").duration("1s").run();
     assert_eq!(summary["ws_opened"], 2);
     let r = proxy.admin(

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Labels on every Docker object flowgate makes (SPEC: Docker objects).
+/// Labels on every Docker object flowgate makes .
 pub const LABEL_PROJECT: &str = "io.flowgate.project";
 pub const LABEL_ROLE: &str = "io.flowgate.role";
 pub const LABEL_INDEX: &str = "io.flowgate.index";

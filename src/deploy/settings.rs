@@ -451,7 +451,7 @@ mod tests {
     }
 }
 
-/// The images of the real profile (SPEC: Real images and their settings).
+/// The images of the real profile.
 pub const FLOW_IMAGE: &str = "hazelcast/hazelcast-flow";
 pub const MC_IMAGE: &str = "hazelcast/management-center-flow";
 pub const POSTGRES_IMAGE: &str = "postgres:15";

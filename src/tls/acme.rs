@@ -378,6 +378,11 @@ impl AcmeIssuer {
                         // The CA's renewal window, where it offers one (ARI).
                         let ask_again = self.check_renewal_info().await;
                         let renew_at = self.renew_at(&info);
+                        tracing::info!(
+                            "the certificate for {} is current; it renews at {}",
+                            self.domains.join(", "),
+                            rfc3339(renew_at)
+                        );
                         self.store.set_status(
                             Source::Acme,
                             SourceStatus {

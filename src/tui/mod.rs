@@ -294,11 +294,11 @@ async fn session(
     }
 }
 
-/// The shortest time between two frames (10 frames a second).
 /// How long the dashboard's doctor watches a silent session for the idle
 /// timeout (the command's default is 75 s; the dashboard answers sooner).
 pub const DOCTOR_IDLE_WAIT: Duration = Duration::from_secs(12);
 
+/// The shortest time between two frames (10 frames a second).
 const MIN_FRAME: Duration = Duration::from_millis(100);
 /// The shortest time between frames that only show new live data.
 const FEED_FRAME: Duration = Duration::from_millis(250);

@@ -164,7 +164,6 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Peer::new(stream, Role::Client, &buf[head_end..]))
 }
 
-/// The offset just past the first `\r\n\r\n`, if the buffer holds one.
 /// Where an HTTP head ends: after its empty line, whether lines end in
 /// CRLF or (as some clients send them) a bare LF.
 pub fn find_head_end(buf: &[u8]) -> Option<usize> {
