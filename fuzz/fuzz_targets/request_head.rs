@@ -8,7 +8,7 @@
 #![no_main]
 
 use flowgate::config::proxy::Service;
-use flowgate::proxy::conn::ConnInfo;
+use flowgate::proxy::conn::{ConnInfo, Scheme};
 use flowgate::proxy::headers::{check_framing, check_upgrade_framing, prepare_request_headers, request_host};
 use flowgate::websocket::peer::find_head_end;
 use hyper::header::{HeaderName, HeaderValue};
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (mut parts, ()) = req.into_parts();
-    let conn = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "https", 443);
+    let conn = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), Scheme::Https, 443);
     prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &Service::new("flow"));
     let hosts: Vec<_> = parts.headers.get_all("host").iter().collect();
     if parts.uri.authority().is_none() {

@@ -62,12 +62,28 @@ impl Drop for ClientSlot {
     }
 }
 
+/// What the client connected with: the listener's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// What the handler knows about the client connection.
 #[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
-    /// `http` or `https`: what the client used.
-    pub scheme: &'static str,
+    /// What the client used.
+    pub scheme: Scheme,
     /// The port the client connected to.
     pub port: u16,
     /// The peer is a trusted proxy: its forwarded headers are kept.
@@ -85,7 +101,7 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(client: SocketAddr, scheme: &'static str, port: u16) -> ConnInfo {
+    pub fn new(client: SocketAddr, scheme: Scheme, port: u16) -> ConnInfo {
         ConnInfo {
             client,
             scheme,
@@ -224,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_connection_with_a_request_in_flight_is_never_idle() {
-        let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), "http", 80);
+        let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), Scheme::Http, 80);
         let activity = conn.activity.clone();
         let guard = conn.start_request();
         assert_eq!(activity.time_left(Duration::ZERO, Duration::ZERO), Some(Duration::ZERO));

@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 use super::Proxy;
 use super::backend::{Backend, InFlight};
 use super::balance::Pool;
-use super::conn::ConnInfo;
+use super::conn::{ConnInfo, Scheme};
 use super::headers::{origin_form, prepare_request_headers};
 use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts};
 use crate::config::proxy::{Limits, Service};
@@ -82,7 +82,7 @@ pub async fn forward(
                     in_flight,
                     started,
                 };
-                return upstream::relay(&backend, settings, sticky, conn.scheme == "https", answered);
+                return upstream::relay(&backend, settings, sticky, conn.scheme == Scheme::Https, answered);
             }
             Err(error) => {
                 drop(in_flight);

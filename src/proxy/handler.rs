@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Proxy;
-use super::conn::ConnInfo;
+use super::conn::{ConnInfo, Scheme};
 use super::headers::{check_framing, cookie_value, request_host};
 use crate::config::proxy::Route;
 use crate::serve::{self, Body};
@@ -39,7 +39,7 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return serve::text(StatusCode::NOT_FOUND, "no site is configured for this host name");
     };
-    if conn.scheme == "http" {
+    if conn.scheme == Scheme::Http {
         if let Some(tls) = &config.tls {
             if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PATH) {
                 return match proxy.certs.http_challenge(token) {

@@ -209,7 +209,7 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
     };
     let proto = match settings.forwarded_proto.as_deref() {
         Some(proto) => HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("https")),
-        None => HeaderValue::from_static(conn.scheme),
+        None => HeaderValue::from_static(conn.scheme.as_str()),
     };
     let port = match settings.forwarded_port {
         Some(port) => HeaderValue::from(port),
@@ -413,7 +413,11 @@ mod tests {
     }
 
     fn untrusted() -> ConnInfo {
-        ConnInfo::new("127.0.0.7:5000".parse().unwrap(), "http", 8080)
+        ConnInfo::new(
+            "127.0.0.7:5000".parse().unwrap(),
+            super::super::conn::Scheme::Http,
+            8080,
+        )
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
-use super::conn::{Activity, ConnInfo, RequestGuard};
+use super::conn::{Activity, ConnInfo, RequestGuard, Scheme};
 use super::handler;
 use super::io::{Guarded, Prefixed};
 use crate::config::proxy::Limits;
@@ -35,7 +35,7 @@ pub async fn run(
     tls: Option<TlsAcceptor>,
     watcher: impl Fn() -> Option<Watcher>,
 ) {
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
     let limits = proxy.config().limits.clone();
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut shutdown = proxy.shutting_down.subscribe();

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::Proxy;
 use super::backend::{Backend, InFlight, Session};
 use super::balance::Pool;
-use super::conn::ConnInfo;
+use super::conn::{ConnInfo, Scheme};
 use super::events::ProxyEvent;
 use super::headers::{check_upgrade_framing, origin_form, prepare_handshake_headers, prepare_request_headers};
 use super::io::{Guarded, Prefixed};
@@ -137,7 +137,13 @@ pub async fn upgrade(
                             in_flight,
                             started,
                         };
-                        upstream::relay(&backend, &settings, sticky.as_deref(), conn.scheme == "https", answered)
+                        upstream::relay(
+                            &backend,
+                            &settings,
+                            sticky.as_deref(),
+                            conn.scheme == Scheme::Https,
+                            answered,
+                        )
                     }
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, "WebSocket handshake refused ({status}), then: {error}");
