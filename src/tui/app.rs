@@ -479,7 +479,26 @@ impl App {
             self.mode = Mode::Confirm(Confirm::ScaleToZero);
             return Vec::new();
         }
-        if n > crate::config::deployment::MAX_INSTANCES || n == self.base_count() {
+        if n == self.base_count() {
+            return Vec::new();
+        }
+        // The deployment's own rules decide, as for `flowgate scale`.
+        let limit = crate::config::deployment::DeploymentError::Instances(n);
+        let refused = match &self.deployment {
+            Some(dep) => Deployment {
+                instances: n,
+                ..dep.clone()
+            }
+            .validate()
+            .err(),
+            None => (n > crate::config::deployment::MAX_INSTANCES).then_some(limit),
+        };
+        if let Some(error) = refused {
+            self.state.apply(Feed::Note {
+                at_ms: self.now_ms,
+                text: format!("not scaled to {n}: {error}"),
+                error: true,
+            });
             return Vec::new();
         }
         self.pending = Some(n);
@@ -659,6 +678,21 @@ pub mod tests {
         );
         app.update(Msg::Busy(None));
         assert_eq!(app.update(key('-')), [Action::Scale(2)]);
+    }
+
+    #[test]
+    fn a_count_the_deployment_rules_refuse_is_said_not_sent() {
+        let mut app = app();
+        for c in "250".chars() {
+            app.update(key(c));
+        }
+        assert!(app.update(code(KeyCode::Enter)).is_empty());
+        let last = app.state.events.back().expect("an event line");
+        assert!(
+            last.error && last.text.contains("more than flowgate runs"),
+            "{}",
+            last.text
+        );
     }
 
     #[test]
