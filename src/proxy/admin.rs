@@ -236,7 +236,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
         },
         (Method::POST, "/api/v1/reload") => match proxy.reload() {
             Ok(summary) => serve::json(StatusCode::OK, &summary),
-            Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         },
         (Method::GET, "/metrics") => {
             let mut response = serve::text(StatusCode::OK, super::metrics::render(&proxy));

@@ -351,22 +351,29 @@ pub struct ReloadSummary {
     pub backends: usize,
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the proxy was started from flags, so there is no file to reload; start it with --config FILE")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
 impl Proxy {
     /// Reads the configuration file again and applies it; open connections
     /// and sessions are untouched. Listener, admin and TLS settings and the
     /// connection limits need a restart.
-    pub fn reload(self: &Arc<Self>) -> Result<ReloadSummary, String> {
+    pub fn reload(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
         let current = self.config();
         let Some(path) = current.source.clone() else {
-            return Err(
-                "the proxy was started from flags, so there is no file to reload; start it with --config FILE".into(),
-            );
+            return Err(ReloadError::NoFile);
         };
         let mut next = match crate::config::proxy::load(&path) {
             Ok(config) => config,
             Err(e) => {
                 self.events.send(ProxyEvent::ConfigRejected { error: e.to_string() });
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         // Listeners, the admin API and TLS are set up at start; a reload keeps
