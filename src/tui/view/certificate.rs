@@ -40,7 +40,6 @@ pub(super) fn render_certificate(frame: &mut Frame, snap: &Snapshot, theme: &The
 
 #[cfg(test)]
 mod tests {
-
     use super::super::fixtures::*;
     use crate::monitor::Feed;
 

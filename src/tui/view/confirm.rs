@@ -27,7 +27,6 @@ mod tests {
     use crossterm::event::KeyCode;
 
     use super::super::fixtures::*;
-
     use crate::tui::app::tests::{code, key};
 
     #[test]

@@ -68,9 +68,7 @@ pub(super) fn render_doctor(frame: &mut Frame, app: &App, theme: &Theme) {
 
 #[cfg(test)]
 mod tests {
-
     use super::super::fixtures::*;
-
     use crate::tui::app::Msg;
     use crate::tui::app::tests::key;
 

@@ -40,9 +40,7 @@ pub(super) fn render_help(frame: &mut Frame, app: &App, theme: &Theme) {
 
 #[cfg(test)]
 mod tests {
-
     use super::super::fixtures::*;
-
     use crate::tui::app::tests::key;
 
     #[test]

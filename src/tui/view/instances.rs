@@ -200,7 +200,6 @@ pub fn rows_offset(area: Rect, app: &App, visible: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-
     use ratatui::style::Color;
 
     use super::super::fixtures::*;

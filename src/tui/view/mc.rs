@@ -74,9 +74,7 @@ pub(super) fn render_mc(frame: &mut Frame, app: &App, snap: &Snapshot, theme: &T
 
 #[cfg(test)]
 mod tests {
-
     use super::super::fixtures::*;
-
     use crate::tui::app::Msg;
     use crate::tui::app::tests::key;
 

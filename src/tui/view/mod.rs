@@ -203,11 +203,9 @@ fn render_popup(frame: &mut Frame, title: &str, lines: Vec<Line>, width: u16, th
 
 #[cfg(test)]
 mod tests {
-
     use ratatui::style::Color;
 
     use super::fixtures::*;
-
     use crate::tui::app::{App, KeyMap};
 
     #[test]
