@@ -330,3 +330,111 @@ fn loadgen_runs_https_and_wss_trusting_the_local_ca() {
         .run();
     assert_eq!(insecure["ws_opened"], 2, "{insecure}");
 }
+
+/// A leaf for `name` signed with the proxy's local CA key, as whoever read
+/// `ca-key.pem` could make one; written to `dir` as `<stem>.pem`/`.key`.
+fn forge_leaf(state: &Path, dir: &Path, stem: &str, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca_pem = std::fs::read_to_string(state.join("ca.pem")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca-key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    std::fs::write(&cert_path, format!("{}{ca_pem}", cert.pem())).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+#[test]
+fn the_local_ca_signs_only_for_its_domains() {
+    let mut fx = Fixture::new("tls-ca-limits");
+    let (_proxy, _, state) = self_signed_proxy(&mut fx);
+    let ca = state.join("ca.pem");
+    let backend = fx.sim_flow("flow-2").to_string();
+    for (stem, name, trusted) in [
+        ("outside", "bank.example.net", false),
+        ("inside", "mc.flow.example.com", true),
+    ] {
+        let (cert, key) = forge_leaf(&state, &fx.dir, stem, name);
+        let other_state = fx.dir.join(format!("state-{stem}"));
+        let args = [
+            "--tls",
+            "files",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--domain",
+            name,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--backend",
+            &backend,
+        ];
+        let server = fx.proxy_in(stem, &other_state, &args);
+        server.wait_healthy(1);
+        let tls = tls_addr(&other_state);
+        // curl (OpenSSL) checks the CA's name constraints.
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca.to_str().unwrap(),
+            ])
+            .args(["--resolve", &format!("{name}:{}:127.0.0.1", tls.port())])
+            .arg(format!("https://{name}:{}/api/sim/whoami", tls.port()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), trusted, "curl for {name}: {:?}", out);
+        // So does rustls, through flowgate's own client.
+        let target = flowgate::net::Target::parse(
+            &format!("https://{name}:{}", tls.port()),
+            None,
+            &[format!("{name}:{}:127.0.0.1", tls.port())],
+            &flowgate::net::Trust::File(ca.clone()),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reached = runtime.block_on(flowgate::net::connect(&target, None));
+        assert_eq!(reached.is_ok(), trusted, "rustls for {name}: {:?}", reached.err());
+        if !trusted {
+            let error = reached.err().unwrap().to_string();
+            assert!(error.to_lowercase().contains("name"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn half_a_local_ca_stops_the_start_and_nothing_is_overwritten() {
+    let mut fx = Fixture::new("tls-half-ca");
+    let state = {
+        let (proxy, _, state) = self_signed_proxy(&mut fx);
+        drop(proxy);
+        fx.kill("proxy");
+        state
+    };
+    std::fs::remove_file(state.join("ca-key.pem")).unwrap();
+    let ca = std::fs::read_to_string(state.join("ca.pem")).unwrap();
+    let error = proxy_exit_error(&[
+        "--tls",
+        "self-signed",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--domain",
+        "flow.example.com",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(error.contains("ca-key.pem does not"), "{error}");
+    assert_eq!(std::fs::read_to_string(state.join("ca.pem")).unwrap(), ca);
+    assert!(!state.join("ca-key.pem").exists());
+}

@@ -33,6 +33,10 @@ pub struct DeploymentArgs {
     /// Tag of the Hazelcast Flow and MC images (real profile) [default: latest].
     #[arg(long)]
     pub tag: Option<String>,
+    /// The address the proxy's ports are published on [default: 127.0.0.1 with
+    /// --demo (this machine only), 0.0.0.0 for the real profile].
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl DeploymentArgs {
@@ -44,6 +48,7 @@ impl DeploymentArgs {
             http_port: self.http_port,
             https_port: self.https_port,
             tag: self.tag,
+            bind: self.bind,
             no_pull,
         }
     }

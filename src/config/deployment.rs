@@ -67,6 +67,87 @@ pub struct TlsFile {
     pub key: Option<PathBuf>,
 }
 
+/// What flowgate's own containers may use. Flow, MC and PostgreSQL keep
+/// their images' settings; these bound the proxy and the simulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit of the proxy, in bytes.
+    pub proxy_memory: u64,
+    /// How many processes and threads the proxy may have.
+    pub proxy_pids: u32,
+    /// Memory limit of each simulator (Flow and MC stand-ins), in bytes.
+    pub simulator_memory: u64,
+    pub simulator_pids: u32,
+}
+
+/// The least memory a limit may set: below it the proxy cannot start.
+pub const MIN_MEMORY: u64 = 32 << 20;
+/// The fewest processes a limit may allow (tokio's threads plus headroom).
+pub const MIN_PIDS: u32 = 32;
+
+impl Default for Resources {
+    /// Room for 10,000 sessions through the proxy (about 5 KiB each, plus
+    /// buffers under load) and for the simulators of a demo.
+    fn default() -> Self {
+        Resources {
+            proxy_memory: 512 << 20,
+            proxy_pids: 1024,
+            simulator_memory: 256 << 20,
+            simulator_pids: 256,
+        }
+    }
+}
+
+/// `[resources]` as written: each limit that is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourcesFile {
+    pub proxy_memory: Option<u64>,
+    pub proxy_pids: Option<u32>,
+    pub simulator_memory: Option<u64>,
+    pub simulator_pids: Option<u32>,
+}
+
+impl ResourcesFile {
+    /// These limits over `base`.
+    pub fn over(&self, base: Resources) -> Resources {
+        Resources {
+            proxy_memory: self.proxy_memory.unwrap_or(base.proxy_memory),
+            proxy_pids: self.proxy_pids.unwrap_or(base.proxy_pids),
+            simulator_memory: self.simulator_memory.unwrap_or(base.simulator_memory),
+            simulator_pids: self.simulator_pids.unwrap_or(base.simulator_pids),
+        }
+    }
+}
+
+/// A size such as `512MiB`, `1GiB`, `256M` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size; write it like 512MiB or 1GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" | "m" => 1 << 20,
+        "G" | "GB" | "GiB" | "g" => 1 << 30,
+        other => return Err(format!("'{other}' is not a unit of size; use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// A size for people: `512MiB`, `1GiB`.
+pub fn format_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b => format!("{b}"),
+    }
+}
+
 /// `flowgate.toml` once read and checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentFile {
@@ -82,6 +163,10 @@ pub struct DeploymentFile {
     pub tag: Option<String>,
     pub mc_license: Option<String>,
     pub tls: Option<TlsFile>,
+    /// The address the ports are published on [default: 127.0.0.1 for the
+    /// demo, 0.0.0.0 for the real profile].
+    pub bind: Option<std::net::IpAddr>,
+    pub resources: ResourcesFile,
     /// Dashboard action -> key, e.g. `scale_up = "+"`.
     pub keys: BTreeMap<KeyAction, char>,
 }
@@ -182,8 +267,65 @@ struct RawFile {
     tag: Option<String>,
     mc_license: Option<String>,
     tls: Option<Spanned<RawTls>>,
+    bind: Option<Spanned<String>>,
+    resources: Option<RawResources>,
     #[serde(default)]
     keys: BTreeMap<String, Spanned<String>>,
+}
+
+/// A memory limit: `"512MiB"` or a number of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    proxy_memory: Option<Spanned<RawSize>>,
+    proxy_pids: Option<Spanned<u32>>,
+    simulator_memory: Option<Spanned<RawSize>>,
+    simulator_pids: Option<Spanned<u32>>,
+}
+
+fn resources_from(source: &Source<'_>, raw: Option<RawResources>) -> Result<ResourcesFile, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(ResourcesFile::default());
+    };
+    let memory = |value: Option<Spanned<RawSize>>| -> Result<Option<u64>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let span = value.span();
+        let bytes = match value.into_inner() {
+            RawSize::Bytes(b) => b,
+            RawSize::Text(t) => parse_size(&t).map_err(|e| source.error_at(span.clone(), e))?,
+        };
+        if bytes < MIN_MEMORY {
+            return Err(source
+                .error_at(
+                    span,
+                    format!("{} is less than the least a container needs", format_size(bytes)),
+                )
+                .with_hint(format!("use at least {}", format_size(MIN_MEMORY))));
+        }
+        Ok(Some(bytes))
+    };
+    let pids = |value: Option<Spanned<u32>>| -> Result<Option<u32>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        if *value.get_ref() < MIN_PIDS {
+            return Err(source
+                .error_at(value.span(), format!("{} processes are too few", value.get_ref()))
+                .with_hint(format!("use at least {MIN_PIDS}")));
+        }
+        Ok(Some(value.into_inner()))
+    };
+    Ok(ResourcesFile {
+        proxy_memory: memory(raw.proxy_memory)?,
+        proxy_pids: pids(raw.proxy_pids)?,
+        simulator_memory: memory(raw.simulator_memory)?,
+        simulator_pids: pids(raw.simulator_pids)?,
+    })
 }
 
 /// Reads `path`. A missing file is not an error when it is the default
@@ -262,6 +404,15 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
         };
         keys.insert(action, c);
     }
+    let bind = match &raw.bind {
+        None => None,
+        Some(text) => Some(text.get_ref().parse::<std::net::IpAddr>().map_err(|_| {
+            source
+                .error_at(text.span(), format!("bind = '{}' is not an IP address", text.get_ref()))
+                .with_hint("127.0.0.1 publishes on this machine only, 0.0.0.0 on every interface")
+        })?),
+    };
+    let resources = resources_from(&source, raw.resources)?;
     Ok(DeploymentFile {
         path: file.map(Path::to_path_buf),
         project: raw.project.map(Spanned::into_inner),
@@ -274,6 +425,8 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
         tag: raw.tag,
         mc_license: raw.mc_license.filter(|l| !l.trim().is_empty()),
         tls,
+        bind,
+        resources,
         keys,
     })
 }
@@ -428,7 +581,7 @@ pub fn render(file: &DeploymentFile) -> String {
         .profile
         .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" }));
     // (what it does, key, value when set, example shown when not)
-    let entries: [(&str, &str, Option<String>, &str); 9] = [
+    let entries: [(&str, &str, Option<String>, &str); 10] = [
         (
             "Names and labels every Docker object (like --project).",
             "project",
@@ -466,6 +619,12 @@ pub fn render(file: &DeploymentFile) -> String {
             "80",
         ),
         ("", "https_port", number(file.https_port.map(u32::from)), "443"),
+        (
+            "The address the ports are published on [default: 127.0.0.1 for the demo, 0.0.0.0 for real].",
+            "bind",
+            file.bind.map(|b| quoted(&b.to_string())),
+            "\"0.0.0.0\"",
+        ),
         (
             "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
             "tag",
@@ -506,6 +665,34 @@ pub fn render(file: &DeploymentFile) -> String {
             quoted(&k.display().to_string())
         )),
         _ => out.push_str("# cert = \"fullchain.pem\"\n# key = \"privkey.pem\"\n"),
+    }
+    out.push_str(
+        "\n[resources]\n# Limits of flowgate's own containers (the proxy and the simulators); raise them for more sessions.\n",
+    );
+    let defaults = Resources::default();
+    let memory_lines = [
+        ("proxy_memory", file.resources.proxy_memory, defaults.proxy_memory),
+        (
+            "simulator_memory",
+            file.resources.simulator_memory,
+            defaults.simulator_memory,
+        ),
+    ];
+    for (key, value, default) in memory_lines {
+        match value {
+            Some(v) => out.push_str(&format!("{key} = {}\n", quoted(&format_size(v)))),
+            None => out.push_str(&format!("# {key} = {}\n", quoted(&format_size(default)))),
+        }
+    }
+    let pids_lines = [
+        ("proxy_pids", file.resources.proxy_pids, defaults.proxy_pids),
+        ("simulator_pids", file.resources.simulator_pids, defaults.simulator_pids),
+    ];
+    for (key, value, default) in pids_lines {
+        match value {
+            Some(v) => out.push_str(&format!("{key} = {v}\n")),
+            None => out.push_str(&format!("# {key} = {default}\n")),
+        }
     }
     out.push_str("\n[keys]\n# The dashboard's keys; each action takes one character.\n");
     for action in KeyAction::ALL {
@@ -551,6 +738,13 @@ mod tests {
                 cert: None,
                 key: None,
             }),
+            bind: Some("10.0.0.5".parse().unwrap()),
+            resources: ResourcesFile {
+                proxy_memory: Some(2 << 30),
+                proxy_pids: Some(4096),
+                simulator_memory: None,
+                simulator_pids: None,
+            },
             keys: BTreeMap::from([(KeyAction::ScaleUp, 'a')]),
         };
         let text = render(&file);
@@ -573,6 +767,17 @@ mod tests {
         );
         let error = parse("domain = \"https://x\"\n", None).unwrap_err();
         assert!(error.message.contains("not a host name"), "{error}");
+        let error = parse("[resources]\nproxy_memory = \"12MiB\"\n", Some(Path::new("f.toml"))).unwrap_err();
+        assert!(
+            error.to_string().starts_with("f.toml:2:16: 12MiB is less than"),
+            "{error}"
+        );
+        let error = parse("[resources]\nproxy_memory = \"1 TB\"\n", None).unwrap_err();
+        assert!(error.message.contains("not a unit of size"), "{error}");
+        let error = parse("[resources]\nsimulator_pids = 3\n", None).unwrap_err();
+        assert!(error.message.contains("too few"), "{error}");
+        let error = parse("bind = \"everywhere\"\n", None).unwrap_err();
+        assert!(error.message.contains("not an IP address"), "{error}");
         let error = parse("[keys]\nscale = \"+\"\n", None).unwrap_err();
         assert!(error.to_string().contains("scale_up"), "{error}");
         let error = parse("[tls]\nmode = \"files\"\ncert = \"a.pem\"\n", None).unwrap_err();

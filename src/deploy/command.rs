@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
@@ -27,6 +29,8 @@ pub struct Overrides {
     pub https_port: Option<u16>,
     /// Tag of the Hazelcast images (real profile).
     pub tag: Option<String>,
+    /// The address the ports are published on.
+    pub bind: Option<IpAddr>,
     /// Use only images already on this machine.
     pub no_pull: bool,
 }
@@ -191,6 +195,16 @@ pub fn resolve(
         .or(file.https_port)
         .or_else(|| previous.map(|p| p.https_port))
         .unwrap_or(443);
+    // A load balancer must be reachable from everywhere; a demo only here.
+    let bind = args
+        .bind
+        .or(file.bind)
+        .or_else(|| previous.and_then(|p| p.bind))
+        .unwrap_or(match profile {
+            Profile::Demo => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Profile::Real => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        });
+    let resources = file.resources.over(previous.map(|p| p.resources).unwrap_or_default());
     let deployment = Deployment {
         project: project.into(),
         domain,
@@ -199,6 +213,8 @@ pub fn resolve(
         http_port,
         https_port,
         tls,
+        bind: Some(bind),
+        resources,
     };
     deployment.validate()?;
     Ok(Target {
@@ -286,7 +302,7 @@ pub async fn apply(
         }
     };
     let names = dep.names();
-    let (specs, volumes) = match target.profile {
+    let (mut specs, volumes) = match target.profile {
         Profile::Demo => (
             settings::demo_specs(dep, &image, &dir),
             vec![names.certificates_volume()],
@@ -303,9 +319,19 @@ pub async fn apply(
             for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
                 super::image::ensure_pulled(docker, &spec.image, !target.no_pull, &mut *progress).await?;
             }
-            (specs, vec![names.certificates_volume(), names.postgres_volume()])
+            (
+                specs,
+                vec![
+                    names.certificates_volume(),
+                    names.postgres_volume(),
+                    names.secrets_volume(),
+                ],
+            )
         }
     };
+    for proxy in specs.iter_mut().filter(|s| s.role == Role::Proxy) {
+        proxy.secrets.push(settings::admin_token_secret(&token));
+    }
     let desired = Desired {
         names: names.clone(),
         containers: specs.iter().map(|s| s.wanted()).collect(),
@@ -525,6 +551,8 @@ mod tests {
                 http_port: 80,
                 https_port: 8443,
                 tls: Default::default(),
+                bind: None,
+                resources: Default::default(),
             }),
             profile: Some((Profile::Real, Some("6.0".into()))),
             instances: 2,

@@ -246,7 +246,9 @@ impl<'a> Executor<'a> {
             );
         }
         let labels: HashMap<String, String> = spec.labels(&self.names).into_iter().collect();
+        let c = &spec.confinement;
         let body = ContainerCreateBody {
+            user: c.user.clone(),
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env.clone()),
@@ -273,6 +275,16 @@ impl<'a> Executor<'a> {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
+                // No process in any container gains privileges (setuid, file capabilities).
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                cap_drop: c.drop_capabilities.then(|| vec!["ALL".into()]),
+                readonly_rootfs: Some(c.read_only_root),
+                tmpfs: (!c.tmpfs.is_empty()).then(|| c.tmpfs.clone().into_iter().collect()),
+                memory: c.memory_bytes.map(|m| m as i64),
+                // No swap beyond the memory limit.
+                memory_swap: c.memory_bytes.map(|m| m as i64),
+                pids_limit: c.pids.map(i64::from),
+                sysctls: (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -283,6 +295,20 @@ impl<'a> Executor<'a> {
             .await
             .map_err(|e| explain_create(e, &spec.name))?;
         self.created.push(Created::Container(spec.name.clone()));
+        for secret in &spec.secrets {
+            let archive = super::image::one_file_archive(&secret.name, secret.content.as_bytes(), secret.uid, 0o400);
+            let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                .path(&secret.dir)
+                .build();
+            self.docker
+                .upload_to_container(&spec.name, Some(options), bollard::body_full(archive.into()))
+                .await
+                .map_err(DeployError::docker(format!(
+                    "cannot put {} into {}",
+                    secret.path(),
+                    spec.name
+                )))?;
+        }
         self.docker
             .start_container(&spec.name, None)
             .await

@@ -1,7 +1,9 @@
 //! flowgate's own container image, built locally from the binary that runs
 //! (there is no registry to pull from): a `FROM scratch` image holding the
-//! binary, the shared libraries `ldd` lists, and the host's CA bundle. Its
-//! tag is a hash of those files, so it is rebuilt only when they change.
+//! binary without its debug info, the shared libraries `ldd` lists, and the
+//! host's CA bundle, running as the unprivileged user 65532. Its tag is a
+//! hash of those files, so it is rebuilt only when they change. The binary
+//! on the host keeps its debug info for profiling.
 
 use std::path::{Path, PathBuf};
 
@@ -16,11 +18,20 @@ pub const REPOSITORY: &str = "flowgate";
 pub const BINARY_IN_IMAGE: &str = "/usr/local/bin/flowgate";
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// The user and group flowgate's containers run as (the "nonroot" of
+/// distroless images): no name, no home, no privileges.
+pub const USER: u32 = 65532;
+/// The directory the proxy's state volume is mounted on, owned by [`USER`]
+/// in the image so a new volume starts owned by it.
+pub const STATE_IN_IMAGE: &str = "/var/lib/flowgate";
+
 /// A file of the image: where it comes from and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFile {
     pub source: PathBuf,
     pub target: String,
+    /// Copied without debug sections (the flowgate binary).
+    pub strip: bool,
 }
 
 /// The libraries a dynamically linked binary needs, from `ldd` output.
@@ -60,11 +71,13 @@ pub fn image_files(binary: &Path) -> Result<Vec<ImageFile>, DeployError> {
     let mut files = vec![ImageFile {
         source: binary.to_path_buf(),
         target: BINARY_IN_IMAGE.into(),
+        strip: true,
     }];
     for library in parse_ldd(&String::from_utf8_lossy(&output.stdout)) {
         files.push(ImageFile {
             target: library.display().to_string(),
             source: library,
+            strip: false,
         });
     }
     // Let's Encrypt and other public CAs must be trusted inside the image too.
@@ -72,24 +85,77 @@ pub fn image_files(binary: &Path) -> Result<Vec<ImageFile>, DeployError> {
         files.push(ImageFile {
             source: CA_BUNDLE.into(),
             target: CA_BUNDLE.into(),
+            strip: false,
         });
     }
     Ok(files)
 }
 
-const DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/usr/local/bin/flowgate\"]\n";
+/// The image: the files, an empty state directory and /tmp owned by the
+/// unprivileged user, which is who runs the binary.
+const DOCKERFILE: &str = "FROM scratch\n\
+    COPY rootfs/ /\n\
+    COPY --chown=65532:65532 state/ /var/lib/flowgate/\n\
+    USER 65532:65532\n\
+    ENTRYPOINT [\"/usr/local/bin/flowgate\"]\n";
 
-/// The build context (a tar archive) and the image tag for `files`.
-pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String), DeployError> {
+/// `path`'s bytes without debug sections, when binutils' objcopy (or
+/// strip) is here; the file as it is otherwise, with the reason.
+fn stripped(path: &Path) -> Result<(Vec<u8>, Option<String>), DeployError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| DeployError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let out = std::env::temp_dir().join(format!("flowgate-stripped-{}", std::process::id()));
+    let mut last = String::new();
+    let mut objcopy = std::process::Command::new("objcopy");
+    objcopy.arg("--strip-debug").arg(path).arg(&out);
+    let mut strip = std::process::Command::new("strip");
+    strip.arg("--strip-debug").arg("-o").arg(&out).arg(path);
+    for mut command in [objcopy, strip] {
+        let tool = command.get_program().to_string_lossy().into_owned();
+        match command.output() {
+            Ok(o) if o.status.success() => {
+                let data = read(&out);
+                let _ = std::fs::remove_file(&out);
+                return Ok((data?, None));
+            }
+            Ok(o) => last = format!("{tool}: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            Err(e) => last = format!("{tool}: {e}"),
+        }
+    }
+    let _ = std::fs::remove_file(&out);
+    Ok((read(path)?, Some(last)))
+}
+
+/// The build context (a tar archive) and the image tag for `files`, and a
+/// note when the binary could not be stripped.
+pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String, Option<String>), DeployError> {
     let mut tar = TarWriter::default();
     let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut note = None;
     tar.file("Dockerfile", DOCKERFILE.as_bytes(), 0o644);
+    tar.dir("state/", 0o700);
     hash.update(DOCKERFILE.as_bytes());
     for file in files {
-        let data = std::fs::read(&file.source).map_err(|source| DeployError::Read {
-            path: file.source.display().to_string(),
-            source,
-        })?;
+        let data = if file.strip {
+            let (data, why) = stripped(&file.source)?;
+            if let Some(why) = why {
+                note = Some(format!(
+                    "the image keeps the debug info of {} ({} MB) because it could not be stripped ({why}); install binutils for a smaller image",
+                    file.source.display(),
+                    data.len() >> 20
+                ));
+            }
+            data
+        } else {
+            std::fs::read(&file.source).map_err(|source| DeployError::Read {
+                path: file.source.display().to_string(),
+                source,
+            })?
+        };
         let name = format!("rootfs{}", file.target);
         hash.update(name.as_bytes());
         hash.update(&(data.len() as u64).to_le_bytes());
@@ -103,7 +169,7 @@ pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String), DeployErr
         .take(6)
         .map(|b| format!("{b:02x}"))
         .collect();
-    Ok((tar.finish(), format!("{REPOSITORY}:{digest}")))
+    Ok((tar.finish(), format!("{REPOSITORY}:{digest}"), note))
 }
 
 /// Makes sure the image for `binary` exists, building it when not; returns
@@ -111,9 +177,12 @@ pub fn build_context(files: &[ImageFile]) -> Result<(Vec<u8>, String), DeployErr
 /// build output goes to the debug log).
 pub async fn ensure(docker: &Docker, binary: &Path, mut progress: impl FnMut(&str)) -> Result<String, DeployError> {
     let files = image_files(binary)?;
-    let (context, tag) = build_context(&files)?;
+    let (context, tag, note) = build_context(&files)?;
     if docker.inspect_image(&tag).await.is_ok() {
         return Ok(tag);
+    }
+    if let Some(note) = note {
+        progress(&note);
     }
     progress(&format!(
         "building {tag} from {} ({} files)",
@@ -213,8 +282,20 @@ struct TarWriter {
     out: Vec<u8>,
 }
 
+/// A tar archive of one file owned by `uid` (and the group of the same
+/// number) with `mode`: how a secret goes into a container's volume.
+pub fn one_file_archive(name: &str, data: &[u8], uid: u32, mode: u32) -> Vec<u8> {
+    let mut tar = TarWriter::default();
+    tar.entry(name, data, mode, uid, b'0');
+    tar.finish()
+}
+
 impl TarWriter {
     fn file(&mut self, name: &str, data: &[u8], mode: u32) {
+        self.entry(name, data, mode, 0, b'0');
+    }
+
+    fn entry(&mut self, name: &str, data: &[u8], mode: u32, owner: u32, kind: u8) {
         let mut header = [0u8; 512];
         let octal = |field: &mut [u8], value: u64| {
             let text = format!("{value:0width$o}", width = field.len() - 1);
@@ -222,12 +303,12 @@ impl TarWriter {
         };
         header[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
         octal(&mut header[100..108], mode as u64);
-        octal(&mut header[108..116], 0);
-        octal(&mut header[116..124], 0);
+        octal(&mut header[108..116], owner as u64);
+        octal(&mut header[116..124], owner as u64);
         octal(&mut header[124..136], data.len() as u64);
         octal(&mut header[136..148], 0);
         header[148..156].copy_from_slice(b"        ");
-        header[156] = b'0';
+        header[156] = kind;
         header[257..263].copy_from_slice(b"ustar\0");
         header[263..265].copy_from_slice(b"00");
         let checksum: u32 = header.iter().map(|&b| b as u32).sum();
@@ -237,6 +318,11 @@ impl TarWriter {
         self.out.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
         self.out.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    /// An empty directory (`name` ends in '/').
+    fn dir(&mut self, name: &str, mode: u32) {
+        self.entry(name, &[], mode, 0, b'5');
     }
 
     fn finish(mut self) -> Vec<u8> {
@@ -272,8 +358,9 @@ mod tests {
         let files = vec![ImageFile {
             source: a.clone(),
             target: "/usr/local/bin/flowgate".into(),
+            strip: false,
         }];
-        let (context, tag) = build_context(&files).unwrap();
+        let (context, tag, _) = build_context(&files).unwrap();
         std::fs::write(dir.join("context.tar"), &context).unwrap();
         let listing = std::process::Command::new("tar")
             .arg("-tvf")
@@ -286,11 +373,15 @@ mod tests {
             text.contains("Dockerfile") && text.contains("rootfs/usr/local/bin/flowgate"),
             "{text}"
         );
+        assert!(
+            text.lines().any(|l| l.starts_with('d') && l.ends_with("state/")),
+            "{text}"
+        );
         assert!(text.contains("1000"), "size recorded: {text}");
-        let (_, same) = build_context(&files).unwrap();
+        let (_, same, _) = build_context(&files).unwrap();
         assert_eq!(tag, same);
         std::fs::write(&a, vec![8u8; 1000]).unwrap();
-        let (_, changed) = build_context(&files).unwrap();
+        let (_, changed, _) = build_context(&files).unwrap();
         assert_ne!(tag, changed);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -71,6 +71,11 @@ impl Names {
         format!("{}-pgdata", self.project)
     }
 
+    /// PostgreSQL's password file (real profile).
+    pub fn secrets_volume(&self) -> String {
+        format!("{}-secrets", self.project)
+    }
+
     /// The labels of an object of this project.
     pub fn labels(&self, role: Option<Role>, index: Option<u32>, config: Option<&str>) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::from([(LABEL_PROJECT.to_string(), self.project.clone())]);

@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
 use crate::config::deployment::{
-    CertMode, DeploymentError, MAX_INSTANCES, Setting, TlsFile, check_domain, check_project, check_tls,
+    CertMode, DeploymentError, MAX_INSTANCES, Resources, Setting, TlsFile, check_domain, check_project, check_tls,
 };
 use crate::template;
 
 /// Where things live inside flowgate's image.
 pub const PROXY_CONFIG_IN_CONTAINER: &str = "/etc/flowgate/proxy.toml";
-pub const TOKEN_IN_CONTAINER: &str = "/run/flowgate/admin-token";
 pub const STATE_IN_CONTAINER: &str = "/var/lib/flowgate";
 /// The admin API's port inside the proxy container.
 pub const ADMIN_PORT: u16 = 9901;
@@ -39,6 +38,14 @@ pub struct Deployment {
     /// Where the certificate comes from.
     #[serde(default)]
     pub tls: TlsFile,
+    /// The address the proxy's ports are published on. None only in the
+    /// label of a deployment made before it existed: `resolve` then picks
+    /// the profile's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<std::net::IpAddr>,
+    /// Limits of flowgate's own containers.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 impl Deployment {
@@ -105,6 +112,100 @@ pub struct Published {
     pub host_port: u16,
 }
 
+/// How a container is confined: whom it runs as, what it may do, what
+/// it may use. Every container gets `no-new-privileges`; flowgate's own
+/// (proxy, simulators) get all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Confinement {
+    /// `uid:gid`; None keeps the image's user (Flow, MC, PostgreSQL).
+    pub user: Option<String>,
+    /// Every Linux capability dropped.
+    pub drop_capabilities: bool,
+    pub read_only_root: bool,
+    /// Writable scratch space on a read-only root: path -> mount options.
+    pub tmpfs: BTreeMap<String, String>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u32>,
+    /// Namespaced kernel settings of the container's network.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+impl Confinement {
+    /// flowgate's own containers: an unprivileged user, no capabilities,
+    /// nothing written outside its volumes, bounded memory and processes.
+    pub fn flowgate(memory_bytes: u64, pids: u32) -> Confinement {
+        Confinement {
+            user: Some(format!("{0}:{0}", super::image::USER)),
+            drop_capabilities: true,
+            read_only_root: true,
+            tmpfs: BTreeMap::from([("/tmp".to_string(), "rw,noexec,nosuid,size=16m".to_string())]),
+            memory_bytes: Some(memory_bytes),
+            pids: Some(pids),
+            sysctls: BTreeMap::new(),
+        }
+    }
+}
+
+/// A secret put into one of the container's volumes after it is created
+/// and before it starts, readable only by the container's user (mode
+/// 0400): it is in no environment, label, command line or host path.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct SecretFile {
+    /// The directory inside the container: a volume's mount point.
+    pub dir: String,
+    pub name: String,
+    /// The owner: the user the container runs as.
+    pub uid: u32,
+    /// Only its digest is part of the spec (and of the config label).
+    #[serde(skip)]
+    pub content: String,
+    pub digest: String,
+    /// The environment variable the image also reads it from, for tools
+    /// that cannot put a file into a volume (a compose file).
+    pub env: Option<&'static str>,
+}
+
+impl SecretFile {
+    pub fn new(dir: &str, name: &str, uid: u32, content: &str) -> SecretFile {
+        SecretFile {
+            dir: dir.into(),
+            name: name.into(),
+            uid,
+            content: content.into(),
+            digest: short_digest(content.as_bytes()),
+            env: None,
+        }
+    }
+
+    /// Where the container reads it.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.dir, self.name)
+    }
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SecretFile({}, uid {}, digest {})",
+            self.path(),
+            self.uid,
+            self.digest
+        )
+    }
+}
+
+/// Where the proxy finds its admin token: the default file of its state
+/// dir, put into its state volume.
+pub fn admin_token_secret(token: &str) -> SecretFile {
+    SecretFile::new(STATE_IN_CONTAINER, "admin-token", super::image::USER, token)
+}
+
+/// Where PostgreSQL's secrets volume is mounted.
+pub const SECRETS_IN_POSTGRES: &str = "/run/secrets/flowgate";
+/// The postgres user of the postgres:15 image (Debian's).
+const POSTGRES_UID: u32 = 999;
+
 /// Everything needed to create one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
@@ -126,6 +227,9 @@ pub struct ContainerSpec {
     /// (`CMD` form); the executor waits for it before going on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Vec<String>>,
+    pub confinement: Confinement,
+    /// Put into its volumes before it starts.
+    pub secrets: Vec<SecretFile>,
 }
 
 impl ContainerSpec {
@@ -232,6 +336,11 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
     let names = dep.names();
     let mut specs = Vec::new();
     let settings = serde_json::to_string(dep).unwrap_or_default();
+    let bind = dep
+        .bind
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .to_string();
+    let simulator = Confinement::flowgate(dep.resources.simulator_memory, dep.resources.simulator_pids);
     specs.push(ContainerSpec {
         name: names.container(Role::Proxy, None),
         role: Role::Proxy,
@@ -247,12 +356,12 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
         ports: vec![
             Published {
                 container: 80,
-                host_ip: "0.0.0.0".into(),
+                host_ip: bind.clone(),
                 host_port: dep.http_port,
             },
             Published {
                 container: 443,
-                host_ip: "0.0.0.0".into(),
+                host_ip: bind.clone(),
                 host_port: dep.https_port,
             },
             Published {
@@ -267,13 +376,19 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
                 "{}:{PROXY_CONFIG_IN_CONTAINER}:ro",
                 project_dir.join("proxy.toml").display()
             ),
-            format!("{}:{TOKEN_IN_CONTAINER}:ro", project_dir.join("admin-token").display()),
         ]
         .into_iter()
         .chain(certificate_binds(&dep.tls))
         .collect(),
         extra_labels: BTreeMap::from([(LABEL_SETTINGS.to_string(), settings)]),
         healthcheck: None,
+        confinement: Confinement {
+            // Ports 80 and 443 without a capability: unprivileged ports
+            // start at 80 in the proxy's own network namespace.
+            sysctls: BTreeMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())]),
+            ..Confinement::flowgate(dep.resources.proxy_memory, dep.resources.proxy_pids)
+        },
+        secrets: Vec::new(),
     });
     for n in 1..=dep.instances {
         let name = names.container(Role::Flow, Some(n));
@@ -295,6 +410,8 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
             binds: Vec::new(),
             extra_labels: BTreeMap::new(),
             healthcheck: None,
+            confinement: simulator.clone(),
+            secrets: Vec::new(),
         });
     }
     specs.push(ContainerSpec {
@@ -313,6 +430,8 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
         binds: Vec::new(),
         extra_labels: BTreeMap::new(),
         healthcheck: None,
+        confinement: simulator,
+        secrets: Vec::new(),
     });
     specs
 }
@@ -349,27 +468,23 @@ pub fn standalone_proxy_toml(dep: &Deployment) -> String {
 
 fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
     let names = dep.names();
-    let (writer, token, flow_backends) = if standalone {
+    // The admin token is the state dir's own file: `up` puts it there
+    // before the proxy starts, and a compose proxy makes one.
+    let (writer, flow_backends) = if standalone {
         let backends: Vec<String> = (1..=dep.instances)
             .map(|n| toml_string(&format!("{}:{FLOW_PORT}", names.container(Role::Flow, Some(n)))))
             .collect();
         (
             "flowgate export compose",
-            String::new(),
             format!("backends = [{}]\n", backends.join(", ")),
         )
     } else {
-        (
-            "flowgate up",
-            format!("admin_token_file = {}\n", toml_string(TOKEN_IN_CONTAINER)),
-            String::new(),
-        )
+        ("flowgate up", String::new())
     };
     template::PROXY_TOML.render(&[
         ("writer", writer),
         ("project", &dep.project),
         ("admin_port", &ADMIN_PORT.to_string()),
-        ("admin_token_file", &token),
         ("state_dir", &toml_string(STATE_IN_CONTAINER)),
         ("tls", &tls_lines(dep)),
         ("domain", &toml_string(&dep.domain)),
@@ -401,6 +516,8 @@ mod tests {
             http_port: 8080,
             https_port: 8443,
             tls: TlsFile::default(),
+            bind: None,
+            resources: Default::default(),
         }
     }
 
@@ -482,14 +599,15 @@ pub fn hazelcast_yml(dep: &Deployment) -> String {
     template::HAZELCAST_YML.render(&[("port", &HAZELCAST_PORT.to_string()), ("members", &members)])
 }
 
-/// Flow's `OPTIONS`: the database, clustering and the public MC URL.
-pub fn flow_options(dep: &Deployment, real: &RealProfile) -> String {
+/// Flow's `OPTIONS`: the database, clustering and the public MC URL. They
+/// end up on Java's command line, so the database password is not here
+/// (`FLOW_DB_PASSWORD` carries it).
+pub fn flow_options(dep: &Deployment) -> String {
     let names = dep.names();
     [
         format!("--flow.db.host={}", names.container(Role::Postgres, None)),
         "--flow.db.database=flow".into(),
         "--flow.db.username=flow".into(),
-        format!("--flow.db.password={}", real.db_password),
         "--flow.schema.server.clustered=true".into(),
         format!("--flow.hazelcast.configYamlPath={HAZELCAST_YML_IN_CONTAINER}"),
         format!("--flow.config.custom.managementCenterUrl={}", dep.mc_origin()),
@@ -512,14 +630,22 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
         env: vec![
             "POSTGRES_DB=flow".into(),
             "POSTGRES_USER=flow".into(),
-            format!("POSTGRES_PASSWORD={}", real.db_password),
+            format!("POSTGRES_PASSWORD_FILE={SECRETS_IN_POSTGRES}/db-password"),
         ],
         ports: Vec::new(),
-        binds: vec![format!("{}:/var/lib/postgresql/data", names.postgres_volume())],
+        binds: vec![
+            format!("{}:/var/lib/postgresql/data", names.postgres_volume()),
+            format!("{}:{SECRETS_IN_POSTGRES}", names.secrets_volume()),
+        ],
         extra_labels: BTreeMap::new(),
         // Flow fails at start without its database: it starts only once
         // PostgreSQL accepts connections.
         healthcheck: Some(strings(&["pg_isready", "-U", "flow", "-d", "flow"])),
+        confinement: Confinement::default(),
+        secrets: vec![SecretFile {
+            env: Some("POSTGRES_PASSWORD"),
+            ..SecretFile::new(SECRETS_IN_POSTGRES, "db-password", POSTGRES_UID, &real.db_password)
+        }],
     });
     for n in 1..=dep.instances {
         specs.push(ContainerSpec {
@@ -531,7 +657,9 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
             env: vec![
                 format!("MC_LICENSE={}", real.license),
                 "JAVA_OPTS=-Xms1g -Xmx2g".into(),
-                format!("OPTIONS={}", flow_options(dep, real)),
+                // Spring reads flow.db.password from here: not on the command line.
+                format!("FLOW_DB_PASSWORD={}", real.db_password),
+                format!("OPTIONS={}", flow_options(dep)),
             ],
             ports: Vec::new(),
             binds: vec![format!(
@@ -540,6 +668,8 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
             )],
             extra_labels: BTreeMap::new(),
             healthcheck: None,
+            confinement: Confinement::default(),
+            secrets: Vec::new(),
         });
     }
     let mut mc = mc_env(dep);
@@ -555,6 +685,8 @@ pub fn real_specs(dep: &Deployment, proxy_image: &str, real: &RealProfile, proje
         binds: Vec::new(),
         extra_labels: BTreeMap::new(),
         healthcheck: None,
+        confinement: Confinement::default(),
+        secrets: Vec::new(),
     });
     specs
 }
@@ -587,6 +719,8 @@ pub(crate) fn example() -> Deployment {
         http_port: 80,
         https_port: 443,
         tls: TlsFile::default(),
+        bind: None,
+        resources: Default::default(),
     }
 }
 
@@ -638,6 +772,30 @@ mod golden {
             }
             if let Some(check) = &s.healthcheck {
                 out.push_str(&format!("healthcheck {}\n", check.join(" ")));
+            }
+            let c = &s.confinement;
+            out.push_str(&format!(
+                "confinement user={} drop-capabilities={} read-only={} memory={} pids={} no-new-privileges\n",
+                c.user.as_deref().unwrap_or("(image)"),
+                c.drop_capabilities,
+                c.read_only_root,
+                c.memory_bytes
+                    .map_or("-".into(), crate::config::deployment::format_size),
+                c.pids.map_or("-".into(), |p| p.to_string()),
+            ));
+            for (path, options) in &c.tmpfs {
+                out.push_str(&format!("tmpfs {path} {options}\n"));
+            }
+            for (key, value) in &c.sysctls {
+                out.push_str(&format!("sysctl {key}={value}\n"));
+            }
+            for secret in &s.secrets {
+                out.push_str(&format!(
+                    "secret {} owner={} mode=0400 digest={}\n",
+                    secret.path(),
+                    secret.uid,
+                    secret.digest
+                ));
             }
             out.push('\n');
         }
@@ -716,10 +874,36 @@ mod golden {
 
     #[test]
     fn demo_profile_containers() {
-        check(
-            "demo-containers.txt",
-            &render(&demo_specs(&deployment(), "flowgate:abc", Path::new("/tmp/project"))),
+        let mut demo = deployment();
+        demo.bind = Some("127.0.0.1".parse().unwrap());
+        let mut specs = demo_specs(&demo, "flowgate:abc", Path::new("/tmp/project"));
+        // As `apply` adds it.
+        specs[0].secrets.push(admin_token_secret("t0ken"));
+        check("demo-containers.txt", &render(&specs));
+    }
+
+    #[test]
+    fn real_profile_secrets_are_files_and_never_on_a_command_line() {
+        let specs = real_specs(&deployment(), "flowgate:abc", &real(), Path::new("/tmp/project"));
+        for spec in &specs {
+            // Flow's own variable is the one place it may be (Spring reads it).
+            let mut shown = spec.clone();
+            shown.env.retain(|e| e != "FLOW_DB_PASSWORD=s3cret");
+            let shown = format!("{:?} {}", shown, serde_json::to_string(&shown).unwrap());
+            assert!(!shown.contains("s3cret"), "{} shows the password: {shown}", spec.name);
+            for option in spec.env.iter().filter(|e| e.starts_with("OPTIONS=")) {
+                assert!(!option.contains("password"), "{option}");
+            }
+        }
+        let postgres = specs.iter().find(|s| s.role == Role::Postgres).unwrap();
+        assert_eq!(postgres.secrets[0].content, "s3cret");
+        assert!(
+            postgres
+                .env
+                .contains(&"POSTGRES_PASSWORD_FILE=/run/secrets/flowgate/db-password".to_string())
         );
+        let flow = specs.iter().find(|s| s.role == Role::Flow).unwrap();
+        assert!(flow.env.contains(&"FLOW_DB_PASSWORD=s3cret".to_string()));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::{File, MARKER, Source, certificate_paths, real_profile_files};
 use crate::config::deployment::CertMode;
 use crate::deploy::plan::Role;
-use crate::deploy::settings::{self, ContainerSpec, FLOW_PORT, MC_PORT, STATE_IN_CONTAINER, TOKEN_IN_CONTAINER};
+use crate::deploy::settings::{self, Confinement, ContainerSpec, FLOW_PORT, MC_PORT, STATE_IN_CONTAINER};
 use crate::template;
 
 /// One service of a compose file.
@@ -24,15 +24,30 @@ pub struct Service {
     /// Services that must be healthy before this one starts.
     pub after_healthy: Vec<String>,
     pub healthcheck: Option<Vec<String>>,
+    /// As `up` confines the container (user, capabilities, read-only root,
+    /// limits); every service gets no-new-privileges.
+    pub confinement: Confinement,
 }
 
 impl Service {
     fn from_spec(spec: &ContainerSpec) -> Service {
+        // A compose file cannot put a file into a volume before a service
+        // starts: the secrets come from the environment (interpolated from
+        // .env) instead, and their volume is not needed.
+        let mut environment = spec.env.clone();
+        let mut volumes = spec.binds.clone();
+        for secret in &spec.secrets {
+            environment.retain(|e| !e.ends_with(&format!("={}", secret.path())));
+            volumes.retain(|v| !v.contains(&format!(":{}", secret.dir)));
+            if let Some(env) = secret.env {
+                environment.push(format!("{env}={}", secret.content));
+            }
+        }
         Service {
             name: spec.name.clone(),
             image: spec.image.clone(),
             command: spec.cmd.clone(),
-            environment: spec.env.clone(),
+            environment,
             ports: spec
                 .ports
                 .iter()
@@ -42,8 +57,9 @@ impl Service {
                     (ip, port) => format!("{ip}:{port}:{}", p.container),
                 })
                 .collect(),
-            volumes: spec.binds.clone(),
+            volumes,
             healthcheck: spec.healthcheck.clone(),
+            confinement: spec.confinement.clone(),
             ..Service::default()
         }
     }
@@ -82,6 +98,35 @@ pub fn render(header: &str, project: &str, services: &[Service], volumes: &[Stri
         out.push_str(&format!("    image: {}\n", quote(&s.image)));
         out.push_str(&format!("    container_name: {}\n", quote(&s.name)));
         out.push_str("    restart: unless-stopped\n");
+        let c = &s.confinement;
+        if let Some(user) = &c.user {
+            out.push_str(&format!("    user: {}\n", quote(user)));
+        }
+        out.push_str("    security_opt:\n      - \"no-new-privileges:true\"\n");
+        if c.drop_capabilities {
+            out.push_str("    cap_drop:\n      - ALL\n");
+        }
+        if c.read_only_root {
+            out.push_str("    read_only: true\n");
+        }
+        let tmpfs: Vec<String> = c
+            .tmpfs
+            .iter()
+            .map(|(path, options)| format!("{path}:{options}"))
+            .collect();
+        list(&mut out, "tmpfs", &tmpfs);
+        if let Some(memory) = c.memory_bytes {
+            out.push_str(&format!("    mem_limit: {memory}\n    memswap_limit: {memory}\n"));
+        }
+        if let Some(pids) = c.pids {
+            out.push_str(&format!("    pids_limit: {pids}\n"));
+        }
+        if !c.sysctls.is_empty() {
+            out.push_str("    sysctls:\n");
+            for (key, value) in &c.sysctls {
+                out.push_str(&format!("      {key}: {}\n", quote(value)));
+            }
+        }
         list(&mut out, "command", &s.command);
         list(&mut out, "environment", &s.environment);
         list(&mut out, "ports", &s.ports);
@@ -196,8 +241,6 @@ pub fn flowgate(source: &Source) -> Vec<File> {
     let mut proxy = Service::from_spec(&specs[0]);
     // Only the change detection of `up` reads this variable.
     proxy.environment.clear();
-    // No token file: the proxy makes one in its state volume.
-    proxy.volumes.retain(|v| !v.contains(TOKEN_IN_CONTAINER));
     let (mut services, mut volumes) = backend_services(source);
     services.push(proxy);
     volumes.insert(0, names.certificates_volume());

@@ -207,7 +207,12 @@ mod tests {
         ] {
             let all: String = files.iter().map(|f| f.text.as_str()).collect();
             assert!(all.contains("${MC_LICENSE:?"), "{all}");
-            assert!(all.contains("--flow.db.password=${POSTGRES_PASSWORD:?"), "{all}");
+            assert!(all.contains("\"FLOW_DB_PASSWORD=${POSTGRES_PASSWORD:?"), "{all}");
+            assert!(all.contains("\"POSTGRES_PASSWORD=${POSTGRES_PASSWORD:?"), "{all}");
+            assert!(
+                !all.contains("POSTGRES_PASSWORD_FILE") && !all.contains("-secrets"),
+                "{all}"
+            );
         }
     }
 }

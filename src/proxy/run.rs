@@ -260,7 +260,7 @@ fn start_tls(
     });
     match mode {
         TlsMode::SelfSigned => {
-            let ca = Arc::new(LocalCa::load_or_create(state_dir)?);
+            let ca = Arc::new(LocalCa::load_or_create(state_dir, domains)?);
             let info = ca.ensure_leaf(domains, &store)?;
             store.notify(CertEvent::installed(&info, "local CA"));
             local_ca::spawn_renewal(ca, domains.to_vec(), store.clone());

@@ -35,6 +35,11 @@ pub enum TlsError {
     Invalid(String),
     #[error("cannot make a certificate: {0}")]
     Generate(String),
+    #[error(
+        "the local CA is half there: {} exists but {} does not; restore the missing file, or move {} away to make a new CA (clients must then trust the new ca.pem)",
+        present.display(), missing.display(), present.display()
+    )]
+    HalfCa { present: PathBuf, missing: PathBuf },
 }
 
 /// Where a certificate came from.

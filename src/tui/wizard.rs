@@ -282,6 +282,8 @@ impl Wizard {
             http_port,
             https_port,
             tls: tls.clone(),
+            bind: None,
+            resources: Default::default(),
         };
         deployment
             .validate()
@@ -298,6 +300,8 @@ impl Wizard {
             tag: (profile == Profile::Real).then_some(tag),
             mc_license: None,
             tls: Some(tls),
+            bind: None,
+            resources: Default::default(),
             keys: Default::default(),
         })
     }

@@ -43,6 +43,8 @@ pub fn deployment(project: &str) -> Deployment {
         http_port: 80,
         https_port: 443,
         tls: TlsFile::default(),
+        bind: None,
+        resources: Default::default(),
     }
 }
 
