@@ -67,6 +67,26 @@ pub fn secret(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
+/// Makes `uid`:`uid` the owner of `root` and everything below it (links
+/// themselves, never what they point to). flowgate's state volumes made
+/// before its containers ran unprivileged belong to root; the image's
+/// `state-owner` command hands them over.
+pub fn chown_tree(root: &Path, uid: u32) -> std::io::Result<u64> {
+    let mut changed = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
+        changed += 1;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Raises the open-file limit as far as this process may: a proxy holding
 /// thousands of sessions (two descriptors each) or a load generator needs
 /// far more than the usual 1024. As root the hard limit itself is raised, up

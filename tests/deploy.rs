@@ -283,3 +283,208 @@ fn docker_a_foreign_container_with_our_name_is_left_alone_and_explained() {
         "the foreign container must survive"
     );
 }
+
+/// The section names of a 64-bit little-endian ELF file.
+fn section_names(elf: &[u8]) -> Vec<String> {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap()) as usize;
+    let (table, size, count, names) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |i: usize| table + i * size;
+    let strings = u64_at(header(names) + 0x18);
+    (0..count)
+        .map(|i| {
+            let start = strings + u32::from_le_bytes(elf[header(i)..header(i) + 4].try_into().unwrap()) as usize;
+            let end = start + elf[start..].iter().position(|&b| b == 0).unwrap();
+            String::from_utf8_lossy(&elf[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// `docker inspect` of one container, as JSON.
+fn inspect(name: &str) -> serde_json::Value {
+    let out = run(Command::new("docker").args(["inspect", name]));
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+/// A volume made here, outside flowgate, removed when dropped.
+struct Volume(String);
+
+impl Volume {
+    fn new(name: &str, labels: &[&str]) -> Volume {
+        let mut command = Command::new("docker");
+        command.args(["volume", "create"]);
+        for label in labels {
+            command.args(["--label", label]);
+        }
+        run(command.arg(name));
+        Volume(name.to_string())
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        run(Command::new("docker").args(["volume", "inspect", "-f", "{{.Mountpoint}}", &self.0]))
+            .trim()
+            .into()
+    }
+
+    fn exists(&self) -> bool {
+        Command::new("docker")
+            .args(["volume", "inspect", &self.0])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["volume", "rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn docker_the_demo_runs_unprivileged_on_loopback_from_a_stripped_image() {
+    let (_fx, project) = project_for("confined");
+    let (http, https) = (free_port(), free_port());
+    project.ok(&[
+        "up",
+        "--demo",
+        "--instances",
+        "1",
+        "--http-port",
+        &http.to_string(),
+        "--https-port",
+        &https.to_string(),
+    ]);
+    for role in ["proxy", "flow-1", "mc"] {
+        let c = inspect(&format!("{}-{role}", project.name));
+        let host = &c["HostConfig"];
+        assert_eq!(c["Config"]["User"], "65532:65532", "{role}");
+        assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]), "{role}");
+        assert!(host["CapAdd"].is_null(), "{role}: {}", host["CapAdd"]);
+        assert_eq!(
+            host["SecurityOpt"],
+            serde_json::json!(["no-new-privileges:true"]),
+            "{role}"
+        );
+        assert_eq!(host["ReadonlyRootfs"], true, "{role}");
+        assert!(host["Memory"].as_i64().unwrap() > 0, "{role}");
+        assert!(host["PidsLimit"].as_i64().unwrap() > 0, "{role}");
+    }
+    let proxy = inspect(&format!("{}-proxy", project.name));
+    for port in ["80/tcp", "443/tcp", "9901/tcp"] {
+        assert_eq!(
+            proxy["HostConfig"]["PortBindings"][port][0]["HostIp"], "127.0.0.1",
+            "{port}"
+        );
+    }
+    // It serves, unprivileged, on the published port.
+    assert!(whoami_over_https(https, &project.ca()).ends_with("-flow-1"));
+    // The admin token is a file in the proxy's volume: in no environment,
+    // label, command or host path Docker shows.
+    let token = std::fs::read_to_string(project.ca().with_file_name("admin-token")).unwrap();
+    assert!(token.trim().len() >= 32);
+    assert!(
+        !proxy.to_string().contains(token.trim()),
+        "docker inspect shows the admin token"
+    );
+
+    // The binary in the image has no debug sections.
+    let image = proxy["Config"]["Image"].as_str().unwrap().to_string();
+    let holder = format!("{}-binary", project.name);
+    run(Command::new("docker").args(["create", "--name", &holder, &image, "--version"]));
+    let copied = _fx.dir.join("flowgate-in-image");
+    let cp = Command::new("docker")
+        .args([
+            "cp",
+            &format!("{holder}:/usr/local/bin/flowgate"),
+            copied.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rm", "-f", &holder]).output();
+    assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
+    let binary = std::fs::read(&copied).unwrap();
+    let debug: Vec<String> = section_names(&binary)
+        .into_iter()
+        // .debug_gdb_scripts is a few loaded bytes naming gdb's pretty
+        // printers, not debug info.
+        .filter(|n| n.starts_with(".debug") && n != ".debug_gdb_scripts")
+        .collect();
+    assert!(
+        debug.is_empty(),
+        "the image's binary keeps its debug sections {debug:?} ({} MB)",
+        binary.len() >> 20
+    );
+    assert!(binary.len() < std::fs::metadata(BIN).unwrap().len() as usize);
+
+    // --bind publishes elsewhere, and the deployment keeps it.
+    project.ok(&["up", "--demo", "--bind", "0.0.0.0"]);
+    let proxy = inspect(&format!("{}-proxy", project.name));
+    assert_eq!(proxy["HostConfig"]["PortBindings"]["443/tcp"][0]["HostIp"], "0.0.0.0");
+    assert_eq!(
+        proxy["HostConfig"]["PortBindings"]["9901/tcp"][0]["HostIp"],
+        "127.0.0.1"
+    );
+    project.ok(&["scale", "2"]);
+    let proxy = inspect(&format!("{}-proxy", project.name));
+    assert_eq!(proxy["HostConfig"]["PortBindings"]["443/tcp"][0]["HostIp"], "0.0.0.0");
+}
+
+#[test]
+fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
+    let (_fx, project) = project_for("foreign-volumes");
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    // Someone else's volume with the name of the proxy's state volume.
+    let certs = Volume::new(&format!("{}-certs", project.name), &[]);
+    std::fs::write(certs.path().join("marker"), "theirs").unwrap();
+    let out = project.up_demo("1", &http, &https);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "a volume named {}-certs exists but flowgate did not make it",
+            project.name
+        )),
+        "{stderr}"
+    );
+    assert_eq!(project.labelled("container"), 0);
+    assert_eq!(std::fs::read_to_string(certs.path().join("marker")).unwrap(), "theirs");
+    drop(certs);
+
+    // A state volume an older flowgate made (labelled, files owned by root)
+    // is handed to the unprivileged proxy, which keeps its CA.
+    let old = Volume::new(
+        &format!("{}-certs", project.name),
+        &[&format!("io.flowgate.project={}", project.name)],
+    );
+    std::fs::write(old.path().join("old-state"), "root's").unwrap();
+    // And a foreign volume with the database volume's name, which the demo does not use.
+    let pgdata = Volume::new(&format!("{}-pgdata", project.name), &[]);
+    std::fs::write(pgdata.path().join("marker"), "theirs").unwrap();
+    project.ok(&[
+        "up",
+        "--demo",
+        "--instances",
+        "1",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+    ]);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(old.path().join("old-state")).unwrap().uid(), 65532);
+    assert_eq!(std::fs::metadata(old.path().join("ca-key.pem")).unwrap().uid(), 65532);
+
+    let out = project.flowgate(&["down", "--volumes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("left the volume {}-pgdata alone", project.name)),
+        "{stderr}"
+    );
+    assert!(!old.exists(), "flowgate's own volume must go");
+    assert!(pgdata.exists());
+    assert_eq!(std::fs::read_to_string(pgdata.path().join("marker")).unwrap(), "theirs");
+}

@@ -114,6 +114,20 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct StateOwnerArgs {
+    /// The directory to hand over.
+    pub path: PathBuf,
+    /// The new owner (user and group).
+    pub uid: u32,
+}
+
+pub fn state_owner(args: StateOwnerArgs) -> anyhow::Result<()> {
+    let changed = flowgate::fsutil::chown_tree(&args.path, args.uid)?;
+    eprintln!("{} now owned by {} ({changed} entries)", args.path.display(), args.uid);
+    Ok(())
+}
+
 pub async fn tui(
     project: &str,
     args: TuiArgs,

@@ -90,6 +90,10 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the manual page (roff), e.g. `flowgate man | man -l -`.
     Man(completions::ManArgs),
+    /// Inside flowgate's image only: hand a state volume made by an older
+    /// flowgate (owned by root) to the unprivileged user.
+    #[command(hide = true)]
+    StateOwner(deploy::StateOwnerArgs),
 }
 
 /// Runs the command line's command.
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Cert(_)
                 | Command::Completions(_)
                 | Command::Man(_)
+                | Command::StateOwner(_)
         )
     );
     let config_path = cli.config.clone().unwrap_or_else(|| DEFAULT_FILE.into());
@@ -134,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(&project, args, file.as_ref()).await,
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::StateOwner(args) => deploy::state_owner(args),
     }
 }
 

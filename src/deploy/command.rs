@@ -338,12 +338,32 @@ pub async fn apply(
         volumes,
     };
     let found = engine::found(docker, project).await?;
-    let mut actions = plan(
-        &desired,
-        &found,
-        engine::network_exists(docker, &names.network()).await,
-        &engine::existing_volumes(docker, &desired.volumes).await,
-    );
+    // A network or volume of our name that flowgate did not make is left
+    // alone: using it would hand someone else's data to this deployment.
+    let network = engine::network_owner(docker, &names.network(), project).await;
+    let mut ours = Vec::new();
+    let mut owners = vec![("network", names.network(), network)];
+    for volume in &desired.volumes {
+        owners.push((
+            "volume",
+            volume.clone(),
+            engine::volume_owner(docker, volume, project).await,
+        ));
+    }
+    for (kind, name, owner) in owners {
+        match owner {
+            engine::Owner::Foreign => {
+                return Err(DeployError::ForeignObject {
+                    kind,
+                    name,
+                    project: project.into(),
+                });
+            }
+            engine::Owner::Ours if kind == "volume" => ours.push(name),
+            _ => {}
+        }
+    }
+    let mut actions = plan(&desired, &found, network == engine::Owner::Ours, &ours);
     if target.scale_only {
         let changed = actions.iter().filter(|a| matches!(a, Action::Replace { .. })).count();
         actions.retain(|a| !matches!(a, Action::Replace { .. }));
@@ -367,7 +387,14 @@ pub async fn apply(
     let ca = match admin.local_ca().await? {
         Some(pem) => {
             let path = dir.join("ca.pem");
+            let before = std::fs::read_to_string(&path).ok();
             write_project_file(&path, &pem, 0o644)?;
+            if before.is_some_and(|b| b != pem) {
+                progress(&format!(
+                    "the proxy made a new local CA (the domains changed, or the old one could sign for any name): clients must trust {} again",
+                    path.display()
+                ));
+            }
             Some(path)
         }
         None => None,
@@ -396,25 +423,58 @@ pub async fn down(
     let names = super::plan::Names {
         project: project.into(),
     };
-    if docker.remove_network(&names.network()).await.is_ok() {
-        progress(&format!("removed network {}", names.network()));
-    }
-    if volumes {
-        for volume in [names.certificates_volume(), names.postgres_volume()] {
-            if docker
-                .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
-                .await
-                .is_ok()
-            {
-                progress(&format!("removed volume {volume}"));
-            }
-        }
-        let _ = std::fs::remove_dir_all(settings::project_dir(project));
-    } else {
-        progress("kept the certificate volume (remove it with --volumes)");
+    let foreign = |kind: &str, name: &str| {
+        format!(
+            "left the {kind} {name} alone: it has no io.flowgate.project={project} label, so flowgate did not make it"
+        )
+    };
+    match engine::network_owner(docker, &names.network(), project).await {
+        engine::Owner::Ours => match docker.remove_network(&names.network()).await {
+            Ok(()) => progress(&format!("removed network {}", names.network())),
+            Err(e) => progress(&format!("could not remove network {}: {e}", names.network())),
+        },
+        engine::Owner::Foreign => progress(&foreign("network", &names.network())),
+        engine::Owner::Missing => {}
     }
     if found.is_empty() {
         progress(&format!("project {project} had no containers"));
+    }
+    if !volumes {
+        progress("kept the volumes (certificates, database; remove them with --volumes)");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for volume in [
+        names.certificates_volume(),
+        names.postgres_volume(),
+        names.secrets_volume(),
+    ] {
+        match engine::volume_owner(docker, &volume, project).await {
+            engine::Owner::Ours => {
+                match docker
+                    .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await
+                {
+                    Ok(()) => progress(&format!("removed volume {volume}")),
+                    Err(e) => failed.push(format!("{volume} ({e})")),
+                }
+            }
+            engine::Owner::Foreign => progress(&foreign("volume", &volume)),
+            engine::Owner::Missing => {}
+        }
+    }
+    let dir = settings::project_dir(project);
+    if !failed.is_empty() {
+        // The project dir holds what the surviving data needs (the database password).
+        return Err(DeployError::VolumesKept {
+            volumes: failed.join(", "),
+            dir,
+        });
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => progress(&format!("removed {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => progress(&format!("could not remove {}: {e}", dir.display())),
     }
     Ok(())
 }

@@ -73,18 +73,35 @@ pub async fn found(docker: &Docker, project: &str) -> Result<Vec<Found>, DeployE
     Ok(list(docker, project).await?.into_iter().map(|l| l.found).collect())
 }
 
-pub async fn network_exists(docker: &Docker, name: &str) -> bool {
-    docker.inspect_network(name, None).await.is_ok()
+/// Whose a network or volume of a project's name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Missing,
+    /// It carries the project's label: flowgate made it for this project.
+    Ours,
+    /// It exists without the label: someone else's, never touched.
+    Foreign,
 }
 
-pub async fn existing_volumes(docker: &Docker, wanted: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for name in wanted {
-        if docker.inspect_volume(name).await.is_ok() {
-            out.push(name.clone());
-        }
+fn owner_of(labels: Option<&HashMap<String, String>>, project: &str) -> Owner {
+    match labels.and_then(|l| l.get(LABEL_PROJECT)) {
+        Some(p) if p == project => Owner::Ours,
+        _ => Owner::Foreign,
     }
-    out
+}
+
+pub async fn network_owner(docker: &Docker, name: &str, project: &str) -> Owner {
+    match docker.inspect_network(name, None).await {
+        Ok(network) => owner_of(network.labels.as_ref(), project),
+        Err(_) => Owner::Missing,
+    }
+}
+
+pub async fn volume_owner(docker: &Docker, name: &str, project: &str) -> Owner {
+    match docker.inspect_volume(name).await {
+        Ok(volume) => owner_of(Some(&volume.labels), project),
+        Err(_) => Owner::Missing,
+    }
 }
 
 /// Something this run created, to take away again if the run fails.
@@ -226,7 +243,80 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// Before the proxy starts: its state volume, when an older flowgate
+    /// made it, belongs to root; a one-off container of the same image
+    /// (root with only CAP_CHOWN, no network) hands it to the proxy's user.
+    async fn hand_over_state(&self, spec: &ContainerSpec) -> Result<(), DeployError> {
+        let Some(volume) = spec
+            .binds
+            .iter()
+            .find_map(|b| b.strip_suffix(&format!(":{}", super::settings::STATE_IN_CONTAINER)))
+        else {
+            return Ok(());
+        };
+        let name = format!("{}-state-owner", self.names.project);
+        let _ = remove_container(self.docker, &name).await;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            user: Some("0:0".into()),
+            cmd: Some(vec![
+                "state-owner".into(),
+                "/state".into(),
+                super::image::USER.to_string(),
+            ]),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{volume}:/state")]),
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(vec!["CHOWN".into()]),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                readonly_rootfs: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let what = format!("cannot hand the volume {volume} to the proxy's user");
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(DeployError::docker(what.clone()))?;
+        let run = async {
+            self.docker
+                .start_container(&name, None)
+                .await
+                .map_err(DeployError::docker(what.clone()))?;
+            let mut wait = self.docker.wait_container(&name, None);
+            while let Some(status) = futures_util::StreamExt::next(&mut wait).await {
+                match status {
+                    Ok(s) if s.status_code != 0 => {
+                        return Err(DeployError::Exited {
+                            name: name.clone(),
+                            code: s.status_code,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) if code != 0 => {
+                        return Err(DeployError::Exited {
+                            name: name.clone(),
+                            code,
+                        });
+                    }
+                    Err(bollard::errors::Error::DockerContainerWaitError { .. }) => {}
+                    Err(e) => return Err(DeployError::docker(what.clone())(e)),
+                }
+            }
+            Ok(())
+        };
+        let result = run.await;
+        let _ = remove_container(self.docker, &name).await;
+        result
+    }
+
     async fn create_and_start(&mut self, spec: &ContainerSpec) -> Result<(), DeployError> {
+        if spec.role == Role::Proxy {
+            self.hand_over_state(spec).await?;
+        }
         let mut port_bindings = HashMap::new();
         let mut exposed = Vec::new();
         for p in &spec.ports {

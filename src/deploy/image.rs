@@ -30,7 +30,8 @@ pub const STATE_IN_IMAGE: &str = "/var/lib/flowgate";
 pub struct ImageFile {
     pub source: PathBuf,
     pub target: String,
-    /// Copied without debug sections (the flowgate binary).
+    /// Copied without debug info and symbols (the flowgate binary; the one
+    /// on the host keeps both, for profiling and reading crash addresses).
     pub strip: bool,
 }
 
@@ -99,8 +100,8 @@ const DOCKERFILE: &str = "FROM scratch\n\
     USER 65532:65532\n\
     ENTRYPOINT [\"/usr/local/bin/flowgate\"]\n";
 
-/// `path`'s bytes without debug sections, when binutils' objcopy (or
-/// strip) is here; the file as it is otherwise, with the reason.
+/// `path`'s bytes without debug info and symbols, when binutils' objcopy
+/// (or strip) is here; the file as it is otherwise, with the reason.
 fn stripped(path: &Path) -> Result<(Vec<u8>, Option<String>), DeployError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| DeployError::Read {
@@ -111,9 +112,9 @@ fn stripped(path: &Path) -> Result<(Vec<u8>, Option<String>), DeployError> {
     let out = std::env::temp_dir().join(format!("flowgate-stripped-{}", std::process::id()));
     let mut last = String::new();
     let mut objcopy = std::process::Command::new("objcopy");
-    objcopy.arg("--strip-debug").arg(path).arg(&out);
+    objcopy.arg("--strip-all").arg(path).arg(&out);
     let mut strip = std::process::Command::new("strip");
-    strip.arg("--strip-debug").arg("-o").arg(&out).arg(path);
+    strip.arg("--strip-all").arg("-o").arg(&out).arg(path);
     for mut command in [objcopy, strip] {
         let tool = command.get_program().to_string_lossy().into_owned();
         match command.output() {

@@ -80,6 +80,19 @@ pub enum DeployError {
     ProxyNotUp(crate::proxy::client::AdminError),
     #[error(transparent)]
     Admin(#[from] crate::proxy::client::AdminError),
+    #[error(
+        "a {kind} named {name} exists but flowgate did not make it for project {project} (it lacks the label io.flowgate.project={project}); flowgate will neither use nor remove it: remove or rename it yourself (docker {kind} rm {name}), or choose another --project"
+    )]
+    ForeignObject {
+        kind: &'static str,
+        name: String,
+        project: String,
+    },
+    #[error(
+        "could not remove {volumes}; kept {} (it holds what that data needs, such as the database password): stop what uses them and run `flowgate down --volumes` again",
+        dir.display()
+    )]
+    VolumesKept { volumes: String, dir: std::path::PathBuf },
     #[error("no container {name} in project {project}; its containers: {known}")]
     NoContainer {
         name: String,

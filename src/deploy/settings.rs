@@ -889,7 +889,8 @@ mod golden {
             // Flow's own variable is the one place it may be (Spring reads it).
             let mut shown = spec.clone();
             shown.env.retain(|e| e != "FLOW_DB_PASSWORD=s3cret");
-            let shown = format!("{:?} {}", shown, serde_json::to_string(&shown).unwrap());
+            let labels = format!("{:?}", shown.labels(&deployment().names()));
+            let shown = format!("{:?} {} {labels}", shown, serde_json::to_string(&shown).unwrap());
             assert!(!shown.contains("s3cret"), "{} shows the password: {shown}", spec.name);
             for option in spec.env.iter().filter(|e| e.starts_with("OPTIONS=")) {
                 assert!(!option.contains("password"), "{option}");
