@@ -256,8 +256,10 @@ impl<'a> Executor<'a> {
         };
         let name = format!("{}-state-owner", self.names.project);
         let _ = remove_container(self.docker, &name).await;
+        let labels: HashMap<String, String> = self.names.labels(None, None, None).into_iter().collect();
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            labels: Some(labels),
             user: Some("0:0".into()),
             cmd: Some(vec![
                 "state-owner".into(),
