@@ -434,7 +434,7 @@ fn docker_the_demo_runs_unprivileged_on_loopback_from_a_stripped_image() {
 
 #[test]
 fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
-    let (_fx, project) = project_for("foreign-volumes");
+    let (fx, project) = project_for("foreign-volumes");
     let (http, https) = (free_port().to_string(), free_port().to_string());
     // Someone else's volume with the name of the proxy's state volume.
     let certs = Volume::new(&format!("{}-certs", project.name), &[]);
@@ -463,6 +463,31 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
     // And a foreign volume with the database volume's name, which the demo does not use.
     let pgdata = Volume::new(&format!("{}-pgdata", project.name), &[]);
     std::fs::write(pgdata.path().join("marker"), "theirs").unwrap();
+    // The real profile would use it for PostgreSQL: refused, before any image is looked for.
+    let out = project
+        .command(&[
+            "up",
+            "--instances",
+            "1",
+            "--http-port",
+            &http,
+            "--https-port",
+            &https,
+            "--no-pull",
+        ])
+        .env("MC_LICENSE", "test-licence")
+        .current_dir(&fx.dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "a volume named {}-pgdata exists but flowgate did not make it",
+            project.name
+        )),
+        "{stderr}"
+    );
     project.ok(&[
         "up",
         "--demo",

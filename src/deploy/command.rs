@@ -285,65 +285,21 @@ pub async fn apply(
     if target.profile == Profile::Real && target.license.is_none() {
         return Err(DeployError::NoLicense);
     }
-    let dir = settings::project_dir(project);
-    let token = project_secret(&dir, "admin-token")?;
-    write_project_file(&dir.join("proxy.toml"), &settings::proxy_toml(dep), 0o644)?;
-
-    // Scaling keeps the image the deployment runs, as long as it is still here.
-    let running_image = match (&target.running_image, target.scale_only) {
-        (Some(image), true) if docker.inspect_image(image).await.is_ok() => Some(image.clone()),
-        _ => None,
-    };
-    let image = match running_image {
-        Some(image) => image,
-        None => {
-            let binary = std::env::current_exe().map_err(DeployError::OwnBinary)?;
-            super::image::ensure(docker, &binary, &mut *progress).await?
-        }
-    };
     let names = dep.names();
-    let (mut specs, volumes) = match target.profile {
-        Profile::Demo => (
-            settings::demo_specs(dep, &image, &dir),
-            vec![names.certificates_volume()],
-        ),
-        Profile::Real => {
-            let real = settings::RealProfile {
-                tag: target.tag.clone(),
-                license: target.license.clone().unwrap_or_default(),
-                db_password: project_secret(&dir, "db-password")?,
-            };
-            write_project_file(&dir.join("hazelcast.yml"), &settings::hazelcast_yml(dep), 0o644)?;
-            let specs = settings::real_specs(dep, &image, &real, &dir);
-            // Every image first: a missing one must stop the run before anything exists.
-            for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
-                super::image::ensure_pulled(docker, &spec.image, !target.no_pull, &mut *progress).await?;
-            }
-            (
-                specs,
-                vec![
-                    names.certificates_volume(),
-                    names.postgres_volume(),
-                    names.secrets_volume(),
-                ],
-            )
-        }
+    let volumes = match target.profile {
+        Profile::Demo => vec![names.certificates_volume()],
+        Profile::Real => vec![
+            names.certificates_volume(),
+            names.postgres_volume(),
+            names.secrets_volume(),
+        ],
     };
-    for proxy in specs.iter_mut().filter(|s| s.role == Role::Proxy) {
-        proxy.secrets.push(settings::admin_token_secret(&token));
-    }
-    let desired = Desired {
-        names: names.clone(),
-        containers: specs.iter().map(|s| s.wanted()).collect(),
-        volumes,
-    };
-    let found = engine::found(docker, project).await?;
     // A network or volume of our name that flowgate did not make is left
     // alone: using it would hand someone else's data to this deployment.
     let network = engine::network_owner(docker, &names.network(), project).await;
     let mut ours = Vec::new();
     let mut owners = vec![("network", names.network(), network)];
-    for volume in &desired.volumes {
+    for volume in &volumes {
         owners.push((
             "volume",
             volume.clone(),
@@ -363,6 +319,48 @@ pub async fn apply(
             _ => {}
         }
     }
+    let dir = settings::project_dir(project);
+    let token = project_secret(&dir, "admin-token")?;
+    write_project_file(&dir.join("proxy.toml"), &settings::proxy_toml(dep), 0o644)?;
+
+    // Scaling keeps the image the deployment runs, as long as it is still here.
+    let running_image = match (&target.running_image, target.scale_only) {
+        (Some(image), true) if docker.inspect_image(image).await.is_ok() => Some(image.clone()),
+        _ => None,
+    };
+    let image = match running_image {
+        Some(image) => image,
+        None => {
+            let binary = std::env::current_exe().map_err(DeployError::OwnBinary)?;
+            super::image::ensure(docker, &binary, &mut *progress).await?
+        }
+    };
+    let mut specs = match target.profile {
+        Profile::Demo => settings::demo_specs(dep, &image, &dir),
+        Profile::Real => {
+            let real = settings::RealProfile {
+                tag: target.tag.clone(),
+                license: target.license.clone().unwrap_or_default(),
+                db_password: project_secret(&dir, "db-password")?,
+            };
+            write_project_file(&dir.join("hazelcast.yml"), &settings::hazelcast_yml(dep), 0o644)?;
+            let specs = settings::real_specs(dep, &image, &real, &dir);
+            // Every image first: a missing one must stop the run before anything exists.
+            for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
+                super::image::ensure_pulled(docker, &spec.image, !target.no_pull, &mut *progress).await?;
+            }
+            specs
+        }
+    };
+    for proxy in specs.iter_mut().filter(|s| s.role == Role::Proxy) {
+        proxy.secrets.push(settings::admin_token_secret(&token));
+    }
+    let desired = Desired {
+        names: names.clone(),
+        containers: specs.iter().map(|s| s.wanted()).collect(),
+        volumes,
+    };
+    let found = engine::found(docker, project).await?;
     let mut actions = plan(&desired, &found, network == engine::Owner::Ours, &ours);
     if target.scale_only {
         let changed = actions.iter().filter(|a| matches!(a, Action::Replace { .. })).count();
