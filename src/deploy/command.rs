@@ -14,7 +14,7 @@ use super::DeployError;
 use super::engine::{self, Executor};
 use super::plan::{Action, Desired, Role, plan};
 use super::settings::{self, Deployment};
-use crate::config::deployment::{DeploymentFile, Profile};
+use crate::config::deployment::{CertMode, DeploymentFile, Profile};
 use crate::fsutil::write_atomic;
 
 /// The deployment's settings given on the command line: they win over
@@ -72,6 +72,59 @@ async fn current_profile(docker: &Docker, project: &str) -> (Profile, Option<Str
 fn project_secret(dir: &Path, name: &str) -> Result<String, DeployError> {
     let path = dir.join(name);
     crate::fsutil::secret(&path).map_err(|source| DeployError::Write { path, source })
+}
+
+/// Whether the proxy's user may read `path` (following links) and enter
+/// its directory, by the owner, group or other bits; ACLs count when they
+/// let it read (`access` is not asked: it answers for this process's user).
+fn readable_by_proxy(path: &Path) -> Result<(), DeployError> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = super::image::USER;
+    let may = |meta: &std::fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        (meta.uid() == uid && mode & (bits << 6) != 0)
+            || (meta.gid() == uid && mode & (bits << 3) != 0)
+            || mode & bits != 0
+    };
+    let unreadable = |p: &Path, meta: &std::fs::Metadata| DeployError::Unreadable {
+        path: p.to_path_buf(),
+        uid,
+        owner: meta.uid(),
+        mode: meta.mode() & 0o7777,
+    };
+    let meta = std::fs::metadata(path).map_err(|source| DeployError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !may(&meta, 0o4) && !has_acl(path) {
+        return Err(unreadable(path, &meta));
+    }
+    if let Some(dir) = path.parent() {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if !may(&meta, 0o1) && !has_acl(dir) {
+                return Err(unreadable(dir, &meta));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` has an access ACL (then the mode bits do not tell).
+fn has_acl(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(name) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and attribute name, and no buffer (size 0 asks the length).
+    let size = unsafe {
+        libc::getxattr(
+            name.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    size > 0
 }
 
 /// Writes one of the project's files.
@@ -317,6 +370,11 @@ pub async fn apply(
             }
             engine::Owner::Ours if kind == "volume" => ours.push(name),
             _ => {}
+        }
+    }
+    if dep.tls.mode == CertMode::Files {
+        for path in [&dep.tls.cert, &dep.tls.key].into_iter().flatten() {
+            readable_by_proxy(path)?;
         }
     }
     let dir = settings::project_dir(project);
@@ -649,6 +707,28 @@ mod tests {
         let mut bad = args();
         bad.domain = Some("https://flow".into());
         assert!(resolve("p", &bad, None, &Running::default()).is_err());
+    }
+
+    #[test]
+    fn certificate_files_the_proxy_cannot_read_are_named_with_the_way_out() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("flowgate-readable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let key = dir.join("privkey.pem");
+        std::fs::write(&key, "key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let error = readable_by_proxy(&key).unwrap_err().to_string();
+        assert!(
+            error.contains("cannot read") && error.contains("setfacl -m u:65532:r"),
+            "{error}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by_proxy(&key).is_ok());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let error = readable_by_proxy(&key).unwrap_err().to_string();
+        assert!(error.contains(&format!("cannot read {}", dir.display())), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

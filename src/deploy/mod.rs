@@ -93,6 +93,16 @@ pub enum DeployError {
         dir.display()
     )]
     VolumesKept { volumes: String, dir: std::path::PathBuf },
+    #[error(
+        "the proxy runs as the unprivileged user {uid} and cannot read {} (owner {owner}, mode {mode:o}); let it: setfacl -m u:{uid}:r {} (and u:{uid}:x on its directory), or chown {uid} {}",
+        path.display(), path.display(), path.display()
+    )]
+    Unreadable {
+        path: std::path::PathBuf,
+        uid: u32,
+        owner: u32,
+        mode: u32,
+    },
     #[error("no container {name} in project {project}; its containers: {known}")]
     NoContainer {
         name: String,
