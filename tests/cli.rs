@@ -33,6 +33,7 @@ fn every_command_has_an_example_in_its_help() {
         &["up"],
         &["scale"],
         &["down"],
+        &["rebalance"],
         &["status"],
         &["logs"],
         &["proxy"],

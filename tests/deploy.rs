@@ -513,3 +513,48 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
     assert!(pgdata.exists());
     assert_eq!(std::fs::read_to_string(pgdata.path().join("marker")).unwrap(), "theirs");
 }
+
+#[test]
+fn docker_rebalance_spreads_the_sessions_onto_a_new_instance() {
+    let (_fx, project) = project_for("rebalance");
+    let (http, https) = (free_port(), free_port());
+    project.ok(&[
+        "up",
+        "--demo",
+        "--instances",
+        "3",
+        "--http-port",
+        &http.to_string(),
+        "--https-port",
+        &https.to_string(),
+    ]);
+    let load = Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+        .sessions(90, "1s")
+        .rps(20)
+        .duration("40s")
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(20), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(90)
+    });
+    project.ok(&["scale", "4"]);
+    let out = project.ok(&["rebalance", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["balanced"], true, "{report}");
+    let counts: Vec<u64> = report["sessions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 4, "{report}");
+    // 90 over 4: 22.5 each, within 10 % (or one session).
+    assert!(counts.iter().all(|c| (*c as f64 - 22.5).abs() <= 2.25), "{report}");
+    let summary = load.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    assert_eq!(summary["ws_closed_by_server"]["1012"], report["moved"], "{summary}");
+}

@@ -767,3 +767,67 @@ fn a_refused_websocket_handshake_reaches_the_client_as_the_backend_sent_it() {
         "{head}"
     );
 }
+
+#[test]
+fn rebalance_spreads_sessions_onto_a_new_instance_with_1012_and_no_failures() {
+    let mut fx = Fixture::new("rebalance");
+    let backends = three_instances(&mut fx);
+    let proxy = proxy_over(&mut fx, &backends, &[]);
+    let run = Load::to(proxy.addr)
+        .sessions(120, "1s")
+        .rps(50)
+        .duration("35s")
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(15), || proxy.total("ws_active") == 120);
+    // A fourth instance: it gets no sessions until someone reconnects.
+    let fourth = fx.sim_flow("flow-4").to_string();
+    let r = proxy.admin("POST", "/api/v1/backends", &format!("{{\"address\": \"{fourth}\"}}"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    proxy.wait_healthy(4);
+    let on = |address: &str| -> u64 {
+        proxy
+            .backends()
+            .iter()
+            .find(|b| b["address"] == address)
+            .map_or(0, |b| b["ws_active"].as_u64().unwrap())
+    };
+    assert_eq!(on(&fourth), 0);
+    let r = proxy.admin("POST", "/api/v1/rebalance", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["running"], true);
+    // 2 % of 120 sessions a second: about 14 s to move 27.
+    wait_for(Duration::from_secs(35), || {
+        proxy.admin("GET", "/api/v1/rebalance", "").json()["running"] == false
+    });
+    let report = proxy.admin("GET", "/api/v1/rebalance", "").json();
+    assert_eq!(report["balanced"], true, "{report}");
+    let counts: Vec<u64> = report["sessions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 4, "{report}");
+    assert!(counts.iter().all(|c| c.abs_diff(30) <= 3), "{report}");
+    let moved = report["moved"].as_u64().unwrap();
+    assert!(moved >= 20, "{report}");
+
+    let summary = run.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_dropped"], 0,
+        "no session may end without a close frame: {summary}"
+    );
+    assert_eq!(
+        summary["ws_closed_by_server"]["1012"].as_u64(),
+        Some(moved),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["ws_reconnects"].as_u64(),
+        Some(moved),
+        "every moved session came back: {summary}"
+    );
+    assert!(fx.log("proxy").contains("rebalanced flow"), "{}", fx.log("proxy"));
+}

@@ -70,7 +70,7 @@ pub struct UpArgs {
 #[derive(Debug, Args, Default)]
 #[command(
     after_help = "Keys: + / - scale, digits then Enter set the count, r restart, d drain, l logs, \
-    c certificate, m MC/CORS, D doctor, / filter, Tab panes, ? help, q quit (the deployment keeps running), \
+    c certificate, m MC/CORS, D doctor, b rebalance, / filter, Tab panes, ? help, q quit (the deployment keeps running), \
     Q take it down.\n\nExample:\n  flowgate tui --demo --http-port 8080 --https-port 8443"
 )]
 pub struct TuiArgs {
@@ -112,6 +112,38 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "At most 2 % of all sessions a second and one per instance at a time, until every \
+    instance is within 10 % of even. `rebalance = \"auto\"` in flowgate.toml does it whenever an instance \
+    becomes healthy.\n\nExample:\n  flowgate scale 4 && flowgate rebalance"
+)]
+pub struct RebalanceArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn rebalance(project: &str, args: RebalanceArgs) -> anyhow::Result<()> {
+    let docker = flowgate::deploy::connect().await?;
+    let report = command::rebalance(&docker, project, &mut |line| progress(line)).await?;
+    if args.json {
+        return print_json(&report);
+    }
+    let spread: Vec<String> = report.sessions.iter().map(|(b, n)| format!("{b} {n}")).collect();
+    print(&format!(
+        "{} sessions moved; {}: {}\n",
+        report.moved,
+        if report.balanced {
+            "even"
+        } else {
+            "stopped before it was even"
+        },
+        spread.join(", ")
+    ))?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,9 @@ pub enum Command {
     Scale(deploy::ScaleArgs),
     /// Remove the deployment (volumes are kept unless --volumes).
     Down(deploy::DownArgs),
+    /// Spread the WebSocket sessions evenly over the Flow instances again
+    /// (after a scale-up): busy instances close some with 1012, clients reconnect.
+    Rebalance(deploy::RebalanceArgs),
     /// One snapshot of the deployment: instances, health, sessions, rates.
     Status(deploy::StatusArgs),
     /// A container's logs: `flow-2` (or `2`), `proxy`, `mc`.
@@ -129,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => deploy::up(&project, args, file.as_ref()).await,
         Command::Scale(args) => deploy::scale(&project, args, file.as_ref()).await,
         Command::Down(args) => deploy::down(&project, args).await,
+        Command::Rebalance(args) => deploy::rebalance(&project, args).await,
         Command::Status(args) => deploy::status(&project, args).await,
         Command::Logs(args) => deploy::logs(&project, args).await,
         Command::Proxy(args) => proxy::run(*args, cli.config.as_deref()).await,

@@ -167,6 +167,8 @@ pub struct DeploymentFile {
     /// demo, 0.0.0.0 for the real profile].
     pub bind: Option<std::net::IpAddr>,
     pub resources: ResourcesFile,
+    /// `auto`: a new healthy instance gets sessions moved onto it at once.
+    pub rebalance: Option<crate::config::proxy::Rebalance>,
     /// Dashboard action -> key, e.g. `scale_up = "+"`.
     pub keys: BTreeMap<KeyAction, char>,
 }
@@ -183,6 +185,7 @@ pub enum KeyAction {
     Mc,
     Doctor,
     Filter,
+    Rebalance,
     Help,
     Quit,
     QuitDown,
@@ -190,7 +193,7 @@ pub enum KeyAction {
 
 impl KeyAction {
     /// Every action, in the order the help lists them.
-    pub const ALL: [KeyAction; 12] = [
+    pub const ALL: [KeyAction; 13] = [
         KeyAction::ScaleUp,
         KeyAction::ScaleDown,
         KeyAction::Restart,
@@ -200,6 +203,7 @@ impl KeyAction {
         KeyAction::Mc,
         KeyAction::Doctor,
         KeyAction::Filter,
+        KeyAction::Rebalance,
         KeyAction::Help,
         KeyAction::Quit,
         KeyAction::QuitDown,
@@ -234,6 +238,11 @@ impl KeyAction {
                 "check the deployment against Flow's load-balancing guide",
             ),
             KeyAction::Filter => ("filter", '/', "filter instances by name"),
+            KeyAction::Rebalance => (
+                "rebalance",
+                'b',
+                "spread the sessions evenly again (1012: clients reconnect)",
+            ),
             KeyAction::Help => ("help", '?', "this help"),
             KeyAction::Quit => ("quit", 'q', "quit; the deployment keeps running"),
             KeyAction::QuitDown => ("quit_down", 'Q', "quit and take the deployment down"),
@@ -269,6 +278,7 @@ struct RawFile {
     tls: Option<Spanned<RawTls>>,
     bind: Option<Spanned<String>>,
     resources: Option<RawResources>,
+    rebalance: Option<crate::config::proxy::Rebalance>,
     #[serde(default)]
     keys: BTreeMap<String, Spanned<String>>,
 }
@@ -427,6 +437,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
         tls,
         bind,
         resources,
+        rebalance: raw.rebalance,
         keys,
     })
 }
@@ -581,7 +592,7 @@ pub fn render(file: &DeploymentFile) -> String {
         .profile
         .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" }));
     // (what it does, key, value when set, example shown when not)
-    let entries: [(&str, &str, Option<String>, &str); 10] = [
+    let entries: [(&str, &str, Option<String>, &str); 11] = [
         (
             "Names and labels every Docker object (like --project).",
             "project",
@@ -624,6 +635,17 @@ pub fn render(file: &DeploymentFile) -> String {
             "bind",
             file.bind.map(|b| quoted(&b.to_string())),
             "\"0.0.0.0\"",
+        ),
+        (
+            "auto: a new Flow instance gets sessions moved onto it (1012, clients reconnect); manual: `flowgate rebalance` or `b`.",
+            "rebalance",
+            file.rebalance.map(|r| {
+                quoted(match r {
+                    crate::config::proxy::Rebalance::Auto => "auto",
+                    crate::config::proxy::Rebalance::Manual => "manual",
+                })
+            }),
+            "\"auto\"",
         ),
         (
             "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
@@ -745,6 +767,7 @@ mod tests {
                 simulator_memory: None,
                 simulator_pids: None,
             },
+            rebalance: Some(crate::config::proxy::Rebalance::Auto),
             keys: BTreeMap::from([(KeyAction::ScaleUp, 'a')]),
         };
         let text = render(&file);

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::duration::{self, Dur};
@@ -102,6 +102,17 @@ pub struct TlsSettings {
     /// publishes the listener under another port); default: the first TLS
     /// listener's.
     pub redirect_port: Option<u16>,
+}
+
+/// When the WebSocket sessions are spread again (`proxy::rebalance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rebalance {
+    /// Only when asked (`flowgate rebalance`, the dashboard's `b`, the admin API).
+    #[default]
+    Manual,
+    /// Also whenever a backend becomes healthy (a scale-up, a replaced instance).
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -395,6 +406,8 @@ pub struct Service {
     pub name: String,
     pub backends: Vec<BackendSpec>,
     pub balance: Balance,
+    /// Whether a newly healthy backend starts a rebalance of the sessions.
+    pub rebalance: Rebalance,
     pub sticky_cookie: Option<String>,
     pub health: Option<HealthCheck>,
     pub forwarded_proto: Option<String>,
@@ -408,6 +421,7 @@ impl Service {
             name: name.into(),
             backends: Vec::new(),
             balance: Balance::default(),
+            rebalance: Rebalance::default(),
             sticky_cookie: None,
             health: Some(HealthCheck::flow_default()),
             forwarded_proto: None,
@@ -591,6 +605,8 @@ struct FileService {
     backends: Vec<Spanned<String>>,
     #[serde(default)]
     balance: Balance,
+    #[serde(default)]
+    rebalance: Rebalance,
     sticky_cookie: Option<String>,
     health: Option<FileHealth>,
     forwarded_proto: Option<String>,
@@ -926,6 +942,7 @@ fn service_from_file(source: &Source<'_>, name: &str, file: FileService) -> Resu
         });
     }
     service.balance = file.balance;
+    service.rebalance = file.rebalance;
     service.sticky_cookie = file.sticky_cookie;
     service.forwarded_proto = file.forwarded_proto;
     service.forwarded_port = file.forwarded_port;

@@ -4,6 +4,7 @@
 //! so they work from any shell, whether or not the dashboard ran.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -268,6 +269,10 @@ pub fn resolve(
         tls,
         bind: Some(bind),
         resources,
+        rebalance: file
+            .rebalance
+            .or_else(|| previous.map(|p| p.rebalance))
+            .unwrap_or_default(),
     };
     deployment.validate()?;
     Ok(Target {
@@ -568,6 +573,32 @@ pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), D
     Ok(())
 }
 
+/// Spreads the WebSocket sessions over the Flow instances again and waits
+/// until they are even (or the proxy gives up), reporting each second.
+pub async fn rebalance(
+    docker: &Docker,
+    project: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<crate::proxy::rebalance::RebalanceReport, DeployError> {
+    let admin = executor(docker, project)?.admin().await?;
+    let mut report = admin.rebalance("flow").await?;
+    let mut shown = u64::MAX;
+    while report.running {
+        if report.moved != shown {
+            let spread: Vec<String> = report.sessions.iter().map(|(b, n)| format!("{b} {n}")).collect();
+            progress(&format!(
+                "{} sessions asked to reconnect; now {}",
+                report.moved,
+                spread.join(", ")
+            ));
+            shown = report.moved;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        report = admin.rebalance_report("flow").await?;
+    }
+    Ok(report)
+}
+
 /// Takes one Flow instance out of the proxy's rotation: in-flight requests
 /// finish, WebSocket sessions get 1001 after the drain window. The
 /// container keeps running; `restart` brings it back.
@@ -669,6 +700,7 @@ mod tests {
                 tls: Default::default(),
                 bind: None,
                 resources: Default::default(),
+                rebalance: Default::default(),
             }),
             profile: Some((Profile::Real, Some("6.0".into()))),
             instances: 2,

@@ -46,6 +46,9 @@ pub struct Deployment {
     /// Limits of flowgate's own containers.
     #[serde(default)]
     pub resources: Resources,
+    /// Whether a new healthy instance gets sessions moved onto it at once.
+    #[serde(default)]
+    pub rebalance: crate::config::proxy::Rebalance,
 }
 
 impl Deployment {
@@ -492,6 +495,13 @@ fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
         ("https_port", &dep.https_port.to_string()),
         ("flow_backends", &flow_backends),
         (
+            "flow_rebalance",
+            match dep.rebalance {
+                crate::config::proxy::Rebalance::Auto => "rebalance = \"auto\"\n",
+                crate::config::proxy::Rebalance::Manual => "",
+            },
+        ),
+        (
             "mc_backend",
             &toml_string(&format!("{}:{MC_PORT}", names.container(Role::Mc, None))),
         ),
@@ -518,6 +528,7 @@ mod tests {
             tls: TlsFile::default(),
             bind: None,
             resources: Default::default(),
+            rebalance: Default::default(),
         }
     }
 
@@ -721,6 +732,7 @@ pub(crate) fn example() -> Deployment {
         tls: TlsFile::default(),
         bind: None,
         resources: Default::default(),
+        rebalance: Default::default(),
     }
 }
 
@@ -880,6 +892,15 @@ mod golden {
         // As `apply` adds it.
         specs[0].secrets.push(admin_token_secret("t0ken"));
         check("demo-containers.txt", &render(&specs));
+    }
+
+    #[test]
+    fn rebalance_auto_reaches_the_proxy() {
+        let mut dep = deployment();
+        dep.rebalance = crate::config::proxy::Rebalance::Auto;
+        let config = crate::config::proxy::parse(&super::proxy_toml(&dep), None).unwrap();
+        assert_eq!(config.services["flow"].rebalance, crate::config::proxy::Rebalance::Auto);
+        assert_eq!(config.services["mc"].rebalance, crate::config::proxy::Rebalance::Manual);
     }
 
     #[test]

@@ -471,6 +471,27 @@ fn describe_proxy_event(event: &ProxyEvent) -> Option<(EventSource, String, bool
             (EventSource::Certificate, text, c.action == CertAction::Failed)
         }
         ProxyEvent::Lagged { missed } => (EventSource::Proxy, format!("missed {missed} events"), true),
+        ProxyEvent::RebalanceStarted { service } => (
+            EventSource::Proxy,
+            format!("rebalancing the sessions of {service}"),
+            false,
+        ),
+        ProxyEvent::RebalanceDone {
+            service,
+            moved,
+            balanced,
+        } => (
+            EventSource::Proxy,
+            format!(
+                "{service}: {moved} sessions moved; {}",
+                if *balanced {
+                    "even now"
+                } else {
+                    "stopped before it was even"
+                }
+            ),
+            !balanced,
+        ),
         ProxyEvent::WebsocketOpened { .. } | ProxyEvent::WebsocketClosed { .. } | ProxyEvent::Heartbeat { .. } => {
             return None;
         }

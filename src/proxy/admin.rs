@@ -202,6 +202,18 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
             sessions.sort_by_key(|s| s.id);
             serve::json(StatusCode::OK, &sessions)
         }
+        // `?service=flow` (the default): start spreading its sessions again, or see how it goes.
+        (Method::POST, "/api/v1/rebalance") => {
+            let service = serve::query_param(query.as_deref(), "service").map_or("flow".into(), percent_decode);
+            match proxy.rebalance(&service) {
+                Some(report) => serve::json(StatusCode::ACCEPTED, &report),
+                None => error(StatusCode::NOT_FOUND, &format!("no service '{service}'")),
+            }
+        }
+        (Method::GET, "/api/v1/rebalance") => {
+            let service = serve::query_param(query.as_deref(), "service").map_or("flow".into(), percent_decode);
+            serve::json(StatusCode::OK, &proxy.rebalance_report(&service))
+        }
         (Method::GET, "/api/v1/events") => {
             // `?skip=heartbeat,websocket_opened` leaves out busy event types.
             let skip: Vec<String> = serve::query_param(query.as_deref(), "skip")
@@ -246,9 +258,15 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
             );
             response
         }
-        (_, "/api/v1/backends" | "/api/v1/sessions" | "/api/v1/events" | "/api/v1/certificates" | "/metrics") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
-        }
+        (
+            _,
+            "/api/v1/backends"
+            | "/api/v1/sessions"
+            | "/api/v1/events"
+            | "/api/v1/certificates"
+            | "/api/v1/rebalance"
+            | "/metrics",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path"),
         _ => error(
             StatusCode::NOT_FOUND,
             "no such admin endpoint; see the admin API in README.md",

@@ -72,6 +72,9 @@ pub struct Session {
     pub bytes_out: AtomicU64,
     pub heartbeats: AtomicU64,
     pub last_heartbeat_ms: AtomicU64,
+    /// Asks the session to close with 1012 so its client reconnects to a
+    /// less busy instance (rebalancing).
+    pub move_on: tokio::sync::Notify,
 }
 
 impl Session {
@@ -86,6 +89,7 @@ impl Session {
             bytes_out: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
+            move_on: tokio::sync::Notify::new(),
         }
     }
 }

@@ -63,6 +63,33 @@ impl Pool {
             choose(balance, &guard, &self.next, healthy)
         })
     }
+
+    /// Picks a backend for a new WebSocket session: the sticky one while it
+    /// is eligible, else the one with the fewest sessions. Sessions last
+    /// for hours, so whatever the request balancing, a reconnect (after a
+    /// scale-up or a rebalance) goes where there is room.
+    pub fn pick_for_session(
+        &self,
+        now_ms: u64,
+        sticky: Option<&str>,
+        exclude: &[Arc<Backend>],
+    ) -> Option<Arc<Backend>> {
+        if sticky.is_some() {
+            return self.pick(now_ms, sticky, exclude);
+        }
+        let guard = self.backends.read().unwrap_or_else(|e| e.into_inner());
+        let untried = |b: &Arc<Backend>| !exclude.iter().any(|x| Arc::ptr_eq(x, b));
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let fewest = |usable: &dyn Fn(&Arc<Backend>) -> bool| {
+            (0..guard.len())
+                .map(|i| &guard[(start + i) % guard.len()])
+                .filter(|b| usable(b))
+                .min_by_key(|b| b.counters.ws_active.load(Ordering::Relaxed))
+                .cloned()
+        };
+        fewest(&|b| b.is_eligible(now_ms) && untried(b))
+            .or_else(|| fewest(&|b| b.state() == BackendState::Healthy && untried(b)))
+    }
 }
 
 fn choose(

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::admin::{BackendView, CertificateView, SessionView};
 use super::events::ProxyEvent;
+use super::rebalance::RebalanceReport;
 use super::run::RuntimeInfo;
 use crate::serve::{self, Body};
 
@@ -182,6 +183,20 @@ impl AdminClient {
             (404, _) => Ok(false),
             (status, body) => Err(status_error(Method::DELETE, &path, status, &body)),
         }
+    }
+
+    /// Starts spreading `service`'s WebSocket sessions again (or joins the
+    /// rebalance that runs), and returns how it stands.
+    pub async fn rebalance(&self, service: &str) -> Result<RebalanceReport, AdminError> {
+        let path = format!("/api/v1/rebalance?service={service}");
+        match self.call(Method::POST, &path, None).await? {
+            (202, body) => decode(&path, &body),
+            (status, body) => Err(status_error(Method::POST, &path, status, &body)),
+        }
+    }
+
+    pub async fn rebalance_report(&self, service: &str) -> Result<RebalanceReport, AdminError> {
+        self.get(&format!("/api/v1/rebalance?service={service}")).await
     }
 
     /// Asks for an ACME renewal now (`force`: even when not due).

@@ -51,6 +51,15 @@ pub enum ProxyEvent {
     Lagged {
         missed: u64,
     },
+    RebalanceStarted {
+        service: String,
+    },
+    RebalanceDone {
+        service: String,
+        /// Sessions asked to reconnect.
+        moved: u64,
+        balanced: bool,
+    },
 }
 
 impl ProxyEvent {
@@ -66,6 +75,8 @@ impl ProxyEvent {
             ProxyEvent::ConfigRejected { .. } => "config_rejected",
             ProxyEvent::Certificate(_) => "certificate",
             ProxyEvent::Lagged { .. } => "lagged",
+            ProxyEvent::RebalanceStarted { .. } => "rebalance_started",
+            ProxyEvent::RebalanceDone { .. } => "rebalance_done",
         }
     }
 }

@@ -13,7 +13,7 @@ use hyper::{Request, header};
 use super::Proxy;
 use super::backend::{Backend, BackendState};
 use super::events::ProxyEvent;
-use crate::config::proxy::HealthCheck;
+use crate::config::proxy::{HealthCheck, Rebalance};
 use crate::serve;
 
 /// How often a backend that never answered is asked.
@@ -61,6 +61,10 @@ pub fn spawn(proxy: Arc<Proxy>, backend: Arc<Backend>) {
                     Err(e) => e.clone(),
                 };
                 announce(&proxy, &backend, reason);
+                // A new healthy instance: spread the sessions onto it, when asked to.
+                if result.is_ok() && pool.settings().rebalance == Rebalance::Auto {
+                    proxy.rebalance(&backend.service);
+                }
             }
             // Until a backend has answered once (a container still starting),
             // ask often: it serves as soon as it is up, not an interval later.

@@ -24,6 +24,7 @@ pub mod health;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod rebalance;
 pub mod run;
 pub mod tunnel;
 pub mod upstream;
@@ -78,6 +79,8 @@ pub struct Proxy {
     pub clients: Arc<conn::ClientCounts>,
     /// Serializes writes of `backends.json`, so the last change is the one kept.
     persisting: Mutex<()>,
+    /// The last or running rebalance of each service.
+    rebalancing: Mutex<BTreeMap<String, rebalance::RebalanceReport>>,
 }
 
 /// A backend added through the admin API, as kept in the state dir.
@@ -105,6 +108,7 @@ impl Proxy {
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             clients: Default::default(),
             persisting: Mutex::new(()),
+            rebalancing: Mutex::new(BTreeMap::new()),
         });
         proxy.apply_config(config);
         proxy

@@ -107,7 +107,7 @@ pub async fn upgrade(
     let uri = origin_form(&parts.uri);
     let (backend, stream, headers, early) = loop {
         let now = proxy.clock.now_ms();
-        let Some(backend) = pool.pick(now, sticky.as_deref(), &tried) else {
+        let Some(backend) = pool.pick_for_session(now, sticky.as_deref(), &tried) else {
             return no_backend();
         };
         // A connection of its own, the handshake written by hand: after the
@@ -353,6 +353,8 @@ async fn copy(
     tokio::pin!(idle_timer);
     let mut last_activity = tokio::time::Instant::now();
     let mut closing: Option<&'static str> = None;
+    // 1001 (going away) unless the session is asked to reconnect elsewhere.
+    let mut close_code = 1001;
     let mut close_deadline: Option<tokio::time::Instant> = None;
     let counters = &backend.counters;
     let patterns = &settings.websocket.heartbeat_patterns;
@@ -374,7 +376,7 @@ async fn copy(
             // Frames written between two frames of the stream only: the taps
             // say where the boundaries are.
             if !down.injected && (down.tap.at_boundary() || !down.following) && !down.eof {
-                let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), None);
+                let close = frame::encode(Opcode::Close, true, &frame::close_payload(close_code, reason), None);
                 if let Err(why) = write_or_stop(&mut client, &close, &mut stop, Some(grace)).await {
                     return why;
                 }
@@ -382,7 +384,12 @@ async fn copy(
             }
             if !up.injected && (up.tap.at_boundary() || !up.following) && !up.eof {
                 let key = crate::websocket::random_bytes::<4>();
-                let close = frame::encode(Opcode::Close, true, &frame::close_payload(1001, reason), Some(key));
+                let close = frame::encode(
+                    Opcode::Close,
+                    true,
+                    &frame::close_payload(close_code, reason),
+                    Some(key),
+                );
                 if let Err(why) = write_or_stop(&mut upstream, &close, &mut stop, Some(grace)).await {
                     return why;
                 }
@@ -486,6 +493,10 @@ async fn copy(
                 if changed.is_err() || *shutdown.borrow() {
                     closing = Some("proxy shutting down");
                 }
+            }
+            _ = session.move_on.notified(), if closing.is_none() => {
+                closing = Some("rebalancing");
+                close_code = 1012;
             }
             _ = &mut idle_timer, if closing.is_none() => {
                 let due = last_activity + idle;

@@ -25,6 +25,8 @@ pub enum Action {
     Drain(String),
     /// Take the deployment down (volumes kept), then quit.
     Down,
+    /// Spread the sessions evenly again.
+    Rebalance,
     /// Follow this container's logs (None: stop).
     Logs(Option<String>),
     /// Run MC's CORS preflight through the proxy.
@@ -593,6 +595,7 @@ impl App {
                 self.doctor = None;
                 vec![Action::RunDoctor]
             }
+            KeyAction::Rebalance => vec![Action::Rebalance],
             KeyAction::Filter => {
                 self.mode = Mode::Filter(self.filter.clone());
                 Vec::new()

@@ -40,6 +40,7 @@ enum Job {
     Scale(u32),
     Restart(String),
     Drain(String),
+    Rebalance,
     Down,
 }
 
@@ -224,6 +225,9 @@ async fn session(
                     Action::Down => {
                         let _ = jobs.send(Job::Down);
                     }
+                    Action::Rebalance => {
+                        let _ = jobs.send(Job::Rebalance);
+                    }
                     Action::WatchSessions(name) => feeds.watch_sessions(name),
                     Action::Logs(name) => {
                         if let Some(task) = logs_task.take() {
@@ -353,6 +357,7 @@ async fn deployer(docker: Docker, project: String, mut jobs: mpsc::UnboundedRece
             Job::Scale(n) => format!("scaling to {n}"),
             Job::Restart(name) => format!("restarting {name}"),
             Job::Drain(name) => format!("draining {name}"),
+            Job::Rebalance => "spreading the sessions evenly".to_string(),
             Job::Down => "taking the deployment down".to_string(),
         };
         let _ = tx.send(Msg::Busy(Some(what.clone()))).await;
@@ -373,6 +378,7 @@ async fn deployer(docker: Docker, project: String, mut jobs: mpsc::UnboundedRece
                 .map(|_| ()),
             Job::Restart(name) => command::restart(&docker, &project, &name).await,
             Job::Drain(name) => command::drain(&docker, &project, &name).await,
+            Job::Rebalance => command::rebalance(&docker, &project, &mut progress).await.map(|_| ()),
             Job::Down => command::down(&docker, &project, false, &mut progress).await,
         };
         let (text, error) = match &result {

@@ -284,6 +284,7 @@ impl Wizard {
             tls: tls.clone(),
             bind: None,
             resources: Default::default(),
+            rebalance: Default::default(),
         };
         deployment
             .validate()
@@ -302,6 +303,7 @@ impl Wizard {
             tls: Some(tls),
             bind: None,
             resources: Default::default(),
+            rebalance: Default::default(),
             keys: Default::default(),
         })
     }

@@ -45,6 +45,7 @@ pub fn deployment(project: &str) -> Deployment {
         tls: TlsFile::default(),
         bind: None,
         resources: Default::default(),
+        rebalance: Default::default(),
     }
 }
 
