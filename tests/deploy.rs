@@ -558,3 +558,126 @@ fn docker_rebalance_spreads_the_sessions_onto_a_new_instance() {
     assert_eq!(summary["ws_dropped"], 0, "{summary}");
     assert_eq!(summary["ws_closed_by_server"]["1012"], report["moved"], "{summary}");
 }
+
+/// Containers and a network made by a test, removed when dropped.
+struct Made {
+    containers: Vec<String>,
+    network: String,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
+    }
+}
+
+/// The instances that answered `count` whoami requests through `addr`.
+fn instances_behind(addr: std::net::SocketAddr, count: usize) -> std::collections::BTreeSet<String> {
+    (0..count)
+        .filter_map(|_| {
+            let out = Command::new("curl")
+                .args(["-s", "-m", "2", &format!("http://{addr}/api/sim/whoami")])
+                .output()
+                .ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            Some(json["instance"].as_str()?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failures() {
+    require_docker();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
+    let image = runtime
+        .block_on(flowgate::deploy::image::ensure(&docker, Path::new(BIN), |_| {}))
+        .unwrap();
+    let tag = format!("fgtest-discover-{}", std::process::id());
+    let mut made = Made {
+        containers: Vec::new(),
+        network: tag.clone(),
+    };
+    run(Command::new("docker").args([
+        "network",
+        "create",
+        "--label",
+        &format!("io.flowgate.project={tag}"),
+        &tag,
+    ]));
+    let mut sim = |made: &mut Made, n: u32| {
+        let name = format!("{tag}-sim-{n}");
+        run(Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                &tag,
+                "--network-alias",
+                "flowsims",
+            ])
+            .args([
+                &image,
+                "sim",
+                "flow",
+                "--listen",
+                "0.0.0.0:9021",
+                "--name",
+                &format!("sim-{n}"),
+            ]));
+        made.containers.push(name.clone());
+        name
+    };
+    let first = sim(&mut made, 1);
+    sim(&mut made, 2);
+    let proxy = format!("{tag}-proxy");
+    run(Command::new("docker")
+        .args(["run", "-d", "--name", &proxy, "--network", &tag, "-p", "127.0.0.1::80"])
+        .args([
+            &image,
+            "proxy",
+            "--listen",
+            "0.0.0.0:80",
+            "--discover",
+            "flowsims:9021",
+            "--admin",
+            "off",
+        ]));
+    made.containers.push(proxy.clone());
+    let addr: std::net::SocketAddr = run(Command::new("docker").args(["port", &proxy, "80"]))
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let two = ["sim-1", "sim-2"].map(String::from).into_iter().collect();
+    wait_for(Duration::from_secs(20), || instances_behind(addr, 10) == two);
+
+    let load = Load::to(addr)
+        .sessions(20, "1s")
+        .rps(100)
+        .duration("20s")
+        .flag("--reconnect")
+        .spawn();
+    // A third container with the name: the proxy adds it by itself.
+    sim(&mut made, 3);
+    let three = ["sim-1", "sim-2", "sim-3"].map(String::from).into_iter().collect();
+    wait_for(Duration::from_secs(10), || instances_behind(addr, 12) == three);
+    // One goes away under load: drained, no request fails, no session is cut.
+    run(Command::new("docker").args(["stop", "-t", "2", &first]));
+    let rest = ["sim-2", "sim-3"].map(String::from).into_iter().collect();
+    wait_for(Duration::from_secs(10), || instances_behind(addr, 12) == rest);
+    let summary = load.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_dropped"], 0,
+        "no session may end without a close frame: {summary}"
+    );
+    drop(made);
+}

@@ -24,6 +24,11 @@ pub struct ProxyArgs {
     /// Backend address host:port (repeatable); names are resolved when connecting.
     #[arg(long)]
     pub backend: Vec<String>,
+    /// A name whose addresses are the backends, resolved every second: new
+    /// ones are added once healthy, vanished ones drained (`tasks.flow:9021`
+    /// on Docker Swarm, a network alias on one engine).
+    #[arg(long)]
+    pub discover: Option<String>,
     /// Host name to route (repeatable; `*.example.com` allowed). Default: every host.
     #[arg(long)]
     pub domain: Vec<String>,
@@ -186,6 +191,7 @@ impl ProxyArgs {
         ProxyFlags {
             listen: self.listen,
             backends: self.backend,
+            discover: self.discover,
             domains: self.domain,
             tls: self.tls,
             tls_listen: self.tls_listen,

@@ -408,6 +408,9 @@ pub struct Service {
     pub balance: Balance,
     /// Whether a newly healthy backend starts a rebalance of the sessions.
     pub rebalance: Rebalance,
+    /// A name whose addresses are the backends (`tasks.flow:9021` on Swarm,
+    /// a network alias on one engine), resolved every second.
+    pub discover: Option<String>,
     pub sticky_cookie: Option<String>,
     pub health: Option<HealthCheck>,
     pub forwarded_proto: Option<String>,
@@ -422,6 +425,7 @@ impl Service {
             backends: Vec::new(),
             balance: Balance::default(),
             rebalance: Rebalance::default(),
+            discover: None,
             sticky_cookie: None,
             health: Some(HealthCheck::flow_default()),
             forwarded_proto: None,
@@ -607,6 +611,7 @@ struct FileService {
     balance: Balance,
     #[serde(default)]
     rebalance: Rebalance,
+    discover: Option<Spanned<String>>,
     sticky_cookie: Option<String>,
     health: Option<FileHealth>,
     forwarded_proto: Option<String>,
@@ -943,6 +948,14 @@ fn service_from_file(source: &Source<'_>, name: &str, file: FileService) -> Resu
     }
     service.balance = file.balance;
     service.rebalance = file.rebalance;
+    if let Some(name) = &file.discover {
+        check_backend_address(name.get_ref()).map_err(|e| {
+            source
+                .error_at(name.span(), e)
+                .with_hint("discover = \"tasks.flow:9021\" (a name and the backends' port)")
+        })?;
+        service.discover = Some(name.get_ref().clone());
+    }
     service.sticky_cookie = file.sticky_cookie;
     service.forwarded_proto = file.forwarded_proto;
     service.forwarded_port = file.forwarded_port;

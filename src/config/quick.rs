@@ -19,6 +19,8 @@ use super::proxy::{
 pub struct ProxyFlags {
     pub listen: Vec<SocketAddr>,
     pub backends: Vec<String>,
+    /// A name whose addresses are the backends, resolved every second.
+    pub discover: Option<String>,
     pub domains: Vec<String>,
     pub tls: Option<TlsModeName>,
     pub tls_listen: Vec<SocketAddr>,
@@ -112,6 +114,7 @@ impl ProxyFlags {
             let mixed = [
                 (!self.listen.is_empty(), "--listen"),
                 (!self.backends.is_empty(), "--backend"),
+                (self.discover.is_some(), "--discover"),
                 (!self.domains.is_empty(), "--domain"),
                 (self.tls.is_some(), "--tls"),
                 (!self.tls_listen.is_empty(), "--tls-listen"),
@@ -157,6 +160,10 @@ impl ProxyFlags {
                 id: address.clone(),
                 address: address.clone(),
             });
+        }
+        if let Some(name) = &self.discover {
+            proxy::check_backend_address(name).map_err(|e| ConfigError::new(format!("--discover: {e}")))?;
+            service.discover = Some(name.clone());
         }
         service.balance = self.balance;
         service.sticky_cookie = self.sticky_cookie.clone();
@@ -227,6 +234,7 @@ mod tests {
         ProxyFlags {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             backends: vec!["127.0.0.1:9021".into()],
+            discover: None,
             domains: Vec::new(),
             tls: None,
             tls_listen: Vec::new(),

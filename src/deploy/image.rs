@@ -92,11 +92,13 @@ pub fn image_files(binary: &Path) -> Result<Vec<ImageFile>, DeployError> {
     Ok(files)
 }
 
-/// The image: the files, an empty state directory and /tmp owned by the
-/// unprivileged user, which is who runs the binary.
+/// The image: the files and an empty state directory owned by the
+/// unprivileged user, which is who runs the binary; its default state dir
+/// (`$XDG_STATE_HOME/flowgate`) is that directory.
 const DOCKERFILE: &str = "FROM scratch\n\
     COPY rootfs/ /\n\
     COPY --chown=65532:65532 state/ /var/lib/flowgate/\n\
+    ENV XDG_STATE_HOME=/var/lib\n\
     USER 65532:65532\n\
     ENTRYPOINT [\"/usr/local/bin/flowgate\"]\n";
 

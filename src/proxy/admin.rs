@@ -288,7 +288,12 @@ async fn add_backend(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Bod
             );
         }
     };
-    match proxy.add_backend(add.service.as_deref(), add.id.as_deref(), &add.address, true) {
+    match proxy.add_backend(
+        add.service.as_deref(),
+        add.id.as_deref(),
+        &add.address,
+        super::Origin::Api,
+    ) {
         Ok(backend) => serve::json(StatusCode::CREATED, &BackendView::of(&backend, proxy.clock.now_ms())),
         Err(e @ super::ProxyError::DuplicateBackend(_)) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),

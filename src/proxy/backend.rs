@@ -121,6 +121,9 @@ pub struct Backend {
     pub service: String,
     /// Added through the admin API (kept in the state dir), not from config.
     pub dynamic: bool,
+    /// Found by resolving the service's `discover` name; it goes when the
+    /// name stops resolving to it.
+    pub discovered: bool,
     state: AtomicU8,
     pub counters: Counters,
     pub latency: Histogram,
@@ -147,6 +150,7 @@ impl Backend {
             address: address.into(),
             service: service.into(),
             dynamic,
+            discovered: false,
             state: AtomicU8::new(initial as u8),
             counters: Counters::default(),
             latency: Histogram::default(),
@@ -161,6 +165,12 @@ impl Backend {
             )),
             resolved: Default::default(),
         }
+    }
+
+    /// Marks a backend found by name resolution.
+    pub fn discovered(mut self) -> Self {
+        self.discovered = true;
+        self
     }
 
     /// Caps the HTTP connections this backend may have open at once.

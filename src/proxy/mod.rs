@@ -16,6 +16,7 @@ pub mod backend;
 pub mod balance;
 pub mod client;
 pub mod conn;
+pub mod discover;
 pub mod events;
 pub mod forward;
 pub mod handler;
@@ -81,6 +82,18 @@ pub struct Proxy {
     persisting: Mutex<()>,
     /// The last or running rebalance of each service.
     rebalancing: Mutex<BTreeMap<String, rebalance::RebalanceReport>>,
+}
+
+/// Where a backend came from: it decides what a reload and a restart do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Listed in the configuration: a reload that drops it drains it.
+    Config,
+    /// Added through the admin API: kept across reloads and restarts.
+    Api,
+    /// Found by resolving a service's `discover` name: it goes when the
+    /// name stops resolving to it.
+    Discovered,
 }
 
 /// A backend added through the admin API, as kept in the state dir.
@@ -158,8 +171,9 @@ impl Proxy {
         service: Option<&str>,
         id: Option<&str>,
         address: &str,
-        dynamic: bool,
+        origin: Origin,
     ) -> Result<Arc<Backend>, ProxyError> {
+        let dynamic = origin == Origin::Api;
         check_backend_address(address).map_err(ProxyError::InvalidBackend)?;
         let config = self.config();
         let service = match service {
@@ -176,10 +190,12 @@ impl Proxy {
         } else {
             BackendState::Healthy
         };
-        let backend = Arc::new(
-            Backend::new(&id, address, &service, dynamic, initial)
-                .with_connection_limit(config.limits.max_upstream_connections),
-        );
+        let mut backend = Backend::new(&id, address, &service, dynamic, initial)
+            .with_connection_limit(config.limits.max_upstream_connections);
+        if origin == Origin::Discovered {
+            backend = backend.discovered();
+        }
+        let backend = Arc::new(backend);
         {
             // Check and insert under one lock so two concurrent adds of the
             // same id cannot both succeed.
@@ -279,13 +295,13 @@ impl Proxy {
             *pool.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(service.clone());
             for stale in pool.backends() {
                 let listed = service.backends.iter().any(|s| s.id == stale.id);
-                if !stale.dynamic && !listed {
+                if !stale.dynamic && !stale.discovered && !listed {
                     let _ = self.remove_backend(&stale.id, drain);
                 }
             }
             for spec in &service.backends {
                 if pool.find(&spec.id).is_none() {
-                    if let Err(e) = self.add_backend(Some(name), Some(&spec.id), &spec.address, false) {
+                    if let Err(e) = self.add_backend(Some(name), Some(&spec.id), &spec.address, Origin::Config) {
                         tracing::warn!("backend {} not added: {e}", spec.address);
                     }
                 }
@@ -338,7 +354,7 @@ impl Proxy {
         match serde_json::from_slice::<Vec<DynamicBackend>>(&bytes) {
             Ok(list) => {
                 for b in list {
-                    if let Err(e) = self.add_backend(Some(&b.service), Some(&b.id), &b.address, true) {
+                    if let Err(e) = self.add_backend(Some(&b.service), Some(&b.id), &b.address, Origin::Api) {
                         tracing::warn!("saved backend {} not restored: {e}", b.address);
                     }
                 }

@@ -150,6 +150,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
         None => None,
     };
     proxy.restore_dynamic();
+    super::discover::spawn(proxy.clone());
 
     // Listeners ask for a watcher per connection; shutdown takes the
     // tracker out and waits on it.
