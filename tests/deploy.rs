@@ -608,7 +608,7 @@ fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failure
         &format!("io.flowgate.project={tag}"),
         &tag,
     ]));
-    let mut sim = |made: &mut Made, n: u32| {
+    let sim = |made: &mut Made, n: u32| {
         let name = format!("{tag}-sim-{n}");
         run(Command::new("docker")
             .args([
