@@ -27,6 +27,14 @@ fn whoami_over_https(port: u16, ca: &Path) -> String {
     json["instance"].as_str().unwrap().to_string()
 }
 
+/// Load through a demo deployment's HTTPS port, trusting its local CA.
+fn load_through(project: &Project, https: u16) -> Load {
+    Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+}
+
 #[test]
 fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
     let (_fx, project) = project_for("deploy");
@@ -122,10 +130,7 @@ fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
     );
 
     // Scale 3 -> 5 -> 2 under load: no failed request, no dropped session.
-    let load = Load::to("127.0.0.1:1".parse().unwrap())
-        .set("--url", &format!("https://flow.localhost:{https}"))
-        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
-        .set("--ca", project.ca().to_str().unwrap())
+    let load = load_through(&project, https)
         .sessions(30, "1s")
         .rps(50)
         .duration("20s")
@@ -528,10 +533,7 @@ fn docker_rebalance_spreads_the_sessions_onto_a_new_instance() {
         "--https-port",
         &https.to_string(),
     ]);
-    let load = Load::to("127.0.0.1:1".parse().unwrap())
-        .set("--url", &format!("https://flow.localhost:{https}"))
-        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
-        .set("--ca", project.ca().to_str().unwrap())
+    let load = load_through(&project, https)
         .sessions(90, "1s")
         .rps(20)
         .duration("40s")
