@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod raw;
+pub mod swarm;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

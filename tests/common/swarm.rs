@@ -1,0 +1,189 @@
+//! A two-node Docker Swarm on this machine for the tests: a second Docker
+//! engine in a network namespace the test makes (joined over a veth pair),
+//! the main engine as the manager. Everything is taken down when dropped,
+//! even after a failure, and the main engine is never left in swarm mode.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ok(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Swarm {
+    pub name: String,
+    dir: PathBuf,
+    /// `-H unix://...` of the second engine.
+    pub worker: String,
+    engine: Option<Child>,
+    joined: bool,
+    managing: bool,
+}
+
+impl Swarm {
+    /// Starts the second engine and makes the swarm; `image` is copied to it.
+    pub fn start(image: &str) -> Swarm {
+        let uid = ok(Command::new("id").arg("-u"), "id -u");
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "the Swarm tests need root (a network namespace and a second Docker engine); run them as root, or FLOWGATE_SKIP_DOCKER=1"
+        );
+        let state = ok(
+            Command::new("docker").args(["info", "-f", "{{.Swarm.LocalNodeState}}"]),
+            "docker info",
+        );
+        assert_eq!(
+            state.trim(),
+            "inactive",
+            "the main Docker engine is in swarm mode already; these tests make their own swarm (docker swarm leave --force first)"
+        );
+        let name = format!("fgsw{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut swarm = Swarm {
+            worker: format!("unix://{}", dir.join("docker.sock").display()),
+            name: name.clone(),
+            dir: dir.clone(),
+            engine: None,
+            joined: false,
+            managing: false,
+        };
+        let (host, peer) = (format!("{name}a"), format!("{name}b"));
+        let ip = |args: &[&str]| ok(Command::new("ip").args(args), &format!("ip {}", args.join(" ")));
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ok(Command::new("ip").args(&all), &format!("ip {}", all.join(" ")))
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &name]);
+        ip(&["addr", "add", "10.231.7.1/24", "dev", &host]);
+        ip(&["link", "set", &host, "up"]);
+        in_ns(&["addr", "add", "10.231.7.2/24", "dev", &peer]);
+        in_ns(&["link", "set", &peer, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        // Its own settings: the main engine's daemon.json names its data root and driver.
+        std::fs::write(dir.join("daemon.json"), r#"{"storage-driver": "vfs", "mtu": 1400}"#).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let engine = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{name}"))
+            .arg("dockerd")
+            .args(["--config-file", dir.join("daemon.json").to_str().unwrap()])
+            .args(["--data-root", dir.join("data").to_str().unwrap()])
+            .args(["--exec-root", dir.join("exec").to_str().unwrap()])
+            .args(["-H", &swarm.worker])
+            .args(["--pidfile", dir.join("docker.pid").to_str().unwrap()])
+            .arg("--iptables=false")
+            .args(["--containerd-namespace", &name])
+            .args(["--containerd-plugins-namespace", &format!("{name}-plugins")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        swarm.engine = Some(engine);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !swarm.worker_docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the second Docker engine did not start; see {}",
+                dir.join("dockerd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok(
+            Command::new("docker").args(["swarm", "init", "--advertise-addr", "10.231.7.1"]),
+            "docker swarm init",
+        );
+        swarm.managing = true;
+        let token = ok(
+            Command::new("docker").args(["swarm", "join-token", "-q", "worker"]),
+            "join-token",
+        );
+        let joined = swarm.worker_docker(&[
+            "swarm",
+            "join",
+            "--advertise-addr",
+            "10.231.7.2",
+            "--token",
+            token.trim(),
+            "10.231.7.1:2377",
+        ]);
+        assert!(
+            joined.status.success(),
+            "the second engine did not join: {}",
+            String::from_utf8_lossy(&joined.stderr)
+        );
+        swarm.joined = true;
+        // No registry: the image goes to the second engine by hand.
+        let mut saved = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = Command::new("docker")
+            .args(["-H", &swarm.worker, "load", "-q"])
+            .stdin(saved.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let _ = saved.wait();
+        assert!(
+            load.status.success(),
+            "docker load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        swarm
+    }
+
+    /// `docker -H <second engine> ARGS`.
+    pub fn worker_docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.worker])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The swarm's node ids.
+    pub fn nodes(&self) -> Vec<String> {
+        ok(Command::new("docker").args(["node", "ls", "-q"]), "docker node ls")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let quiet = |command: &mut Command| {
+            let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        if self.joined {
+            quiet(Command::new("docker").args(["-H", &self.worker, "swarm", "leave", "--force"]));
+        }
+        if self.managing {
+            quiet(Command::new("docker").args(["swarm", "leave", "--force"]));
+        }
+        if let Some(mut engine) = self.engine.take() {
+            let _ = Command::new("kill").arg(engine.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while engine.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = engine.kill();
+            let _ = engine.wait();
+        }
+        quiet(Command::new("ip").args(["netns", "del", &self.name]));
+        quiet(Command::new("ip").args(["link", "del", &format!("{}a", self.name)]));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
