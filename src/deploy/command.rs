@@ -100,7 +100,12 @@ fn readable_by_proxy(path: &Path) -> Result<(), DeployError> {
     if !may(&meta, 0o4) && !has_acl(path) {
         return Err(unreadable(path, &meta));
     }
-    if let Some(dir) = path.parent() {
+    // Its directory, and the one a link points into (certbot's archive/).
+    let target = std::fs::canonicalize(path).ok();
+    for dir in [path.parent(), target.as_deref().and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(meta) = std::fs::metadata(dir) {
             if !may(&meta, 0o1) && !has_acl(dir) {
                 return Err(unreadable(dir, &meta));

@@ -266,9 +266,10 @@ fn short_digest(data: &[u8]) -> String {
 /// Where `--tls files` certificates appear in the proxy container. Their
 /// directories are mounted (not the files), so a renewal on the host that
 /// replaces the files is seen by the proxy.
-const CERT_DIR_IN_CONTAINER: &str = "/etc/flowgate/tls/cert";
-const KEY_DIR_IN_CONTAINER: &str = "/etc/flowgate/tls/key";
-
+/// The directories of the certificate and key, mounted read-only at the
+/// same paths as on the host (so the files' names, and renewals that
+/// replace them, are the same inside), plus the directory a link points to
+/// (certbot's `live/` links into `archive/`) so links resolve inside too.
 fn certificate_binds(tls: &TlsFile) -> Vec<String> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
         return Vec::new();
@@ -276,18 +277,25 @@ fn certificate_binds(tls: &TlsFile) -> Vec<String> {
     if tls.mode != CertMode::Files {
         return Vec::new();
     }
-    let dir = |p: &Path| p.parent().unwrap_or(Path::new("/")).display().to_string();
-    vec![
-        format!("{}:{CERT_DIR_IN_CONTAINER}:ro", dir(cert)),
-        format!("{}:{KEY_DIR_IN_CONTAINER}:ro", dir(key)),
-    ]
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in [cert, key] {
+        let mut add = |p: &Path| {
+            if let Some(dir) = p.parent() {
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        };
+        add(path);
+        if let Ok(target) = std::fs::canonicalize(path) {
+            add(&target);
+        }
+    }
+    dirs.iter().map(|d| format!("{0}:{0}:ro", d.display())).collect()
 }
 
-fn file_name(path: &Option<PathBuf>) -> String {
-    path.as_deref()
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+fn path_text(path: &Option<PathBuf>) -> String {
+    path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// The `[tls]` lines of proxy.toml after `mode` for each certificate source.
@@ -313,8 +321,8 @@ fn tls_lines(dep: &Deployment) -> String {
         }
         CertMode::Files => format!(
             "mode = \"files\"\ncert = {}\nkey = {}\n",
-            quoted(&format!("{CERT_DIR_IN_CONTAINER}/{}", file_name(&dep.tls.cert))),
-            quoted(&format!("{KEY_DIR_IN_CONTAINER}/{}", file_name(&dep.tls.key))),
+            quoted(&path_text(&dep.tls.cert)),
+            quoted(&path_text(&dep.tls.key)),
         ),
     }
 }
@@ -854,7 +862,7 @@ mod golden {
         assert!(
             proxy
                 .binds
-                .contains(&"/etc/letsencrypt/live/flow:/etc/flowgate/tls/cert:ro".to_string()),
+                .contains(&"/etc/letsencrypt/live/flow:/etc/letsencrypt/live/flow:ro".to_string()),
             "{:?}",
             proxy.binds
         );
@@ -892,6 +900,28 @@ mod golden {
         // As `apply` adds it.
         specs[0].secrets.push(admin_token_secret("t0ken"));
         check("demo-containers.txt", &render(&specs));
+    }
+
+    #[test]
+    fn certbot_links_resolve_inside_the_proxy() {
+        let root = std::env::temp_dir().join(format!("flowgate-certbot-{}", std::process::id()));
+        let (live, archive) = (root.join("live/flow"), root.join("archive/flow"));
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::create_dir_all(&archive).unwrap();
+        for (link, file) in [("fullchain.pem", "fullchain1.pem"), ("privkey.pem", "privkey1.pem")] {
+            std::fs::write(archive.join(file), "pem").unwrap();
+            std::os::unix::fs::symlink(format!("../../archive/flow/{file}"), live.join(link)).unwrap();
+        }
+        let tls = TlsFile {
+            mode: CertMode::Files,
+            email: None,
+            cert: Some(live.join("fullchain.pem")),
+            key: Some(live.join("privkey.pem")),
+        };
+        let binds = certificate_binds(&tls);
+        let same = |dir: &Path| format!("{0}:{0}:ro", dir.display());
+        assert_eq!(binds, vec![same(&live), same(&archive.canonicalize().unwrap())]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
