@@ -76,8 +76,10 @@ fn project_secret(dir: &Path, name: &str) -> Result<String, DeployError> {
 }
 
 /// Whether the proxy's user may read `path` (following links) and enter
-/// its directory, by the owner, group or other bits; ACLs count when they
-/// let it read (`access` is not asked: it answers for this process's user).
+/// its directory, by the owner, group or other bits (`access` is not asked:
+/// it answers for this process's user). A file or directory with an access
+/// ACL is let through: its bits do not tell, and the proxy's own start says
+/// so if it still cannot read.
 fn readable_by_proxy(path: &Path) -> Result<(), DeployError> {
     use std::os::unix::fs::MetadataExt;
     let uid = super::image::USER;
