@@ -683,3 +683,62 @@ fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failure
     );
     drop(made);
 }
+
+#[test]
+fn docker_a_rolling_update_under_load_fails_no_request_and_cuts_no_session() {
+    let (fx, project) = project_for("rolling");
+    let (http, https) = (free_port(), free_port());
+    let settings = fx.dir.join("flowgate.toml");
+    let write = |memory: &str| {
+        std::fs::write(
+            &settings,
+            format!(
+                "profile = \"demo\"\ninstances = 3\nhttp_port = {http}\nhttps_port = {https}\n\n[resources]\nsimulator_memory = \"{memory}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("256MiB");
+    project.ok(&["--config", settings.to_str().unwrap(), "up"]);
+    let before: Vec<String> = project.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let load = load_through(&project, https)
+        .sessions(30, "1s")
+        .rps(50)
+        .duration("40s")
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(20), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(30)
+    });
+    // A changed setting replaces every Flow instance, one at a time, drained first.
+    write("320MiB");
+    let out = project.flowgate(&["--config", settings.to_str().unwrap(), "up"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.matches("replace ").count() >= 3, "{stderr}");
+    let flow = inspect(&before[0]);
+    assert_eq!(
+        flow["HostConfig"]["Memory"],
+        320 << 20,
+        "the instance runs the new setting"
+    );
+    let summary = load.join().unwrap();
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_dropped"], 0,
+        "no session may end without a close frame: {summary}"
+    );
+    let closed: u64 = summary["ws_closed_by_server"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    assert!(
+        closed > 0,
+        "the replaced instances' sessions were closed and reconnected: {summary}"
+    );
+}
