@@ -27,6 +27,28 @@ fn whoami_over_https(port: u16, ca: &Path) -> String {
     json["instance"].as_str().unwrap().to_string()
 }
 
+/// `sessions` heartbeating sessions (reconnecting when closed) and `rps`
+/// requests a second through a demo deployment for `duration`, once every
+/// session is open.
+fn sessions_through(
+    project: &Project,
+    https: u16,
+    sessions: u32,
+    rps: u32,
+    duration: &str,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    let load = load_through(project, https)
+        .sessions(sessions, "1s")
+        .rps(rps)
+        .duration(duration)
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(20), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(u64::from(sessions))
+    });
+    load
+}
+
 /// Load through a demo deployment's HTTPS port, trusting its local CA.
 fn load_through(project: &Project, https: u16) -> Load {
     Load::to("127.0.0.1:1".parse().unwrap())
@@ -130,15 +152,7 @@ fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
     );
 
     // Scale 3 -> 5 -> 2 under load: no failed request, no dropped session.
-    let load = load_through(&project, https)
-        .sessions(30, "1s")
-        .rps(50)
-        .duration("20s")
-        .flag("--reconnect")
-        .spawn();
-    wait_for(Duration::from_secs(20), || {
-        project.status()["totals"]["ws_active"].as_u64() == Some(30)
-    });
+    let load = sessions_through(&project, https, 30, 50, "20s");
     project.ok(&["scale", "5"]);
     let five = project.status();
     assert_eq!(
@@ -153,8 +167,7 @@ fn docker_up_scale_kill_status_and_down_on_the_real_engine() {
     );
     project.ok(&["scale", "2"]);
     let summary = load.join().unwrap();
-    assert_eq!(summary["requests_failed"], 0, "{summary}");
-    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    nothing_failed(&summary);
     assert!(
         summary["ws_closed_by_server"]["1001"].as_u64().unwrap_or(0) > 0,
         "drained sessions get 1001: {summary}"
@@ -255,11 +268,7 @@ fn docker_the_real_profile_needs_a_licence_and_names_missing_images() {
 fn docker_a_foreign_container_with_our_name_is_left_alone_and_explained() {
     let (_fx, project) = project_for("clash");
     // Someone else's container, without flowgate's labels, holds the proxy's name.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
-    let image = runtime
-        .block_on(flowgate::deploy::image::ensure(&docker, Path::new(BIN), |_| {}))
-        .unwrap();
+    let image = flowgate_image();
     let foreign = format!("{}-proxy", project.name);
     struct Remove(String);
     impl Drop for Remove {
@@ -304,6 +313,16 @@ fn section_names(elf: &[u8]) -> Vec<String> {
             String::from_utf8_lossy(&elf[start..end]).into_owned()
         })
         .collect()
+}
+
+/// `up` stopped at a volume of its name it did not make.
+fn refused_foreign_volume(out: &std::process::Output, volume: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("a volume named {volume} exists but flowgate did not make it")),
+        "{stderr}"
+    );
 }
 
 /// `docker inspect` of one container, as JSON.
@@ -352,16 +371,7 @@ impl Drop for Volume {
 fn docker_the_demo_runs_unprivileged_on_loopback_from_a_stripped_image() {
     let (_fx, project) = project_for("confined");
     let (http, https) = (free_port(), free_port());
-    project.ok(&[
-        "up",
-        "--demo",
-        "--instances",
-        "1",
-        "--http-port",
-        &http.to_string(),
-        "--https-port",
-        &https.to_string(),
-    ]);
+    project.up_demo_ok(1, http, https);
     for role in ["proxy", "flow-1", "mc"] {
         let c = inspect(&format!("{}-{role}", project.name));
         let host = &c["HostConfig"];
@@ -445,15 +455,7 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
     let certs = Volume::new(&format!("{}-certs", project.name), &[]);
     std::fs::write(certs.path().join("marker"), "theirs").unwrap();
     let out = project.up_demo("1", &http, &https);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!(
-            "a volume named {}-certs exists but flowgate did not make it",
-            project.name
-        )),
-        "{stderr}"
-    );
+    refused_foreign_volume(&out, &format!("{}-certs", project.name));
     assert_eq!(project.labelled("container"), 0);
     assert_eq!(std::fs::read_to_string(certs.path().join("marker")).unwrap(), "theirs");
     drop(certs);
@@ -484,15 +486,7 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
         .current_dir(&fx.dir)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!(
-            "a volume named {}-pgdata exists but flowgate did not make it",
-            project.name
-        )),
-        "{stderr}"
-    );
+    refused_foreign_volume(&out, &format!("{}-pgdata", project.name));
     project.ok(&[
         "up",
         "--demo",
@@ -523,41 +517,17 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
 fn docker_rebalance_spreads_the_sessions_onto_a_new_instance() {
     let (_fx, project) = project_for("rebalance");
     let (http, https) = (free_port(), free_port());
-    project.ok(&[
-        "up",
-        "--demo",
-        "--instances",
-        "3",
-        "--http-port",
-        &http.to_string(),
-        "--https-port",
-        &https.to_string(),
-    ]);
-    let load = load_through(&project, https)
-        .sessions(90, "1s")
-        .rps(20)
-        .duration("40s")
-        .flag("--reconnect")
-        .spawn();
-    wait_for(Duration::from_secs(20), || {
-        project.status()["totals"]["ws_active"].as_u64() == Some(90)
-    });
+    project.up_demo_ok(3, http, https);
+    let load = sessions_through(&project, https, 90, 20, "40s");
     project.ok(&["scale", "4"]);
     let out = project.ok(&["rebalance", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["balanced"], true, "{report}");
-    let counts: Vec<u64> = report["sessions"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let counts = rebalanced_counts(&report);
     assert_eq!(counts.len(), 4, "{report}");
     // 90 over 4: 22.5 each, within 10 % (or one session).
     assert!(counts.iter().all(|c| (*c as f64 - 22.5).abs() <= 2.25), "{report}");
     let summary = load.join().unwrap();
-    assert_eq!(summary["requests_failed"], 0, "{summary}");
-    assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    nothing_failed(&summary);
     assert_eq!(summary["ws_closed_by_server"]["1012"], report["moved"], "{summary}");
 }
 
@@ -576,28 +546,9 @@ impl Drop for Made {
     }
 }
 
-/// The instances that answered `count` whoami requests through `addr`.
-fn instances_behind(addr: std::net::SocketAddr, count: usize) -> std::collections::BTreeSet<String> {
-    (0..count)
-        .filter_map(|_| {
-            let out = Command::new("curl")
-                .args(["-s", "-m", "2", &format!("http://{addr}/api/sim/whoami")])
-                .output()
-                .ok()?;
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            Some(json["instance"].as_str()?.to_string())
-        })
-        .collect()
-}
-
 #[test]
 fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failures() {
-    require_docker();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
-    let image = runtime
-        .block_on(flowgate::deploy::image::ensure(&docker, Path::new(BIN), |_| {}))
-        .unwrap();
+    let image = flowgate_image();
     let tag = format!("fgtest-discover-{}", std::process::id());
     let mut made = Made {
         containers: Vec::new(),
@@ -659,7 +610,9 @@ fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failure
         .parse()
         .unwrap();
     let two = ["sim-1", "sim-2"].map(String::from).into_iter().collect();
-    wait_for(Duration::from_secs(20), || instances_behind(addr, 10) == two);
+    wait_for(Duration::from_secs(20), || {
+        whoami_instances(&addr.to_string(), 10) == two
+    });
 
     let load = Load::to(addr)
         .sessions(20, "1s")
@@ -670,17 +623,16 @@ fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failure
     // A third container with the name: the proxy adds it by itself.
     sim(&mut made, 3);
     let three = ["sim-1", "sim-2", "sim-3"].map(String::from).into_iter().collect();
-    wait_for(Duration::from_secs(10), || instances_behind(addr, 12) == three);
+    wait_for(Duration::from_secs(10), || {
+        whoami_instances(&addr.to_string(), 12) == three
+    });
     // One goes away under load: drained, no request fails, no session is cut.
     run(Command::new("docker").args(["stop", "-t", "2", &first]));
     let rest = ["sim-2", "sim-3"].map(String::from).into_iter().collect();
-    wait_for(Duration::from_secs(10), || instances_behind(addr, 12) == rest);
-    let summary = load.join().unwrap();
-    assert_eq!(summary["requests_failed"], 0, "{summary}");
-    assert_eq!(
-        summary["ws_dropped"], 0,
-        "no session may end without a close frame: {summary}"
-    );
+    wait_for(Duration::from_secs(10), || {
+        whoami_instances(&addr.to_string(), 12) == rest
+    });
+    nothing_failed(&load.join().unwrap());
     drop(made);
 }
 
@@ -706,15 +658,7 @@ fn docker_a_rolling_update_under_load_fails_no_request_and_cuts_no_session() {
         .iter()
         .map(|i| i["name"].as_str().unwrap().to_string())
         .collect();
-    let load = load_through(&project, https)
-        .sessions(30, "1s")
-        .rps(50)
-        .duration("40s")
-        .flag("--reconnect")
-        .spawn();
-    wait_for(Duration::from_secs(20), || {
-        project.status()["totals"]["ws_active"].as_u64() == Some(30)
-    });
+    let load = sessions_through(&project, https, 30, 50, "40s");
     // A changed setting replaces every Flow instance, one at a time, drained first.
     write("320MiB");
     let out = project.flowgate(&["--config", settings.to_str().unwrap(), "up"]);
@@ -728,15 +672,7 @@ fn docker_a_rolling_update_under_load_fails_no_request_and_cuts_no_session() {
         "the instance runs the new setting"
     );
     let summary = load.join().unwrap();
-    assert_eq!(summary["requests_failed"], 0, "{summary}");
-    assert_eq!(
-        summary["ws_dropped"], 0,
-        "no session may end without a close frame: {summary}"
-    );
-    let closed: u64 = summary["ws_closed_by_server"]
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0);
+    let closed = nothing_failed(&summary);
     assert!(
         closed > 0,
         "the replaced instances' sessions were closed and reconnected: {summary}"

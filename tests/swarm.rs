@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::docker::require_docker;
+use common::docker::flowgate_image;
 use common::swarm::Swarm;
 use common::*;
 
@@ -35,32 +34,13 @@ impl Drop for Made {
     }
 }
 
-/// Which instances (node-slot) answered `count` whoami requests through `addr`.
-fn instances(addr: &str, count: usize) -> std::collections::BTreeSet<String> {
-    (0..count)
-        .filter_map(|_| {
-            let out = Command::new("curl")
-                .args(["-s", "-m", "2", &format!("http://{addr}/api/sim/whoami")])
-                .output()
-                .ok()?;
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            Some(json["instance"].as_str()?.to_string())
-        })
-        .collect()
-}
-
 fn replicas(service: &str, n: u32) {
     run(Command::new("docker").args(["service", "scale", "-d", &format!("{service}={n}")]));
 }
 
 #[test]
 fn docker_swarm_the_proxy_follows_the_tasks_on_both_nodes_while_scaling_under_load() {
-    require_docker();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
-    let image = runtime
-        .block_on(flowgate::deploy::image::ensure(&docker, Path::new(BIN), |_| {}))
-        .unwrap();
+    let image = flowgate_image();
     let swarm = Swarm::start(&image);
     let nodes = swarm.nodes();
     assert_eq!(nodes.len(), 2, "{nodes:?}");
@@ -118,8 +98,8 @@ fn docker_swarm_the_proxy_follows_the_tasks_on_both_nodes_while_scaling_under_lo
             .unwrap_or(0)
     };
     // Every task on both nodes answers through the proxy.
-    wait_for(Duration::from_secs(60), || instances(&addr, 16).len() == 4);
-    let seen = instances(&addr, 16);
+    wait_for(Duration::from_secs(60), || whoami_instances(&addr, 16).len() == 4);
+    let seen = whoami_instances(&addr, 16);
     for node in &nodes {
         assert!(
             seen.iter().any(|i| i.starts_with(node.as_str())),
@@ -136,19 +116,11 @@ fn docker_swarm_the_proxy_follows_the_tasks_on_both_nodes_while_scaling_under_lo
         .spawn();
     wait_for(Duration::from_secs(20), || sessions() == 40);
     replicas(&made.service, 6);
-    wait_for(Duration::from_secs(30), || instances(&addr, 24).len() == 6);
+    wait_for(Duration::from_secs(30), || whoami_instances(&addr, 24).len() == 6);
     replicas(&made.service, 2);
-    wait_for(Duration::from_secs(30), || instances(&addr, 12).len() == 2);
+    wait_for(Duration::from_secs(30), || whoami_instances(&addr, 12).len() == 2);
     let summary = load.join().unwrap();
-    assert_eq!(summary["requests_failed"], 0, "{summary}");
-    assert_eq!(
-        summary["ws_dropped"], 0,
-        "no session may end without a close frame (1006): {summary}"
-    );
-    let closed: u64 = summary["ws_closed_by_server"]
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0);
+    let closed = nothing_failed(&summary);
     assert_eq!(
         summary["ws_reconnects"].as_u64(),
         Some(closed),

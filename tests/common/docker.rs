@@ -21,6 +21,20 @@ pub fn require_docker() {
     }
 }
 
+/// flowgate's image of this build (made when missing); Docker required.
+pub fn flowgate_image() -> String {
+    require_docker();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let docker = runtime.block_on(flowgate::deploy::connect()).unwrap();
+    runtime
+        .block_on(flowgate::deploy::image::ensure(
+            &docker,
+            std::path::Path::new(BIN),
+            |_| {},
+        ))
+        .unwrap()
+}
+
 /// A fixture and a project of the test's own (Docker required).
 pub fn project_for(test: &str) -> (Fixture, Project) {
     require_docker();
@@ -71,6 +85,14 @@ impl Project {
             "--https-port",
             https,
         ])
+    }
+
+    /// `up --demo` that must succeed.
+    pub fn up_demo_ok(&self, instances: u32, http: u16, https: u16) -> String {
+        succeeded(
+            self.up_demo(&instances.to_string(), &http.to_string(), &https.to_string()),
+            "flowgate up --demo",
+        )
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

@@ -690,3 +690,44 @@ impl Fixture {
         }
     }
 }
+
+/// Asserts that a `flowgate loadgen --json` summary saw no failed request
+/// and no session that ended without a close frame (1006); returns how many
+/// sessions the server closed with a code.
+pub fn nothing_failed(summary: &serde_json::Value) -> u64 {
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(
+        summary["ws_dropped"], 0,
+        "no session may end without a close frame (1006): {summary}"
+    );
+    summary["ws_closed_by_server"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// The simulator instances that answered `count` whoami requests through
+/// `addr` (`host:port`); a request that fails counts for nothing.
+pub fn whoami_instances(addr: &str, count: usize) -> std::collections::BTreeSet<String> {
+    (0..count)
+        .filter_map(|_| {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "2", &format!("http://{addr}/api/sim/whoami")])
+                .output()
+                .ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            Some(json["instance"].as_str()?.to_string())
+        })
+        .collect()
+}
+
+/// The sessions per instance of a rebalance report, asserting it ended even.
+pub fn rebalanced_counts(report: &serde_json::Value) -> Vec<u64> {
+    assert_eq!(report["balanced"], true, "{report}");
+    report["sessions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}

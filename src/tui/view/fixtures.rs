@@ -7,7 +7,6 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use super::super::app::{App, KeyMap, Msg};
-use crate::config::deployment::TlsFile;
 use crate::deploy::plan::Role;
 use crate::deploy::settings::Deployment;
 use crate::monitor::tests::backend;
@@ -37,15 +36,8 @@ pub fn container(project: &str, role: Role, index: Option<u32>, state: &str, res
 pub fn deployment(project: &str) -> Deployment {
     Deployment {
         project: project.into(),
-        domain: "flow.example.com".into(),
         mc_domain: "mc.flow.example.com".into(),
-        instances: 3,
-        http_port: 80,
-        https_port: 443,
-        tls: TlsFile::default(),
-        bind: None,
-        resources: Default::default(),
-        rebalance: Default::default(),
+        ..crate::deploy::settings::example()
     }
 }
 
