@@ -102,6 +102,8 @@ pub struct Counters {
     pub connect_failures: AtomicU64,
     pub retries: AtomicU64,
     pub ws_active: AtomicU64,
+    /// Sessions whose handshake with this backend is under way.
+    pub ws_opening: AtomicU64,
     pub ws_total: AtomicU64,
     pub ws_frames_in: AtomicU64,
     pub ws_frames_out: AtomicU64,

@@ -84,7 +84,9 @@ impl Pool {
             (0..guard.len())
                 .map(|i| &guard[(start + i) % guard.len()])
                 .filter(|b| usable(b))
-                .min_by_key(|b| b.counters.ws_active.load(Ordering::Relaxed))
+                .min_by_key(|b| {
+                    b.counters.ws_active.load(Ordering::Relaxed) + b.counters.ws_opening.load(Ordering::Relaxed)
+                })
                 .cloned()
         };
         fewest(&|b| b.is_eligible(now_ms) && untried(b))
@@ -155,6 +157,20 @@ mod tests {
             })
             .collect();
         pool
+    }
+
+    #[test]
+    fn sessions_go_to_the_fewest_counting_those_still_opening() {
+        let p = pool(Balance::RoundRobin, 3);
+        p.backends()[0].counters.ws_active.store(10, Ordering::Relaxed);
+        // A burst: none has finished its handshake yet, yet they spread.
+        let mut counts = [0; 3];
+        for _ in 0..20 {
+            let b = p.pick_for_session(1, None, &[]).unwrap();
+            b.counters.ws_opening.fetch_add(1, Ordering::Relaxed);
+            counts[b.id[1..].parse::<usize>().unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 10, 10]);
     }
 
     #[test]

@@ -105,17 +105,18 @@ pub async fn upgrade(
         (timeouts, limits.write_timeout)
     };
     let uri = origin_form(&parts.uri);
-    let (backend, stream, headers, early) = loop {
+    let (backend, stream, headers, early, opening) = loop {
         let now = proxy.clock.now_ms();
         let Some(backend) = pool.pick_for_session(now, sticky.as_deref(), &tried) else {
             return no_backend();
         };
+        let opening = Opening::start(&backend);
         // A connection of its own, the handshake written by hand: after the
         // 101 the connection is the tunnel.
         match upstream::websocket_handshake(&backend, timeouts, &parts.method, &uri, &parts.headers).await {
             Ok(Handshake::Switched { stream, headers, early }) => {
                 backend.record_connect_success();
-                break (backend, stream, headers, early);
+                break (backend, stream, headers, early, opening);
             }
             Ok(Handshake::Refused(status)) => {
                 // Relay the backend's whole answer (a 401 or 404 with its
@@ -184,11 +185,30 @@ pub async fn upgrade(
         };
         let upstream = Guarded::new(Prefixed::new(early, stream), write_timeout, None);
         open_session(&proxy, &backend, &session);
+        drop(opening);
         let reason = copy(&proxy, &backend, &session, &settings, client, upstream).await;
         close_session(&proxy, &backend, &session, reason);
     };
     tokio::spawn(session_task);
     reply
+}
+
+/// A session being opened on a backend, counted with its sessions until
+/// it is open (or fails): a burst of new sessions then spreads instead of
+/// all going to the backend whose handshakes happen to finish last.
+struct Opening(Arc<Backend>);
+
+impl Opening {
+    fn start(backend: &Arc<Backend>) -> Opening {
+        backend.counters.ws_opening.fetch_add(1, Ordering::Relaxed);
+        Opening(backend.clone())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.counters.ws_opening.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn open_session(proxy: &Proxy, backend: &Backend, session: &Arc<Session>) {
