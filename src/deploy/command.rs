@@ -591,7 +591,7 @@ pub async fn rebalance(
     let mut report = admin.rebalance("flow").await?;
     let mut shown = u64::MAX;
     while report.running {
-        if report.moved != shown {
+        if report.moved != shown && !report.sessions.is_empty() {
             let spread: Vec<String> = report.sessions.iter().map(|(b, n)| format!("{b} {n}")).collect();
             progress(&format!(
                 "{} sessions asked to reconnect; now {}",
