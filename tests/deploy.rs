@@ -487,16 +487,7 @@ fn docker_volumes_flowgate_did_not_make_are_never_used_or_removed() {
         .output()
         .unwrap();
     refused_foreign_volume(&out, &format!("{}-pgdata", project.name));
-    project.ok(&[
-        "up",
-        "--demo",
-        "--instances",
-        "1",
-        "--http-port",
-        &http,
-        "--https-port",
-        &https,
-    ]);
+    succeeded(project.up_demo("1", &http, &https), "flowgate up --demo");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(old.path().join("old-state")).unwrap().uid(), 65532);
     assert_eq!(std::fs::metadata(old.path().join("ca-key.pem")).unwrap().uid(), 65532);

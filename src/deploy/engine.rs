@@ -246,6 +246,7 @@ impl<'a> Executor<'a> {
     /// Before the proxy starts: its state volume, when an older flowgate
     /// made it, belongs to root; a one-off container of the same image
     /// (root with only CAP_CHOWN, no network) hands it to the proxy's user.
+    /// A volume made by this run needs nothing.
     async fn hand_over_state(&self, spec: &ContainerSpec) -> Result<(), DeployError> {
         let Some(volume) = spec
             .binds
@@ -254,6 +255,14 @@ impl<'a> Executor<'a> {
         else {
             return Ok(());
         };
+        // A volume this run made starts out owned by the proxy's user (the image's directory).
+        if self
+            .created
+            .iter()
+            .any(|c| matches!(c, Created::Volume(v) if v == volume))
+        {
+            return Ok(());
+        }
         let name = format!("{}-state-owner", self.names.project);
         let _ = remove_container(self.docker, &name).await;
         let labels: HashMap<String, String> = self.names.labels(None, None, None).into_iter().collect();

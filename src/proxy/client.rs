@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::{Method, Request, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -251,8 +252,6 @@ impl AdminClient {
         Ok(())
     }
 }
-
-use hyper::body::Incoming;
 
 fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, AdminError> {
     serde_json::from_slice(body).map_err(|e| AdminError::Answer {
