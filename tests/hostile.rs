@@ -810,3 +810,32 @@ fn the_sticky_cookie_is_http_only_same_site_and_secure_over_tls() {
     );
     still_serves(&fx, &proxy, "/api/sim/whoami");
 }
+
+#[test]
+fn the_rebalance_endpoint_takes_only_known_services() {
+    let mut fx = Fixture::new("hostile-admin-rebalance");
+    let proxy = over_sim(&mut fx, &[]);
+    let long = "a".repeat(4000);
+    for service in ["nope", "%ZZ%00", "%2e%2e%2fflow", "flow%20", long.as_str(), ""] {
+        for method in ["POST", "GET"] {
+            let r = proxy.admin(method, &format!("/api/v1/rebalance?service={service}"), "");
+            assert_eq!(r.status, 404, "{method} service={service}: {}", r.text());
+            assert!(r.text().contains("no service"), "{}", r.text());
+        }
+    }
+    for method in ["PUT", "DELETE", "PATCH"] {
+        assert_eq!(proxy.admin(method, "/api/v1/rebalance", "").status, 405, "{method}");
+    }
+    // Without the token, nothing starts.
+    let r = request(proxy.admin, "POST", "/api/v1/rebalance", &[], b"");
+    assert_eq!(r.status, 401);
+    // The known service, by default: one instance is even at once.
+    let first = proxy.admin("POST", "/api/v1/rebalance", "");
+    assert_eq!(first.status, 202, "{}", first.text());
+    wait_for(Duration::from_secs(5), || {
+        proxy.admin("GET", "/api/v1/rebalance", "").json()["running"] == false
+    });
+    let report = proxy.admin("GET", "/api/v1/rebalance?service=flow", "").json();
+    assert_eq!(report["balanced"], true, "{report}");
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}

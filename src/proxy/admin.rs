@@ -212,6 +212,9 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Body>
         }
         (Method::GET, "/api/v1/rebalance") => {
             let service = serve::query_param(query.as_deref(), "service").map_or("flow".into(), percent_decode);
+            if proxy.pool(&service).is_none() {
+                return error(StatusCode::NOT_FOUND, &format!("no service '{service}'"));
+            }
             serve::json(StatusCode::OK, &proxy.rebalance_report(&service))
         }
         (Method::GET, "/api/v1/events") => {
