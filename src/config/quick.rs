@@ -281,6 +281,21 @@ mod tests {
     }
 
     #[test]
+    fn a_discover_name_needs_a_port_from_flags_and_the_file() {
+        let mut f = flags();
+        f.discover = Some("tasks.flow".into());
+        assert!(f.to_config(None).unwrap_err().message.starts_with("--discover:"));
+        f.discover = Some("tasks.flow:9021".into());
+        assert_eq!(
+            f.to_config(None).unwrap().services["flow"].discover.as_deref(),
+            Some("tasks.flow:9021")
+        );
+        let file = "listen = [\"127.0.0.1:0\"]\n[service.flow]\ndiscover = \"tasks.flow\"\n";
+        let error = proxy::parse(file, None).unwrap_err();
+        assert_eq!(error.position.map(|p| p.0), Some(3), "{error}");
+    }
+
+    #[test]
     fn limits_from_flags_are_checked() {
         let mut f = flags();
         f.limits.max_connections = Some(0);
