@@ -37,6 +37,11 @@ pub struct DeploymentArgs {
     /// --demo (this machine only), 0.0.0.0 for the real profile].
     #[arg(long)]
     pub bind: Option<std::net::IpAddr>,
+    /// Create the deployment as services on the Docker Swarm this engine (or DOCKER_HOST)
+    /// manages: Flow spread over the nodes, the proxy on the manager (or on nodes labelled
+    /// io.flowgate.edge=true) [default: flowgate.toml's `engine`, else what runs now].
+    #[arg(long)]
+    pub swarm: bool,
 }
 
 impl DeploymentArgs {
@@ -50,6 +55,7 @@ impl DeploymentArgs {
             tag: self.tag,
             bind: self.bind,
             no_pull,
+            swarm: self.swarm,
         }
     }
 }
@@ -157,6 +163,30 @@ pub struct StateOwnerArgs {
 pub fn state_owner(args: StateOwnerArgs) -> anyhow::Result<()> {
     let changed = flowgate::fsutil::chown_tree(&args.path, args.uid)?;
     eprintln!("{} now owned by {} ({changed} entries)", args.path.display(), args.uid);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PipeArgs {
+    /// host:port to connect to.
+    pub address: std::net::SocketAddr,
+}
+
+pub async fn pipe(args: PipeArgs) -> anyhow::Result<()> {
+    flowgate::net::pipe_stdio(args.address).await?;
+    // A read of stdin may still be waiting on a blocking thread: do not wait for it.
+    std::process::exit(0)
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// An http:// URL on this container.
+    pub url: String,
+}
+
+pub async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let status = flowgate::net::probe(&args.url).await?;
+    anyhow::ensure!((200..300).contains(&status), "{} answered {status}", args.url);
     Ok(())
 }
 

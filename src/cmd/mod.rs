@@ -97,6 +97,15 @@ pub enum Command {
     /// flowgate (owned by root) to the unprivileged user.
     #[command(hide = true)]
     StateOwner(deploy::StateOwnerArgs),
+    /// Inside flowgate's image only: copy stdin to a TCP address and its
+    /// answer to stdout (how flowgate reaches a Swarm proxy's admin API
+    /// through `docker exec`, with no port published).
+    #[command(hide = true)]
+    Pipe(deploy::PipeArgs),
+    /// Inside flowgate's image only: exit 0 when an HTTP GET of the URL
+    /// answers 2xx (the Swarm health check of the simulators).
+    #[command(hide = true)]
+    Probe(deploy::ProbeArgs),
 }
 
 /// Runs the command line's command.
@@ -144,6 +153,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::StateOwner(args) => deploy::state_owner(args),
+        Command::Pipe(args) => deploy::pipe(args).await,
+        Command::Probe(args) => deploy::probe(args).await,
     }
 }
 

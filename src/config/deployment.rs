@@ -24,6 +24,27 @@ pub enum Profile {
     Real,
 }
 
+/// Which Docker runs the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// Containers on one Docker engine.
+    #[default]
+    Single,
+    /// Services on a Docker Swarm, created through one of its managers:
+    /// the instances spread over the nodes and are rescheduled by Swarm.
+    Swarm,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Single => "single",
+            Engine::Swarm => "swarm",
+        }
+    }
+}
+
 /// Where the proxy's certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -169,6 +190,8 @@ pub struct DeploymentFile {
     pub resources: ResourcesFile,
     /// `auto`: a new healthy instance gets sessions moved onto it at once.
     pub rebalance: Option<crate::config::proxy::Rebalance>,
+    /// `swarm`: services on a Docker Swarm instead of containers on one engine.
+    pub engine: Option<Engine>,
     /// Dashboard action -> key, e.g. `scale_up = "+"`.
     pub keys: BTreeMap<KeyAction, char>,
 }
@@ -279,6 +302,7 @@ struct RawFile {
     bind: Option<Spanned<String>>,
     resources: Option<RawResources>,
     rebalance: Option<crate::config::proxy::Rebalance>,
+    engine: Option<Engine>,
     #[serde(default)]
     keys: BTreeMap<String, Spanned<String>>,
 }
@@ -438,6 +462,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<DeploymentFile, ConfigEr
         bind,
         resources,
         rebalance: raw.rebalance,
+        engine: raw.engine,
         keys,
     })
 }
@@ -592,7 +617,7 @@ pub fn render(file: &DeploymentFile) -> String {
         .profile
         .map(|p| quoted(if p == Profile::Real { "real" } else { "demo" }));
     // (what it does, key, value when set, example shown when not)
-    let entries: [(&str, &str, Option<String>, &str); 11] = [
+    let entries: [(&str, &str, Option<String>, &str); 12] = [
         (
             "Names and labels every Docker object (like --project).",
             "project",
@@ -646,6 +671,12 @@ pub fn render(file: &DeploymentFile) -> String {
                 })
             }),
             "\"auto\"",
+        ),
+        (
+            "single: containers on this Docker engine; swarm: services on the Docker Swarm this engine manages.",
+            "engine",
+            file.engine.map(|e| quoted(e.as_str())),
+            "\"swarm\"",
         ),
         (
             "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow (real profile).",
@@ -768,6 +799,7 @@ mod tests {
                 simulator_pids: None,
             },
             rebalance: Some(crate::config::proxy::Rebalance::Auto),
+            engine: Some(Engine::Swarm),
             keys: BTreeMap::from([(KeyAction::ScaleUp, 'a')]),
         };
         let text = render(&file);

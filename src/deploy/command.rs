@@ -13,9 +13,10 @@ use futures_util::{Stream, StreamExt};
 
 use super::DeployError;
 use super::engine::{self, Executor};
+use super::swarm;
 use super::plan::{Action, Desired, Role, plan};
 use super::settings::{self, Deployment};
-use crate::config::deployment::{CertMode, DeploymentFile, Profile};
+use crate::config::deployment::{CertMode, DeploymentFile, Engine, Profile};
 use crate::fsutil::write_atomic;
 
 /// The deployment's settings given on the command line: they win over
@@ -34,18 +35,25 @@ pub struct Overrides {
     pub bind: Option<IpAddr>,
     /// Use only images already on this machine.
     pub no_pull: bool,
+    /// Services on the Docker Swarm this engine manages.
+    pub swarm: bool,
 }
 
 /// The settings a running deployment was made with (from its proxy's
 /// label), and the image its proxy runs.
 async fn previous_settings(docker: &Docker, project: &str) -> Option<(Deployment, Option<String>)> {
-    let name = super::plan::Names {
+    let names = super::plan::Names {
         project: project.into(),
+    };
+    let name = names.container(Role::Proxy, None);
+    if let Ok(inspect) = docker.inspect_container(&name, None).await {
+        let config = inspect.config?;
+        let settings = Deployment::from_labels(config.labels.as_ref()?)?;
+        return Some((settings, config.image));
     }
-    .container(Role::Proxy, None);
-    let config = docker.inspect_container(&name, None).await.ok()?.config?;
-    let settings = Deployment::from_labels(config.labels.as_ref()?)?;
-    Some((settings, config.image))
+    let service = names.service(Role::Proxy);
+    let settings = Deployment::from_labels(&swarm::service_labels(docker, &service).await?)?;
+    Some((settings, swarm::service_image(docker, &service).await))
 }
 
 /// Whether the running deployment uses flowgate's simulators, and else
@@ -55,11 +63,18 @@ async fn current_profile(docker: &Docker, project: &str) -> (Profile, Option<Str
         project: project.into(),
     }
     .container(Role::Flow, Some(1));
-    let image = docker
+    let mut image = docker
         .inspect_container(&flow, None)
         .await
         .ok()
         .and_then(|c| c.config?.image);
+    if image.is_none() {
+        let service = super::plan::Names {
+            project: project.into(),
+        }
+        .service(Role::Flow);
+        image = swarm::service_image(docker, &service).await;
+    }
     match image {
         Some(image) if !image.starts_with(super::image::REPOSITORY) => {
             (Profile::Real, image.rsplit_once(':').map(|(_, tag)| tag.to_string()))
@@ -280,6 +295,11 @@ pub fn resolve(
             .rebalance
             .or_else(|| previous.map(|p| p.rebalance))
             .unwrap_or_default(),
+        engine: if args.swarm {
+            Engine::Swarm
+        } else {
+            file.engine.or_else(|| previous.map(|p| p.engine)).unwrap_or_default()
+        },
     };
     deployment.validate()?;
     Ok(Target {
@@ -391,7 +411,11 @@ pub async fn apply(
     }
     let dir = settings::project_dir(project);
     let token = project_secret(&dir, "admin-token")?;
-    write_project_file(&dir.join("proxy.toml"), &settings::proxy_toml(dep), 0o644)?;
+    let proxy_toml = match dep.engine {
+        Engine::Single => settings::proxy_toml(dep),
+        Engine::Swarm => settings::swarm_proxy_toml(dep),
+    };
+    write_project_file(&dir.join("proxy.toml"), &proxy_toml, 0o644)?;
 
     // Scaling keeps the image the deployment runs, as long as it is still here.
     let running_image = match (&target.running_image, target.scale_only) {
@@ -422,6 +446,49 @@ pub async fn apply(
             specs
         }
     };
+    let on_swarm = swarm::deployed(docker, project).await;
+    let single_found = !on_swarm && !engine::found(docker, project).await?.is_empty();
+    match dep.engine {
+        Engine::Swarm if single_found => {
+            return Err(DeployError::OtherEngine {
+                project: project.into(),
+                running: "one Docker engine",
+                wanted: "Swarm",
+            });
+        }
+        Engine::Single if on_swarm => {
+            return Err(DeployError::OtherEngine {
+                project: project.into(),
+                running: "Swarm",
+                wanted: "one Docker engine",
+            });
+        }
+        Engine::Swarm => {
+            // One spec of each role is the template of its service.
+            let template = Deployment {
+                instances: dep.instances.max(1),
+                ..dep.clone()
+            };
+            let specs = match target.profile {
+                Profile::Demo => settings::demo_specs(&template, &image, &dir),
+                Profile::Real => specs,
+            };
+            swarm::apply(
+                docker,
+                &names,
+                &specs,
+                dep.instances,
+                &token,
+                &proxy_toml,
+                target.scale_only,
+                progress,
+            )
+            .await?;
+            let admin = crate::proxy::client::AdminClient::new(engine::admin_address(docker, &names).await?, &token);
+            return applied(dep, &admin, &dir, progress).await;
+        }
+        Engine::Single => {}
+    }
     for proxy in specs.iter_mut().filter(|s| s.role == Role::Proxy) {
         proxy.secrets.push(settings::admin_token_secret(&token));
     }
@@ -450,8 +517,18 @@ pub async fn apply(
     let mut executor = Executor::new(docker, names, specs, token);
     executor.run(&actions, progress).await?;
 
-    // Clients trust the proxy's local CA: keep a copy beside the token.
     let admin = executor.admin().await?;
+    applied(dep, &admin, &dir, progress).await
+}
+
+/// Where the deployment answers; clients trust the proxy's local CA, so a
+/// copy of it is kept beside the token.
+async fn applied(
+    dep: &Deployment,
+    admin: &crate::proxy::client::AdminClient,
+    dir: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Applied, DeployError> {
     let ca = match admin.local_ca().await? {
         Some(pem) => {
             let path = dir.join("ca.pem");
@@ -483,14 +560,22 @@ pub async fn down(
     volumes: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), DeployError> {
-    let found = engine::found(docker, project).await?;
+    let names = super::plan::Names {
+        project: project.into(),
+    };
+    let on_swarm = swarm::deployed(docker, project).await;
+    if on_swarm {
+        swarm::down(docker, &names, progress).await?;
+    }
+    let found = if on_swarm {
+        Vec::new()
+    } else {
+        engine::found(docker, project).await?
+    };
     for f in &found {
         progress(&format!("removing {}", f.name));
         engine::remove_container(docker, &f.name).await?;
     }
-    let names = super::plan::Names {
-        project: project.into(),
-    };
     let foreign = |kind: &str, name: &str| {
         format!(
             "left the {kind} {name} alone: it has no io.flowgate.project={project} label, so flowgate did not make it"
@@ -504,7 +589,7 @@ pub async fn down(
         engine::Owner::Foreign => progress(&foreign("network", &names.network())),
         engine::Owner::Missing => {}
     }
-    if found.is_empty() {
+    if found.is_empty() && !on_swarm {
         progress(&format!("project {project} had no containers"));
     }
     if !volumes {
@@ -647,8 +732,45 @@ pub async fn logs(
     instance: &str,
     follow: bool,
     tail: u32,
-) -> Result<impl Stream<Item = Result<(LogSource, Vec<u8>), DeployError>> + use<>, DeployError> {
+) -> Result<futures_util::stream::BoxStream<'static, Result<(LogSource, Vec<u8>), DeployError>>, DeployError> {
+    let names = super::plan::Names {
+        project: project.into(),
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .tail(&tail.to_string())
+        .build();
     let name = container_of(project, instance);
+    if swarm::deployed(docker, project).await {
+        // A task's log, wherever it runs: `flow-2` is slot 2 of Flow's service.
+        let (role, slot) = match name.strip_prefix(&format!("{project}-")) {
+            Some(rest) => match rest.rsplit_once('-') {
+                Some(("flow", n)) => (Some(Role::Flow), n.parse().ok()),
+                _ => (Role::parse(rest), None),
+            },
+            None => (None, None),
+        };
+        let task = match role {
+            Some(role) => swarm::task_of(docker, &names, role, slot).await,
+            None => None,
+        };
+        let Some(task) = task else {
+            let known: Vec<String> = engine::list(docker, project)
+                .await?
+                .into_iter()
+                .map(|l| l.found.name)
+                .collect();
+            return Err(DeployError::NoContainer {
+                name,
+                project: project.into(),
+                known: known.join(", "),
+            });
+        };
+        let what = format!("reading the log of {name}");
+        return Ok(log_chunks(docker.task_logs(&task, Some(options)), what).boxed());
+    }
     if docker.inspect_container(&name, None).await.is_err() {
         let known: Vec<String> = engine::found(docker, project)
             .await?
@@ -665,20 +787,22 @@ pub async fn logs(
             },
         });
     }
-    let options = bollard::query_parameters::LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .follow(follow)
-        .tail(&tail.to_string())
-        .build();
     let what = format!("reading the log of {name}");
-    Ok(docker.logs(&name, Some(options)).map(move |chunk| {
+    Ok(log_chunks(docker.logs(&name, Some(options)), what).boxed())
+}
+
+/// Docker's log chunks as (source, bytes).
+fn log_chunks(
+    chunks: impl Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send + 'static,
+    what: String,
+) -> impl Stream<Item = Result<(LogSource, Vec<u8>), DeployError>> + Send + 'static {
+    chunks.map(move |chunk| {
         let chunk = chunk.map_err(DeployError::docker(what.clone()))?;
         Ok(match chunk {
             bollard::container::LogOutput::StdErr { message } => (LogSource::Stderr, message.to_vec()),
             other => (LogSource::Stdout, other.into_bytes().to_vec()),
         })
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -708,6 +832,7 @@ mod tests {
                 bind: None,
                 resources: Default::default(),
                 rebalance: Default::default(),
+                engine: Default::default(),
             }),
             profile: Some((Profile::Real, Some("6.0".into()))),
             instances: 2,

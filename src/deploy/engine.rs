@@ -37,11 +37,22 @@ pub struct Listed {
     /// change whenever the container does.
     pub id: String,
     pub state: String,
+    /// The Swarm node it runs on (None on a single engine).
+    pub node: Option<String>,
+    /// Its address on the project's network, as the proxy's backends
+    /// name it (Swarm tasks; None when unknown).
+    pub address: Option<String>,
+    /// The container to inspect and sample on the engine flowgate talks
+    /// to: the container itself, or a Swarm task's when it runs here.
+    pub container: Option<String>,
 }
 
 /// Every container that carries the project's label, with the identity
 /// its labels give (containers of roles flowgate does not know are left out).
 pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployError> {
+    if super::swarm::deployed(docker, project).await {
+        return super::swarm::list(docker, project).await;
+    }
     let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
@@ -59,10 +70,14 @@ pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployE
             let labels: BTreeMap<String, String> = c.labels.clone().unwrap_or_default().into_iter().collect();
             let name = c.names.as_ref()?.first()?.clone();
             let running = matches!(c.state, Some(bollard::models::ContainerSummaryStateEnum::RUNNING));
+            let found = Found::from_labels(&name, &labels, running)?;
             Some(Listed {
-                found: Found::from_labels(&name, &labels, running)?,
+                container: Some(found.name.clone()),
+                found,
                 id: c.id.clone().unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                node: None,
+                address: None,
             })
         })
         .collect())
@@ -534,10 +549,13 @@ impl<'a> Executor<'a> {
 /// Where the proxy container's admin port is published on the host.
 pub async fn admin_address(docker: &Docker, names: &Names) -> Result<SocketAddr, DeployError> {
     let name = names.container(Role::Proxy, None);
-    let inspect = docker
-        .inspect_container(&name, None)
-        .await
-        .map_err(DeployError::docker(format!("no proxy container {name}")))?;
+    let inspect = match docker.inspect_container(&name, None).await {
+        Ok(inspect) => inspect,
+        Err(_) if super::swarm::deployed(docker, &names.project).await => {
+            return super::swarm::admin_address(docker, names).await;
+        }
+        Err(e) => return Err(DeployError::docker(format!("no proxy container {name}"))(e)),
+    };
     let port = inspect
         .network_settings
         .and_then(|n| n.ports)

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod image;
 pub mod plan;
 pub mod settings;
+pub mod swarm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -102,6 +103,32 @@ pub enum DeployError {
         uid: u32,
         owner: u32,
         mode: u32,
+    },
+    #[error(
+        "this Docker engine is not a Swarm manager (swarm state: {state}); run `docker swarm init` here, point DOCKER_HOST at a manager, or leave out --swarm (and engine = \"swarm\")"
+    )]
+    NotManager { state: String },
+    #[error(
+        "the proxy's task runs on node {node}, not on the engine flowgate talks to; flowgate reaches its admin API through that engine: set DOCKER_HOST to the node's engine"
+    )]
+    ProxyElsewhere { node: String },
+    #[error(
+        "the real profile on Swarm is not built yet (PostgreSQL and Hazelcast's member discovery across nodes); use --demo with --swarm, or the single engine for the real profile"
+    )]
+    SwarmReal,
+    #[error(
+        "the image {image} is not on node {node} and Swarm cannot pull it; copy it there with `docker save {image} | docker -H <node's engine> load`, or name an image in a registry every node can reach"
+    )]
+    ImageMissingOnNode { image: String, node: String },
+    #[error("the service {0} kept changing while flowgate updated it (update out of sequence, 5 tries); try again")]
+    OutOfSequence(String),
+    #[error(
+        "project {project} runs on {running}, not on {wanted}; take it down first (`flowgate down --project {project}`) or choose another --project"
+    )]
+    OtherEngine {
+        project: String,
+        running: &'static str,
+        wanted: &'static str,
     },
     #[error("no container {name} in project {project}; its containers: {known}")]
     NoContainer {

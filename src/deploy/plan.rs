@@ -63,6 +63,11 @@ impl Names {
         }
     }
 
+    /// The Swarm service of a role: `<project>-flow` runs every instance.
+    pub fn service(&self, role: Role) -> String {
+        format!("{}-{}", self.project, role.as_str())
+    }
+
     pub fn certificates_volume(&self) -> String {
         format!("{}-certs", self.project)
     }

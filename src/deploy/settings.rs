@@ -49,6 +49,9 @@ pub struct Deployment {
     /// Whether a new healthy instance gets sessions moved onto it at once.
     #[serde(default)]
     pub rebalance: crate::config::proxy::Rebalance,
+    /// One engine's containers, or a Swarm's services.
+    #[serde(default)]
+    pub engine: crate::config::deployment::Engine,
 }
 
 impl Deployment {
@@ -258,7 +261,7 @@ impl ContainerSpec {
 }
 
 /// 12 hex digits of SHA-256.
-fn short_digest(data: &[u8]) -> String {
+pub(crate) fn short_digest(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     digest.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
@@ -467,35 +470,75 @@ pub fn mc_env(dep: &Deployment) -> Vec<String> {
 /// through the admin API as they become healthy), MC by its own, TLS from
 /// the local CA, and the forwarded headers Flow expects behind TLS.
 pub fn proxy_toml(dep: &Deployment) -> String {
-    render_proxy_toml(dep, false)
+    render_proxy_toml(dep, Layout::Registered)
+}
+
+/// Where the proxy's admin token is in a Swarm task (a Swarm secret).
+pub const SWARM_TOKEN_IN_CONTAINER: &str = "/run/secrets/admin-token";
+
+/// The proxy's configuration as a Swarm service: Flow's tasks found by
+/// the name `tasks.<service>` (Swarm's DNS), the admin API on the task's
+/// loopback only (flowgate reaches it through `docker exec`), the token a
+/// Swarm secret.
+pub fn swarm_proxy_toml(dep: &Deployment) -> String {
+    render_proxy_toml(dep, Layout::Swarm)
 }
 
 /// The proxy's configuration when nothing registers instances (a compose
 /// file): every Flow instance listed, the admin token kept in the state
 /// volume.
 pub fn standalone_proxy_toml(dep: &Deployment) -> String {
-    render_proxy_toml(dep, true)
+    render_proxy_toml(dep, Layout::Standalone)
 }
 
-fn render_proxy_toml(dep: &Deployment, standalone: bool) -> String {
+/// Who tells the proxy where Flow's instances are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `flowgate up` on one engine, through the admin API.
+    Registered,
+    /// Nobody: a compose file lists every instance.
+    Standalone,
+    /// Swarm's DNS, resolved by the proxy itself.
+    Swarm,
+}
+
+fn render_proxy_toml(dep: &Deployment, layout: Layout) -> String {
     let names = dep.names();
     // The admin token is the state dir's own file: `up` puts it there
-    // before the proxy starts, and a compose proxy makes one.
-    let (writer, flow_backends) = if standalone {
-        let backends: Vec<String> = (1..=dep.instances)
-            .map(|n| toml_string(&format!("{}:{FLOW_PORT}", names.container(Role::Flow, Some(n)))))
-            .collect();
-        (
-            "flowgate export compose",
-            format!("backends = [{}]\n", backends.join(", ")),
-        )
-    } else {
-        ("flowgate up", String::new())
+    // before the proxy starts, and a compose proxy makes one. On Swarm it
+    // is a secret.
+    let (writer, flow_backends) = match layout {
+        Layout::Standalone => {
+            let backends: Vec<String> = (1..=dep.instances)
+                .map(|n| toml_string(&format!("{}:{FLOW_PORT}", names.container(Role::Flow, Some(n)))))
+                .collect();
+            (
+                "flowgate export compose",
+                format!("backends = [{}]\n", backends.join(", ")),
+            )
+        }
+        Layout::Registered => ("flowgate up", String::new()),
+        Layout::Swarm => (
+            "flowgate up --swarm",
+            format!(
+                "discover = {}\n",
+                toml_string(&format!("tasks.{}:{FLOW_PORT}", names.service(Role::Flow)))
+            ),
+        ),
+    };
+    let (admin_host, token_file) = match layout {
+        Layout::Swarm => (
+            "127.0.0.1",
+            format!("admin_token_file = {}\n", toml_string(SWARM_TOKEN_IN_CONTAINER)),
+        ),
+        _ => ("0.0.0.0", String::new()),
     };
     template::PROXY_TOML.render(&[
         ("writer", writer),
         ("project", &dep.project),
+        ("admin_host", admin_host),
         ("admin_port", &ADMIN_PORT.to_string()),
+        ("admin_token_file", &token_file),
         ("state_dir", &toml_string(STATE_IN_CONTAINER)),
         ("tls", &tls_lines(dep)),
         ("domain", &toml_string(&dep.domain)),
@@ -537,6 +580,7 @@ mod tests {
             bind: None,
             resources: Default::default(),
             rebalance: Default::default(),
+            engine: Default::default(),
         }
     }
 
@@ -741,6 +785,7 @@ pub(crate) fn example() -> Deployment {
         bind: None,
         resources: Default::default(),
         rebalance: Default::default(),
+        engine: Default::default(),
     }
 }
 

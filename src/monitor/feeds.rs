@@ -86,19 +86,29 @@ async fn containers(
     let mut forced = true;
     loop {
         if let Ok(list) = engine::list(&docker, &project).await {
+            let on_swarm = list.iter().any(|l| l.node.is_some());
             let mut infos = Vec::new();
             for listed in &list {
                 let (found, name) = (&listed.found, listed.found.name.as_str());
                 let state = listed.state.clone();
-                let key = format!("{}/{state}", listed.id);
+                let key = format!("{}/{state}/{:?}", listed.id, listed.address);
                 let info = match known.get(name) {
                     Some((k, info)) if *k == key && !forced => info.clone(),
                     _ => {
-                        let inspect = docker.inspect_container(name, None).await.ok();
+                        let inspect = match &listed.container {
+                            Some(container) => docker.inspect_container(container, None).await.ok(),
+                            None => None,
+                        };
                         if found.role == crate::deploy::plan::Role::Proxy {
-                            let settings = inspect
-                                .as_ref()
-                                .and_then(|i| Deployment::from_labels(i.config.as_ref()?.labels.as_ref()?));
+                            let settings = if on_swarm {
+                                crate::deploy::swarm::service_labels(&docker, name)
+                                    .await
+                                    .and_then(|l| Deployment::from_labels(&l))
+                            } else {
+                                inspect
+                                    .as_ref()
+                                    .and_then(|i| Deployment::from_labels(i.config.as_ref()?.labels.as_ref()?))
+                            };
                             deployment.send_replace(settings);
                         }
                         let started_at = inspect
@@ -112,18 +122,29 @@ async fn containers(
                             state: state.clone(),
                             started_at,
                             restarts: inspect.and_then(|i| i.restart_count).unwrap_or(0),
+                            node: listed.node.clone(),
+                            address: listed.address.clone(),
                         };
                         known.insert(name.to_string(), (key, info.clone()));
                         info
                     }
                 };
-                if info.state == "running" && stats.get(name).is_none_or(|t| t.is_finished()) {
-                    stats.insert(
-                        name.to_string(),
-                        tokio::spawn(container_stats(docker.clone(), name.to_string(), tx.clone())),
-                    );
+                if let Some(container) = listed.container.clone().filter(|_| info.state == "running") {
+                    if stats.get(name).is_none_or(|t| t.is_finished()) {
+                        stats.insert(
+                            name.to_string(),
+                            tokio::spawn(container_stats(docker.clone(), container, name.to_string(), tx.clone())),
+                        );
+                    }
                 }
                 infos.push(info);
+            }
+            if on_swarm {
+                if let Ok(nodes) = crate::deploy::swarm::nodes(&docker, &project).await {
+                    if tx.send(Feed::Nodes(nodes)).await.is_err() {
+                        break;
+                    }
+                }
             }
             known.retain(|name, _| infos.iter().any(|i| &i.name == name));
             stats.retain(|name, task| {
@@ -148,9 +169,10 @@ async fn containers(
 }
 
 /// One container's resource use, about once a second.
-async fn container_stats(docker: Docker, name: String, tx: mpsc::Sender<Feed>) {
+/// Samples `container`'s usage, reported under the instance's `name`.
+async fn container_stats(docker: Docker, container: String, name: String, tx: mpsc::Sender<Feed>) {
     let options = StatsOptionsBuilder::default().stream(true).build();
-    let mut stream = docker.stats(&name, Some(options));
+    let mut stream = docker.stats(&container, Some(options));
     while let Some(Ok(stats)) = stream.next().await {
         let total = |s: &Option<bollard::models::ContainerCpuStats>| {
             s.as_ref()

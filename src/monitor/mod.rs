@@ -34,6 +34,11 @@ pub struct ContainerInfo {
     /// When the current run started (seconds since the epoch).
     pub started_at: Option<i64>,
     pub restarts: i64,
+    /// The Swarm node it runs on (None on a single engine).
+    pub node: Option<String>,
+    /// Its address as the proxy's backends name it, when the proxy found
+    /// it by itself (Swarm's tasks): the backend is shown under its name.
+    pub address: Option<String>,
 }
 
 /// One message from a feed.
@@ -41,6 +46,8 @@ pub struct ContainerInfo {
 pub enum Feed {
     /// Every container of the project (replaces the previous list).
     Containers(Vec<ContainerInfo>),
+    /// The Swarm's nodes (a Swarm deployment only).
+    Nodes(Vec<crate::deploy::swarm::NodeView>),
     /// A Docker event about one of them (`start`, `die`, `restart`, ...).
     Docker {
         at_ms: u64,
@@ -159,6 +166,9 @@ pub struct Instance {
     pub net_rx_bytes: Option<u64>,
     pub net_tx_bytes: Option<u64>,
     pub restarts: Option<i64>,
+    /// The Swarm node it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A non-Flow container (proxy, MC, PostgreSQL).
@@ -196,6 +206,9 @@ pub struct Snapshot {
     pub postgres: Option<Component>,
     pub certificate: Option<CertificateView>,
     pub events: Vec<EventLine>,
+    /// The Swarm's nodes, with the project's tasks on each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::deploy::swarm::NodeView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -242,6 +255,8 @@ pub struct State {
     pub history: BTreeMap<String, VecDeque<Point>>,
     pub events: VecDeque<EventLine>,
     pub admin: Option<Result<(), String>>,
+    /// The Swarm's nodes (empty on a single engine).
+    pub nodes: Vec<crate::deploy::swarm::NodeView>,
     /// Bumped on every change that shows; the dashboard redraws on change.
     pub version: u64,
 }
@@ -289,6 +304,7 @@ impl State {
                 );
             }
             Feed::Backends { at_ms, backends } => self.apply_backends(at_ms, backends),
+            Feed::Nodes(nodes) => self.nodes = nodes,
             Feed::Sessions(sessions) => self.sessions = sessions,
             Feed::Certificates(certificates) => self.certificates = certificates,
             Feed::Proxy { at_ms, event } => {
@@ -309,7 +325,15 @@ impl State {
         self.admin = Some(Ok(()));
         let dt = self.backends_at_ms.map(|t| at_ms.saturating_sub(t) as f64 / 1000.0);
         let mut next = BTreeMap::new();
-        for b in list {
+        let names: BTreeMap<&str, &str> = self
+            .containers
+            .iter()
+            .filter_map(|c| Some((c.address.as_deref()?, c.name.as_str())))
+            .collect();
+        for mut b in list {
+            if let Some(name) = names.get(b.id.as_str()) {
+                b.id = name.to_string();
+            }
             if let (Some(dt), Some(before)) = (dt, self.backends.get(&b.id)) {
                 if dt > 0.0 {
                     let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / dt;
@@ -401,6 +425,7 @@ impl State {
                 net_rx_bytes: usage.map(|u| u.net_rx_bytes),
                 net_tx_bytes: usage.map(|u| u.net_tx_bytes),
                 restarts: Some(c.restarts),
+                node: c.node.clone(),
             });
         }
         let totals = Totals {
@@ -432,6 +457,7 @@ impl State {
             postgres: find(Role::Postgres).map(|c| self.component(c, None)),
             certificate: self.certificates.first().cloned(),
             events: self.events.iter().rev().take(20).rev().cloned().collect(),
+            nodes: self.nodes.clone(),
         }
     }
 }
@@ -538,6 +564,8 @@ pub mod tests {
             state: state.into(),
             started_at: Some(1_000),
             restarts: 0,
+            node: None,
+            address: None,
         }
     }
 

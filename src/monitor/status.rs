@@ -40,11 +40,13 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, Status
         state.apply(feed);
         let snap = state.snapshot(crate::clock::now_unix());
         let admin_known = state.samples >= 2 || matches!(state.admin, Some(Err(_)));
+        // A Swarm task on another node has no stats here; the nodes come with it.
         let stats_known = snap
             .instances
             .iter()
-            .all(|i| i.state != "running" || i.cpu_percent.is_some());
-        if containers_seen && admin_known && stats_known {
+            .all(|i| i.state != "running" || i.cpu_percent.is_some() || i.node.is_some());
+        let nodes_known = snap.instances.iter().all(|i| i.node.is_none()) || !snap.nodes.is_empty();
+        if containers_seen && admin_known && stats_known && nodes_known {
             break;
         }
     }
@@ -98,17 +100,30 @@ pub fn status_text(snap: &Snapshot) -> String {
         "{}/{} healthy, {} WebSocket sessions, {:.1} heartbeats/s, {:.1} requests/s, {:.1} errors/s",
         t.healthy, t.instances, t.ws_active, t.heartbeats_per_s, t.rps, t.errors_per_s
     );
+    let on_swarm = snap.instances.iter().any(|i| i.node.is_some());
+    let node_column = |node: &str| if on_swarm { format!(" {node:<14}") } else { String::new() };
     let _ = writeln!(
         out,
-        "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
-        "INSTANCE", "STATE", "HEALTH", "WS", "HB/s", "REQ/s", "P99ms", "CPU%", "MEMORY", "RESTARTS"
+        "{:<24}{} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
+        "INSTANCE",
+        node_column("NODE"),
+        "STATE",
+        "HEALTH",
+        "WS",
+        "HB/s",
+        "REQ/s",
+        "P99ms",
+        "CPU%",
+        "MEMORY",
+        "RESTARTS"
     );
     let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for i in &snap.instances {
         let _ = writeln!(
             out,
-            "{:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
+            "{:<24}{} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",
             i.name,
+            node_column(i.node.as_deref().unwrap_or("-")),
             i.state,
             i.health.as_str(),
             i.ws_active.map_or("-".to_string(), |v| v.to_string()),
@@ -120,6 +135,26 @@ pub fn status_text(snap: &Snapshot) -> String {
                 .map_or("-".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
             i.restarts.map_or("-".to_string(), |r| r.to_string()),
         );
+    }
+    if !snap.nodes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<14} {:<8} {:<8} {:<12} {:>6} {:>5} {:>10}",
+            "NODE", "ROLE", "STATE", "AVAILABILITY", "TASKS", "CPUS", "MEMORY"
+        );
+        for n in &snap.nodes {
+            let _ = writeln!(
+                out,
+                "{:<14} {:<8} {:<8} {:<12} {:>6} {:>5.1} {:>10}",
+                n.name,
+                if n.manager { "manager" } else { "worker" },
+                n.state,
+                n.availability,
+                n.tasks,
+                n.cpus,
+                format!("{:.1} GiB", n.memory_bytes as f64 / (1u64 << 30) as f64)
+            );
+        }
     }
     out
 }

@@ -68,3 +68,31 @@ pub async fn open_websocket(
         .await
         .map_err(NetError::Handshake)
 }
+
+/// One GET of an `http://` URL within 5 s: its status (a health check).
+pub async fn probe(url: &str) -> Result<u16, NetError> {
+    let target = Target::parse(url, None, &[], &Trust::System)?;
+    let path = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()))
+        .unwrap_or_else(|| "/".into());
+    let reply = request(&target, hyper::Method::GET, &path, &[], std::time::Duration::from_secs(5)).await?;
+    Ok(reply.status)
+}
+
+/// Copies stdin to a new connection to `address` and what comes back to
+/// stdout, until the server ends its side (stdin's end only half-closes).
+pub async fn pipe_stdio(address: SocketAddr) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut from, mut to) = stream.into_split();
+    tokio::spawn(async move {
+        if tokio::io::copy(&mut tokio::io::stdin(), &mut to).await.is_ok() {
+            let _ = to.shutdown().await;
+        }
+    });
+    let mut stdout = tokio::io::stdout();
+    tokio::io::copy(&mut from, &mut stdout).await?;
+    stdout.flush().await
+}

@@ -639,6 +639,8 @@ pub mod tests {
                     state: "running".into(),
                     started_at: Some(0),
                     restarts: 0,
+                    node: None,
+                    address: None,
                 })
                 .collect(),
         )

@@ -285,6 +285,7 @@ impl Wizard {
             bind: None,
             resources: Default::default(),
             rebalance: Default::default(),
+            engine: Default::default(),
         };
         deployment
             .validate()
@@ -304,6 +305,7 @@ impl Wizard {
             bind: None,
             resources: Default::default(),
             rebalance: Default::default(),
+            engine: None,
             keys: Default::default(),
         })
     }

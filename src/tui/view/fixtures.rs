@@ -30,6 +30,8 @@ pub fn container(project: &str, role: Role, index: Option<u32>, state: &str, res
         state: state.into(),
         started_at: Some((NOW_MS / 1000) as i64 - 3_725),
         restarts,
+        node: None,
+        address: None,
     }
 }
 

@@ -1,0 +1,1133 @@
+//! The deployment as Docker Swarm services, made through a manager: an
+//! attachable overlay network; Flow as one replicated service in `dnsrr`
+//! endpoint mode (no VIP, no routing mesh: the proxy wants every task, and
+//! this kernel has no IPVS); the proxy as a service pinned to the manager
+//! (or to nodes labelled `io.flowgate.edge=true`) that publishes its ports
+//! in host mode, so clients' addresses reach it; MC. Swarm schedules and
+//! restarts; flowgate never does. The proxy follows Flow's tasks itself by
+//! resolving `tasks.<service>` (no Docker socket in it), and flowgate
+//! reaches its admin API through `docker exec` (no admin port published).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::exec::StartExecResults;
+use bollard::models::{
+    ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
+    ExecConfig, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig,
+    NetworkCreateRequest, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
+    TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{
+    InspectServiceOptions, ListContainersOptionsBuilder, ListNodesOptions, ListServicesOptionsBuilder,
+    ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::DeployError;
+use super::engine::Listed;
+use super::plan::{Found, LABEL_CONFIG, LABEL_PROJECT, Names, Role};
+use super::settings::{
+    ADMIN_PORT, ContainerSpec, FLOW_PORT, MC_PORT, PROXY_CONFIG_IN_CONTAINER, short_digest,
+};
+use crate::proxy::backend::BackendState;
+use crate::proxy::client::AdminClient;
+
+/// Swarm's label on every task's container.
+const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
+/// Nodes labelled `io.flowgate.edge=true` carry the proxy; without any,
+/// the manager flowgate talks to does.
+pub const EDGE_LABEL: &str = "io.flowgate.edge";
+/// Where flowgate's binary is in its image.
+const BINARY: &str = "/usr/local/bin/flowgate";
+/// How long a Flow task gets between SIGTERM and SIGKILL.
+const FLOW_STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a service may take to run all its tasks.
+const CONVERGE: Duration = Duration::from_secs(120);
+
+/// The manager flowgate talks to.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    pub node_id: String,
+}
+
+/// The engine's node, when it is a Swarm manager.
+pub async fn manager(docker: &Docker) -> Result<Manager, DeployError> {
+    let info = docker
+        .info()
+        .await
+        .map_err(DeployError::docker("cannot ask Docker about its swarm"))?;
+    let swarm = info.swarm.unwrap_or_default();
+    if swarm.control_available != Some(true) {
+        let state = swarm
+            .local_node_state
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "inactive".into());
+        return Err(DeployError::NotManager { state });
+    }
+    Ok(Manager {
+        node_id: swarm.node_id.unwrap_or_default(),
+    })
+}
+
+/// Whether the engine is a Swarm manager (what the setup form asks).
+pub async fn is_manager(docker: &Docker) -> bool {
+    manager(docker).await.is_ok()
+}
+
+/// The project's services, by name (empty when the engine is no manager).
+pub async fn services(docker: &Docker, project: &str) -> Vec<bollard::models::Service> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={project}")])]);
+    let options = ListServicesOptionsBuilder::default().filters(&filters).build();
+    docker.list_services(Some(options)).await.unwrap_or_default()
+}
+
+/// Whether the project runs as Swarm services.
+pub async fn deployed(docker: &Docker, project: &str) -> bool {
+    !services(docker, project).await.is_empty()
+}
+
+/// The labels of a service (its settings live on the proxy's).
+pub async fn service_labels(docker: &Docker, name: &str) -> Option<HashMap<String, String>> {
+    let service = docker.inspect_service(name, None::<InspectServiceOptions>).await.ok()?;
+    service.spec?.labels
+}
+
+/// The image a service's tasks run.
+pub async fn service_image(docker: &Docker, name: &str) -> Option<String> {
+    let service = docker.inspect_service(name, None::<InspectServiceOptions>).await.ok()?;
+    let image = service.spec?.task_template?.container_spec?.image?;
+    // Swarm pins `image@sha256:...` when it can; the tag is what was asked.
+    Some(image.split('@').next().unwrap_or_default().to_string())
+}
+
+/// A node of the swarm as `status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause`, `drain`.
+    pub availability: String,
+    pub manager: bool,
+    /// Running tasks of this project on it.
+    pub tasks: u32,
+    pub cpus: f64,
+    pub memory_bytes: u64,
+}
+
+/// Every node of the swarm, with the project's running tasks on each.
+pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, DeployError> {
+    let nodes = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(DeployError::docker("cannot list the swarm's nodes"))?;
+    let tasks = project_tasks(docker, project).await?;
+    let mut views: Vec<NodeView> = nodes
+        .into_iter()
+        .map(|n| {
+            let id = n.id.clone().unwrap_or_default();
+            let description = n.description.clone().unwrap_or_default();
+            let resources = description.resources.unwrap_or_default();
+            NodeView {
+                tasks: tasks
+                    .iter()
+                    .filter(|t| t.node_id == id && t.state == TaskState::RUNNING)
+                    .count() as u32,
+                name: description.hostname.unwrap_or_else(|| id.clone()),
+                id,
+                state: n
+                    .status
+                    .and_then(|s| s.state)
+                    .map_or("unknown".into(), |s| s.to_string()),
+                availability: n
+                    .spec
+                    .and_then(|s| s.availability)
+                    .map_or("unknown".into(), |a| a.to_string()),
+                manager: n.manager_status.is_some(),
+                cpus: resources.nano_cpus.unwrap_or(0) as f64 / 1e9,
+                memory_bytes: resources.memory_bytes.unwrap_or(0).max(0) as u64,
+            }
+        })
+        .collect();
+    views.sort_by(|a, b| (!a.manager, &a.name).cmp(&(!b.manager, &b.name)));
+    Ok(views)
+}
+
+/// One task of the project, with what `list` and the waits need.
+#[derive(Debug, Clone)]
+struct TaskInfo {
+    id: String,
+    service: String,
+    role: Role,
+    slot: Option<u32>,
+    node_id: String,
+    state: TaskState,
+    error: Option<String>,
+    container: Option<String>,
+    config: String,
+}
+
+/// The tasks Swarm wants running (desired state running) of every service
+/// of the project, plus those it failed to run.
+async fn project_tasks(docker: &Docker, project: &str) -> Result<Vec<TaskInfo>, DeployError> {
+    let mut all = Vec::new();
+    for service in services(docker, project).await {
+        let spec = service.spec.unwrap_or_default();
+        let name = spec.name.unwrap_or_default();
+        let labels = spec.labels.unwrap_or_default();
+        let Some(role) = labels.get(super::plan::LABEL_ROLE).and_then(|r| Role::parse(r)) else {
+            continue;
+        };
+        let filters = HashMap::from([("service", vec![name.clone()])]);
+        let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+        let tasks = docker
+            .list_tasks(Some(options))
+            .await
+            .map_err(DeployError::docker(format!("cannot list the tasks of {name}")))?;
+        for task in tasks {
+            let status = task.status.unwrap_or_default();
+            let state = status.state.unwrap_or(TaskState::NEW);
+            let wanted = task.desired_state == Some(TaskState::RUNNING);
+            if !wanted && !matches!(state, TaskState::REJECTED | TaskState::FAILED) {
+                continue;
+            }
+            all.push(TaskInfo {
+                id: task.id.unwrap_or_default(),
+                service: name.clone(),
+                role,
+                slot: task.slot.map(|s| s as u32),
+                node_id: task.node_id.unwrap_or_default(),
+                state,
+                error: status.err.filter(|e| !e.is_empty()),
+                container: status.container_status.and_then(|c| c.container_id),
+                config: labels.get(LABEL_CONFIG).cloned().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// The name a task's instance goes by: `<service>-<slot>`, like a
+/// single engine's `<project>-flow-<n>` (and the simulator's own name).
+fn instance_name(service: &str, role: Role, slot: Option<u32>) -> String {
+    match (role, slot) {
+        (Role::Flow, Some(slot)) => format!("{service}-{slot}"),
+        _ => service.to_string(),
+    }
+}
+
+/// Every running (or starting) task of the project as an instance: its
+/// node, its address on the overlay (what the proxy's backend is), and
+/// its container when it runs on the engine flowgate talks to.
+pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployError> {
+    let tasks = project_tasks(docker, project).await?;
+    let names = Names {
+        project: project.into(),
+    };
+    let addresses = task_addresses(docker, &names.network()).await;
+    let node_names: HashMap<String, String> = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
+        .collect();
+    let local = manager(docker).await.map(|m| m.node_id).unwrap_or_default();
+    let mut listed: Vec<Listed> = tasks
+        .into_iter()
+        .filter(|t| !matches!(t.state, TaskState::REJECTED | TaskState::FAILED))
+        .map(|t| {
+            let name = instance_name(&t.service, t.role, t.slot);
+            let key = format!("{}.{}.{}", t.service, t.slot.unwrap_or(0), t.id);
+            let port = if t.role == Role::Mc { MC_PORT } else { FLOW_PORT };
+            let running = t.state == TaskState::RUNNING;
+            Listed {
+                found: Found {
+                    name,
+                    role: t.role,
+                    index: if t.role == Role::Flow { t.slot } else { None },
+                    config: t.config.clone(),
+                    running,
+                },
+                id: t.id.clone(),
+                state: task_state_word(t.state).into(),
+                node: Some(node_names.get(&t.node_id).cloned().unwrap_or_else(|| t.node_id.clone())),
+                address: addresses.get(&key).map(|ip| format!("{ip}:{port}")),
+                container: t.container.clone().filter(|_| t.node_id == local && running),
+            }
+        })
+        .collect();
+    listed.sort_by(|a, b| (a.found.role, a.found.index).cmp(&(b.found.role, b.found.index)));
+    Ok(listed)
+}
+
+/// A task's state in the words of a container's (`running`, `created`, ...),
+/// so the dashboard and `status` read both engines alike.
+fn task_state_word(state: TaskState) -> &'static str {
+    match state {
+        TaskState::RUNNING => "running",
+        TaskState::COMPLETE | TaskState::SHUTDOWN => "exited",
+        TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED => "dead",
+        _ => "created",
+    }
+}
+
+/// Each task's address on the overlay (`<service>.<slot>.<task id>` ->
+/// IP), from the network as the manager's engine sees it.
+async fn task_addresses(docker: &Docker, network: &str) -> HashMap<String, String> {
+    let options = bollard::query_parameters::InspectNetworkOptionsBuilder::new()
+        .verbose(true)
+        .build();
+    let Ok(inspect) = docker.inspect_network(network, Some(options)).await else {
+        return HashMap::new();
+    };
+    let mut addresses = HashMap::new();
+    for service in inspect.services.unwrap_or_default().into_values() {
+        for task in service
+            .get("Tasks")
+            .and_then(|t| t.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            if let (Some(name), Some(ip)) = (
+                task.get("Name").and_then(|n| n.as_str()),
+                task.get("EndpointIP").and_then(|n| n.as_str()),
+            ) {
+                addresses.insert(name.to_string(), ip.to_string());
+            }
+        }
+    }
+    addresses
+}
+
+/// The running proxy task's container on the engine flowgate talks to.
+async fn local_proxy_container(docker: &Docker, names: &Names) -> Result<String, DeployError> {
+    let service = names.service(Role::Proxy);
+    let filters = HashMap::from([
+        ("label", vec![format!("{SERVICE_NAME_LABEL}={service}")]),
+        ("status", vec!["running".to_string()]),
+    ]);
+    let options = ListContainersOptionsBuilder::default().filters(&filters).build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(DeployError::docker(format!("cannot find the container of {service}")))?;
+    if let Some(id) = containers.into_iter().find_map(|c| c.id) {
+        return Ok(id);
+    }
+    let tasks = project_tasks(docker, &names.project).await.unwrap_or_default();
+    match tasks
+        .iter()
+        .find(|t| t.role == Role::Proxy && t.state == TaskState::RUNNING)
+    {
+        Some(task) => Err(DeployError::ProxyElsewhere {
+            node: task.node_id.clone(),
+        }),
+        None => Err(DeployError::NoAdminPort(service)),
+    }
+}
+
+/// Open port-forwards to proxy containers' admin APIs, by container.
+static FORWARDS: Mutex<BTreeMap<String, (SocketAddr, tokio::task::JoinHandle<()>)>> = Mutex::new(BTreeMap::new());
+
+/// A loopback address that reaches the Swarm proxy's admin API: each
+/// connection to it becomes a `docker exec flowgate pipe` in the proxy's
+/// container (as `kubectl port-forward` does), so the admin API is
+/// published nowhere and whoever may use it is whoever may use Docker.
+pub async fn admin_address(docker: &Docker, names: &Names) -> Result<SocketAddr, DeployError> {
+    let container = local_proxy_container(docker, names).await?;
+    let mut forwards = FORWARDS.lock().unwrap_or_else(|e| e.into_inner());
+    forwards.retain(|_, (_, task)| !task.is_finished());
+    if let Some((addr, _)) = forwards.get(&container) {
+        return Ok(*addr);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| DeployError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| DeployError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| DeployError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| DeployError::Write {
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let (docker, id) = (docker.clone(), container.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (docker, id) = (docker.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = pipe_through_exec(&docker, &id, stream).await {
+                    tracing::debug!("admin API through docker exec: {e}");
+                }
+            });
+        }
+    });
+    forwards.insert(container, (addr, task));
+    Ok(addr)
+}
+
+/// One connection to the admin API, carried by `docker exec` in `container`.
+async fn pipe_through_exec(
+    docker: &Docker,
+    container: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<(), bollard::errors::Error> {
+    let exec = docker
+        .create_exec(
+            container,
+            ExecConfig {
+                cmd: Some(vec![
+                    BINARY.into(),
+                    "pipe".into(),
+                    format!("127.0.0.1:{ADMIN_PORT}"),
+                ]),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let StartExecResults::Attached { mut output, mut input } = docker.start_exec(&exec.id, None).await? else {
+        return Ok(());
+    };
+    let (mut from_client, mut to_client) = stream.into_split();
+    let up = async move {
+        let _ = tokio::io::copy(&mut from_client, &mut input).await;
+        let _ = input.shutdown().await;
+        // Keep the exec's input open until the answer is read.
+        std::future::pending::<()>().await;
+    };
+    let down = async move {
+        while let Some(Ok(chunk)) = output.next().await {
+            match chunk {
+                bollard::container::LogOutput::StdOut { message } => {
+                    if to_client.write_all(&message).await.is_err() {
+                        break;
+                    }
+                }
+                bollard::container::LogOutput::StdErr { message } => {
+                    tracing::debug!("admin pipe: {}", String::from_utf8_lossy(&message).trim_end());
+                }
+                _ => {}
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+    Ok(())
+}
+
+/// The Swarm form of one of the deployment's containers: a service with
+/// `replicas` tasks. Its config label hashes everything but the count.
+pub fn service_spec(
+    names: &Names,
+    spec: &ContainerSpec,
+    replicas: u64,
+    placement: &[String],
+    references: &References,
+) -> ServiceSpec {
+    let role = spec.role;
+    let c = &spec.confinement;
+    let mut args = spec.cmd.clone();
+    let mut env = spec.env.clone();
+    if role == Role::Flow {
+        // Every task runs the same command: each simulator's name comes
+        // from Swarm's template, `<service>-<slot>`.
+        if let Some(at) = args.iter().position(|a| a == "--name") {
+            args.drain(at..(at + 2).min(args.len()));
+        }
+        env.push("FLOWGATE_SIM_NAME={{.Service.Name}}-{{.Task.Slot}}".into());
+    }
+    let mut mounts: Vec<Mount> = spec
+        .binds
+        .iter()
+        .filter_map(|bind| {
+            let mut parts = bind.split(':');
+            let (source, target) = (parts.next()?, parts.next()?);
+            if target == PROXY_CONFIG_IN_CONTAINER {
+                return None; // A Swarm config instead.
+            }
+            let read_only = parts.next() == Some("ro");
+            let volume = !source.starts_with('/');
+            Some(Mount {
+                target: Some(target.into()),
+                source: Some(source.into()),
+                typ: Some(if volume { MountType::VOLUME } else { MountType::BIND }),
+                read_only: Some(read_only),
+                volume_options: volume.then(|| MountVolumeOptions {
+                    labels: Some(names.labels(None, None, None).into_iter().collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for path in c.tmpfs.keys() {
+        mounts.push(Mount {
+            target: Some(path.clone()),
+            typ: Some(MountType::TMPFS),
+            tmpfs_options: Some(MountTmpfsOptions {
+                size_bytes: Some(16 << 20),
+                mode: Some(0o1777),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let flowgate_image = spec.cmd.first().is_some_and(|a| a == "sim" || a == "proxy");
+    let health_check = match role {
+        Role::Flow if flowgate_image => Some(probe(&format!(
+            "http://127.0.0.1:{FLOW_PORT}{}",
+            crate::config::proxy::FLOW_HEALTH_PATH
+        ))),
+        Role::Mc if flowgate_image => Some(probe(&format!("http://127.0.0.1:{MC_PORT}/health"))),
+        _ => None,
+    };
+    let (secrets, configs) = if role == Role::Proxy {
+        let uid = super::image::USER.to_string();
+        (
+            Some(vec![TaskSpecContainerSpecSecrets {
+                secret_id: Some(references.token.0.clone()),
+                secret_name: Some(references.token.1.clone()),
+                file: Some(TaskSpecContainerSpecFile {
+                    name: Some("admin-token".into()),
+                    uid: Some(uid.clone()),
+                    gid: Some(uid.clone()),
+                    mode: Some(0o400),
+                }),
+            }]),
+            Some(vec![TaskSpecContainerSpecConfigs {
+                config_id: Some(references.proxy_toml.0.clone()),
+                config_name: Some(references.proxy_toml.1.clone()),
+                file: Some(TaskSpecContainerSpecFile1 {
+                    name: Some(PROXY_CONFIG_IN_CONTAINER.into()),
+                    uid: Some(uid.clone()),
+                    gid: Some(uid),
+                    mode: Some(0o444),
+                }),
+                ..Default::default()
+            }]),
+        )
+    } else {
+        (None, None)
+    };
+    let container_spec = TaskSpecContainerSpec {
+        image: Some(spec.image.clone()),
+        labels: Some(names.labels(Some(role), None, None).into_iter().collect()),
+        args: Some(args),
+        env: Some(env),
+        user: c.user.clone(),
+        privileges: Some(TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..Default::default()
+        }),
+        read_only: Some(c.read_only_root),
+        mounts: Some(mounts),
+        stop_grace_period: Some(if role == Role::Flow {
+            FLOW_STOP_GRACE.as_nanos() as i64
+        } else {
+            Duration::from_secs(10).as_nanos() as i64
+        }),
+        health_check,
+        secrets,
+        configs,
+        sysctls: (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect()),
+        capability_drop: c.drop_capabilities.then(|| vec!["ALL".into()]),
+        ..Default::default()
+    };
+    let ports = spec
+        .ports
+        .iter()
+        .filter(|p| p.container != ADMIN_PORT)
+        .map(|p| EndpointPortConfig {
+            target_port: Some(i64::from(p.container)),
+            published_port: Some(i64::from(p.host_port)),
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let mut service = ServiceSpec {
+        name: Some(names.service(role)),
+        labels: None,
+        task_template: Some(TaskSpec {
+            container_spec: Some(container_spec),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    memory_bytes: c.memory_bytes.map(|m| m as i64),
+                    pids: c.pids.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(Duration::from_secs(1).as_nanos() as i64),
+                ..Default::default()
+            }),
+            placement: (!placement.is_empty()).then(|| TaskSpecPlacement {
+                constraints: Some(placement.to_vec()),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(names.network()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        mode: None,
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(Duration::from_secs(1).as_nanos() as i64),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(Duration::from_secs(5).as_nanos() as i64),
+            // A new Flow task serves before an old one stops; the proxy's
+            // ports allow one task per node, so it is replaced in place.
+            order: Some(if role == Role::Proxy {
+                ServiceSpecUpdateConfigOrderEnum::STOP_FIRST
+            } else {
+                ServiceSpecUpdateConfigOrderEnum::START_FIRST
+            }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: (!ports.is_empty()).then_some(ports),
+        }),
+        ..Default::default()
+    };
+    // Through a Value, whose maps are sorted: a HashMap's order is not.
+    let canonical = serde_json::to_value(&service).unwrap_or_default();
+    let hash = short_digest(canonical.to_string().as_bytes());
+    let mut labels = names.labels(Some(role), None, Some(&hash));
+    labels.extend(spec.extra_labels.clone());
+    service.labels = Some(labels.into_iter().collect());
+    service.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated {
+            replicas: Some(replicas as i64),
+        }),
+        ..Default::default()
+    });
+    service
+}
+
+/// A Swarm health check running flowgate's own probe.
+fn probe(url: &str) -> HealthConfig {
+    HealthConfig {
+        test: Some(vec!["CMD".into(), BINARY.into(), "probe".into(), url.into()]),
+        interval: Some(Duration::from_secs(2).as_nanos() as i64),
+        timeout: Some(Duration::from_secs(5).as_nanos() as i64),
+        retries: Some(3),
+        start_period: Some(Duration::from_secs(30).as_nanos() as i64),
+        ..Default::default()
+    }
+}
+
+/// The Swarm secret and config the proxy's tasks read: (id, name) each.
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    pub token: (String, String),
+    pub proxy_toml: (String, String),
+}
+
+/// Makes (once; they cannot change) the secret holding the admin token and
+/// the config holding proxy.toml, named by their content's digest.
+async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &str) -> Result<References, DeployError> {
+    let labels: HashMap<String, String> = names.labels(None, None, None).into_iter().collect();
+    let secret_name = format!("{}-admin-token-{}", names.project, short_digest(token.as_bytes()));
+    let token_id = match docker.inspect_secret(&secret_name).await {
+        Ok(secret) => secret.id.unwrap_or_default(),
+        Err(_) => {
+            docker
+                .create_secret(SecretSpec {
+                    name: Some(secret_name.clone()),
+                    labels: Some(labels.clone()),
+                    data: Some(base64(token.as_bytes())),
+                    ..Default::default()
+                })
+                .await
+                .map_err(DeployError::docker("cannot create the admin token's Swarm secret"))?
+                .id
+        }
+    };
+    let config_name = format!("{}-proxy-{}", names.project, short_digest(proxy_toml.as_bytes()));
+    let config_id = match docker.inspect_config(&config_name).await {
+        Ok(config) => config.id.unwrap_or_default(),
+        Err(_) => {
+            docker
+                .create_config(ConfigSpec {
+                    name: Some(config_name.clone()),
+                    labels: Some(labels),
+                    data: Some(base64(proxy_toml.as_bytes())),
+                    ..Default::default()
+                })
+                .await
+                .map_err(DeployError::docker("cannot create proxy.toml's Swarm config"))?
+                .id
+        }
+    };
+    Ok(References {
+        token: (token_id, secret_name),
+        proxy_toml: (config_id, config_name),
+    })
+}
+
+/// Standard base64 with padding (what the Engine API takes for secrets).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Where the proxy runs: on nodes labelled `io.flowgate.edge=true` when
+/// there are any, else on the manager flowgate talks to (its certificate
+/// volume stays with it, and flowgate can reach its admin API).
+async fn proxy_placement(docker: &Docker, manager: &Manager) -> Result<Vec<String>, DeployError> {
+    let nodes = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(DeployError::docker("cannot list the swarm's nodes"))?;
+    let edge = nodes.iter().any(|n| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.labels.as_ref())
+            .and_then(|l| l.get(EDGE_LABEL))
+            .is_some_and(|v| v == "true")
+    });
+    Ok(vec![if edge {
+        format!("node.labels.{EDGE_LABEL}==true")
+    } else {
+        format!("node.id=={}", manager.node_id)
+    }])
+}
+
+/// Brings the project's services to `specs` (one service per role, the
+/// first spec of each) with `instances` Flow tasks. `scale_only` changes
+/// only Flow's count.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    docker: &Docker,
+    names: &Names,
+    specs: &[ContainerSpec],
+    instances: u32,
+    token: &str,
+    proxy_toml: &str,
+    scale_only: bool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), DeployError> {
+    let manager = manager(docker).await?;
+    if specs.iter().any(|s| s.role == Role::Postgres) {
+        return Err(DeployError::SwarmReal);
+    }
+    let network = names.network();
+    if docker.inspect_network(&network, None).await.is_err() {
+        progress(&format!("create overlay network {network} ..."));
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("overlay".into()),
+                attachable: Some(true),
+                labels: Some(names.labels(None, None, None).into_iter().collect()),
+                ..Default::default()
+            })
+            .await
+            .map_err(DeployError::docker(format!("cannot create the overlay network {network}")))?;
+    }
+    let references = references(docker, names, token, proxy_toml).await?;
+    let proxy_placement = proxy_placement(docker, &manager).await?;
+    for role in [Role::Proxy, Role::Flow, Role::Mc] {
+        let Some(spec) = specs.iter().find(|s| s.role == role) else {
+            continue;
+        };
+        let replicas = if role == Role::Flow { u64::from(instances) } else { 1 };
+        let placement = if role == Role::Proxy {
+            proxy_placement.clone()
+        } else {
+            Vec::new()
+        };
+        let wanted = service_spec(names, spec, replicas, &placement, &references);
+        let started = Instant::now();
+        let Some(change) = converge(docker, wanted, scale_only, progress).await? else {
+            continue;
+        };
+        wait_for(docker, names, token, role, replicas, progress).await?;
+        progress(&format!("{change}: done in {:.1}s", started.elapsed().as_secs_f64()));
+    }
+    prune_references(docker, names, &references).await;
+    Ok(())
+}
+
+/// Creates or updates one service; the change made, if any.
+async fn converge(
+    docker: &Docker,
+    wanted: ServiceSpec,
+    scale_only: bool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Option<String>, DeployError> {
+    let name = wanted.name.clone().unwrap_or_default();
+    let replicas = |spec: &ServiceSpec| {
+        spec.mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas)
+            .unwrap_or(0)
+    };
+    let config = |spec: &ServiceSpec| {
+        spec.labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_CONFIG))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for attempt in 0..5 {
+        let current = match docker.inspect_service(&name, None::<InspectServiceOptions>).await {
+            Ok(current) => current,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                let change = format!("create service {name} ({} tasks)", replicas(&wanted));
+                progress(&format!("{change} ..."));
+                docker
+                    .create_service(wanted, None)
+                    .await
+                    .map_err(DeployError::docker(format!("cannot create the service {name}")))?;
+                return Ok(Some(change));
+            }
+            Err(e) => return Err(DeployError::docker(format!("cannot inspect the service {name}"))(e)),
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let version = current.version.and_then(|v| v.index).unwrap_or(0);
+        let (next, change) = if config(&spec) != config(&wanted) && !scale_only {
+            (
+                wanted.clone(),
+                format!("update service {name} (settings changed; one task at a time, the new one first)"),
+            )
+        } else if replicas(&spec) != replicas(&wanted) {
+            let mut next = spec.clone();
+            next.mode = wanted.mode.clone();
+            (next, format!("scale {name} {} -> {}", replicas(&spec), replicas(&wanted)))
+        } else {
+            if config(&spec) != config(&wanted) {
+                progress(&format!(
+                    "{name} runs older settings or another flowgate version; `flowgate up` rolls it out"
+                ));
+            }
+            return Ok(None);
+        };
+        if attempt == 0 {
+            progress(&format!("{change} ..."));
+        }
+        let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
+        match docker.update_service(&name, next, options, None).await {
+            Ok(_) => return Ok(Some(change)),
+            // Someone else changed it since it was read: read it again.
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("out of sequence") =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(DeployError::docker(format!("cannot update the service {name}"))(e)),
+        }
+    }
+    Err(DeployError::OutOfSequence(name))
+}
+
+/// Waits until a service runs `replicas` tasks of its current settings and,
+/// for Flow and MC, the proxy finds them healthy; a task Swarm cannot run
+/// (an image missing on its node) is said at once.
+async fn wait_for(
+    docker: &Docker,
+    names: &Names,
+    token: &str,
+    role: Role,
+    replicas: u64,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), DeployError> {
+    let service = names.service(role);
+    let deadline = Instant::now() + CONVERGE;
+    let mut said = Instant::now();
+    loop {
+        let tasks: Vec<TaskInfo> = project_tasks(docker, &names.project)
+            .await?
+            .into_iter()
+            .filter(|t| t.service == service)
+            .collect();
+        if let Some(failed) = tasks.iter().find(|t| {
+            matches!(t.state, TaskState::REJECTED | TaskState::FAILED)
+                && t.error.as_deref().is_some_and(|e| e.contains("No such image"))
+        }) {
+            let node = node_name(docker, &failed.node_id).await;
+            let image = service_image(docker, &service).await.unwrap_or_default();
+            return Err(DeployError::ImageMissingOnNode { image, node });
+        }
+        let running = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::RUNNING)
+            .count() as u64;
+        let updating = update_running(docker, &service).await;
+        let healthy = match role {
+            Role::Proxy => {
+                let ready = match admin_address(docker, names).await {
+                    Ok(addr) => AdminClient::new(addr, token).backends().await.is_ok(),
+                    Err(_) => false,
+                };
+                u64::from(ready)
+            }
+            Role::Flow | Role::Mc => {
+                let service_name = if role == Role::Flow { "flow" } else { "mc" };
+                match admin_address(docker, names).await {
+                    Ok(addr) => AdminClient::new(addr, token)
+                        .backends()
+                        .await
+                        .map(|b| {
+                            b.iter()
+                                .filter(|b| b.service == service_name && b.state == BackendState::Healthy)
+                                .count() as u64
+                        })
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                }
+            }
+            Role::Postgres => running,
+        };
+        let wanted_healthy = if role == Role::Proxy { 1 } else { replicas };
+        if running == replicas && healthy == wanted_healthy && !updating {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::NotReady {
+                name: service,
+                secs: CONVERGE.as_secs(),
+                state: format!("{running} of {replicas} tasks running, {healthy} healthy in the proxy"),
+            });
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            progress(&format!(
+                "{service}: {running} of {replicas} tasks running, {healthy} healthy in the proxy{}",
+                if updating { ", update in progress" } else { "" }
+            ));
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether Swarm is still rolling an update of `service` out.
+async fn update_running(docker: &Docker, service: &str) -> bool {
+    let Ok(current) = docker.inspect_service(service, None::<InspectServiceOptions>).await else {
+        return false;
+    };
+    current
+        .update_status
+        .and_then(|s| s.state)
+        .is_some_and(|s| s.to_string() == "updating" || s.to_string() == "rollback_started")
+}
+
+async fn node_name(docker: &Docker, id: &str) -> String {
+    docker
+        .inspect_node(id)
+        .await
+        .ok()
+        .and_then(|n| n.description?.hostname)
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// Removes the project's secrets and configs no service uses any more
+/// (Swarm refuses to remove one in use, which is what keeps the current).
+async fn prune_references(docker: &Docker, names: &Names, keep: &References) {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={}", names.project)])]);
+    let secrets = docker
+        .list_secrets(Some(
+            bollard::query_parameters::ListSecretsOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap_or_default();
+    for secret in secrets {
+        let id = secret.id.unwrap_or_default();
+        if id != keep.token.0 {
+            let _ = docker.delete_secret(&id).await;
+        }
+    }
+    let configs = docker
+        .list_configs(Some(
+            bollard::query_parameters::ListConfigsOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap_or_default();
+    for config in configs {
+        let id = config.id.unwrap_or_default();
+        if id != keep.proxy_toml.0 {
+            let _ = docker.delete_config(&id).await;
+        }
+    }
+}
+
+/// Removes the project's services (Flow first, so sessions are closed by
+/// a running proxy), waits for their tasks to stop, then the network,
+/// secrets and configs.
+pub async fn down(docker: &Docker, names: &Names, progress: &mut (dyn FnMut(&str) + Send)) -> Result<(), DeployError> {
+    for role in [Role::Flow, Role::Mc, Role::Proxy, Role::Postgres] {
+        let service = names.service(role);
+        match docker.delete_service(&service).await {
+            Ok(()) => progress(&format!("removed service {service}")),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(DeployError::docker(format!("cannot remove the service {service}"))(e)),
+        }
+    }
+    // Tasks stop after their services are gone; the network is free once they have.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let filters = HashMap::from([("label", vec![format!("{LABEL_PROJECT}={}", names.project)])]);
+    while Instant::now() < deadline {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let left = docker.list_containers(Some(options)).await.unwrap_or_default();
+        if left.is_empty() && docker.remove_network(&names.network()).await.is_ok() {
+            progress(&format!("removed network {}", names.network()));
+            break;
+        }
+        if docker.inspect_network(&names.network(), None).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    prune_references(docker, names, &References::default()).await;
+    Ok(())
+}
+
+/// The log of one task: `flow-2` is the task in slot 2 of Flow's service.
+pub async fn task_of(docker: &Docker, names: &Names, role: Role, slot: Option<u32>) -> Option<String> {
+    let tasks = project_tasks(docker, &names.project).await.ok()?;
+    tasks
+        .into_iter()
+        .filter(|t| t.role == role && (slot.is_none() || t.slot == slot))
+        .max_by_key(|t| t.state == TaskState::RUNNING)
+        .map(|t| t.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::settings::SWARM_TOKEN_IN_CONTAINER;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+    }
+
+    fn demo() -> (Names, Vec<ContainerSpec>) {
+        let dep = super::super::settings::Deployment {
+            project: "demo".into(),
+            domain: "flow.localhost".into(),
+            mc_domain: "mc.flow.localhost".into(),
+            instances: 3,
+            http_port: 8080,
+            https_port: 8443,
+            tls: Default::default(),
+            bind: None,
+            resources: Default::default(),
+            rebalance: Default::default(),
+            engine: Default::default(),
+        };
+        let specs = super::super::settings::demo_specs(&dep, "flowgate:x", std::path::Path::new("/tmp/p"));
+        (dep.names(), specs)
+    }
+
+    #[test]
+    fn flow_is_one_dnsrr_service_whose_tasks_name_themselves_and_whose_hash_ignores_the_count() {
+        let (names, specs) = demo();
+        let flow = specs.iter().find(|s| s.role == Role::Flow).unwrap();
+        let three = service_spec(&names, flow, 3, &[], &References::default());
+        let five = service_spec(&names, flow, 5, &[], &References::default());
+        let label = |s: &ServiceSpec| s.labels.as_ref().unwrap()[LABEL_CONFIG].clone();
+        assert_eq!(label(&three), label(&five), "scaling must not roll the tasks");
+        assert_eq!(three.name.as_deref(), Some("demo-flow"));
+        assert_eq!(
+            three.endpoint_spec.as_ref().unwrap().mode,
+            Some(EndpointSpecModeEnum::DNSRR)
+        );
+        let container = three.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        assert!(!container.args.as_ref().unwrap().contains(&"--name".to_string()));
+        assert!(
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .contains(&"FLOWGATE_SIM_NAME={{.Service.Name}}-{{.Task.Slot}}".to_string())
+        );
+        assert_eq!(container.capability_drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(container.user.as_deref(), Some("65532:65532"));
+        assert!(container.health_check.is_some());
+    }
+
+    #[test]
+    fn the_proxy_publishes_in_host_mode_without_its_admin_port_and_reads_its_token_as_a_secret() {
+        let (names, specs) = demo();
+        let proxy = specs.iter().find(|s| s.role == Role::Proxy).unwrap();
+        let spec = service_spec(&names, proxy, 1, &["node.id==abc".into()], &References::default());
+        let ports = spec.endpoint_spec.as_ref().unwrap().ports.clone().unwrap();
+        assert_eq!(ports.len(), 2);
+        assert!(
+            ports
+                .iter()
+                .all(|p| p.publish_mode == Some(EndpointPortConfigPublishModeEnum::HOST))
+        );
+        assert_eq!(
+            ports.iter().map(|p| p.published_port.unwrap()).collect::<Vec<_>>(),
+            [8080, 8443]
+        );
+        let container = spec.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        let secret = &container.secrets.as_ref().unwrap()[0];
+        assert_eq!(secret.file.as_ref().unwrap().mode, Some(0o400));
+        assert_eq!(
+            format!("/run/secrets/{}", secret.file.as_ref().unwrap().name.as_deref().unwrap()),
+            SWARM_TOKEN_IN_CONTAINER
+        );
+        // proxy.toml is a Swarm config, not a host path that exists on one node only.
+        let mounts = container.mounts.as_ref().unwrap();
+        assert!(mounts.iter().all(|m| m.target.as_deref() != Some(PROXY_CONFIG_IN_CONTAINER)));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.typ == Some(MountType::VOLUME) && m.source.as_deref() == Some("demo-certs"))
+        );
+    }
+}
