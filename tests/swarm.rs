@@ -5,12 +5,20 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use common::docker::flowgate_image;
+use common::docker::{Project, flowgate_image, project_for};
 use common::swarm::Swarm;
 use common::*;
+
+/// One swarm at a time: each test makes the main engine its manager.
+fn one_swarm_at_a_time() -> MutexGuard<'static, ()> {
+    static SWARM: Mutex<()> = Mutex::new(());
+    SWARM.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Removes what the test made on the swarm when dropped (before the swarm goes).
 struct Made {
@@ -40,6 +48,7 @@ fn replicas(service: &str, n: u32) {
 
 #[test]
 fn docker_swarm_the_proxy_follows_the_tasks_on_both_nodes_while_scaling_under_load() {
+    let _one = one_swarm_at_a_time();
     let image = flowgate_image();
     let swarm = Swarm::start(&image);
     let nodes = swarm.nodes();
@@ -129,4 +138,136 @@ fn docker_swarm_the_proxy_follows_the_tasks_on_both_nodes_while_scaling_under_lo
     drop(made);
     drop(swarm);
     let _ = std::fs::remove_dir_all(token_dir);
+}
+
+/// The nodes `status --json` places the Flow instances on.
+fn instance_nodes(project: &Project) -> BTreeSet<String> {
+    project.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The instances that answered `count` requests over HTTPS through the proxy.
+fn https_instances(project: &Project, https: u16, count: usize) -> BTreeSet<String> {
+    (0..count)
+        .filter_map(|_| {
+            let out = Command::new("curl")
+                .args(["-s", "-m", "3", "--cacert", project.ca().to_str().unwrap()])
+                .args(["--resolve", &format!("flow.localhost:{https}:127.0.0.1")])
+                .arg(format!("https://flow.localhost:{https}/api/sim/whoami"))
+                .output()
+                .ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            assert_eq!(json["headers"]["x-forwarded-proto"], "https", "{json}");
+            Some(json["instance"].as_str()?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_takes_it_down() {
+    let _one = one_swarm_at_a_time();
+    let image = flowgate_image();
+    let swarm = Swarm::start(&image);
+    // Declared after the swarm: taken down (`down --volumes`) before the swarm goes.
+    let (_fx, project) = project_for("swarm");
+    let (http, https) = (free_port(), free_port());
+    let started = Instant::now();
+    let out = project.ok(&[
+        "up",
+        "--swarm",
+        "--demo",
+        "--instances",
+        "2",
+        "--http-port",
+        &http.to_string(),
+        "--https-port",
+        &https.to_string(),
+    ]);
+    eprintln!(
+        "up --swarm --demo (2 instances): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(out.contains(&format!("https://flow.localhost:{https}/")), "{out}");
+    // No admin port is published: flowgate reaches it through docker exec.
+    let ports = run(Command::new("docker").args(["service", "inspect", &format!("{}-proxy", project.name)]));
+    assert!(!ports.contains("9901"), "the admin port must not be published: {ports}");
+
+    // The two tasks run one on each node, and both answer over HTTPS.
+    let status = project.status();
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");
+    assert_eq!(instance_nodes(&project).len(), 2, "{status}");
+    let text = project.ok(&["status"]);
+    assert!(
+        text.contains("NODE") && text.contains("manager") && text.contains("worker"),
+        "{text}"
+    );
+    wait_for(Duration::from_secs(20), || {
+        https_instances(&project, https, 8).len() == 2
+    });
+    let doctor = project.flowgate(&["doctor", "--idle-wait", "8s"]);
+    assert!(
+        doctor.status.success(),
+        "flowgate doctor failed on the swarm: {}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+
+    // Scale 2 -> 6 -> 2 under heartbeating sessions and requests.
+    let load = Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+        .sessions(40, "1s")
+        .rps(100)
+        .duration("45s")
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(20), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(40)
+    });
+    let started = Instant::now();
+    project.ok(&["scale", "3"]);
+    eprintln!(
+        "scale 2 -> 3 on Swarm, serving: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    project.ok(&["scale", "6"]);
+    wait_for(Duration::from_secs(30), || {
+        https_instances(&project, https, 30).len() == 6
+    });
+    assert_eq!(instance_nodes(&project).len(), 2);
+    project.ok(&["scale", "2"]);
+    wait_for(Duration::from_secs(30), || {
+        https_instances(&project, https, 12).len() == 2
+    });
+    let summary = load.join().unwrap();
+    let closed = nothing_failed(&summary);
+    eprintln!("scale under load on Swarm: {summary}");
+    assert_eq!(
+        summary["ws_reconnects"].as_u64(),
+        Some(closed),
+        "every closed session came back: {summary}"
+    );
+
+    // A task's log, wherever it runs.
+    let log = project.ok(&["logs", "flow-1", "--tail", "5"]);
+    assert!(log.contains("listening"), "{log}");
+
+    let down = project.flowgate(&["down", "--volumes"]);
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success() && said.contains("removed service"), "{said}");
+    let left = run(Command::new("docker").args([
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.flowgate.project={}", project.name),
+    ]));
+    assert!(left.trim().is_empty(), "services left: {left}");
+    drop(project);
+    drop(swarm);
 }

@@ -13,9 +13,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::DeployError;
 use super::engine::{self, Executor};
-use super::swarm;
 use super::plan::{Action, Desired, Role, plan};
 use super::settings::{self, Deployment};
+use super::swarm;
 use crate::config::deployment::{CertMode, DeploymentFile, Engine, Profile};
 use crate::fsutil::write_atomic;
 

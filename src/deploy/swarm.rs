@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::exec::StartExecResults;
 use bollard::models::{
-    ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
-    ExecConfig, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig,
+    ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, ExecConfig,
+    HealthConfig, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig,
     NetworkCreateRequest, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
     TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
@@ -34,9 +34,7 @@ use tokio::io::AsyncWriteExt;
 use super::DeployError;
 use super::engine::Listed;
 use super::plan::{Found, LABEL_CONFIG, LABEL_PROJECT, Names, Role};
-use super::settings::{
-    ADMIN_PORT, ContainerSpec, FLOW_PORT, MC_PORT, PROXY_CONFIG_IN_CONTAINER, short_digest,
-};
+use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT, MC_PORT, PROXY_CONFIG_IN_CONTAINER, short_digest};
 use crate::proxy::backend::BackendState;
 use crate::proxy::client::AdminClient;
 
@@ -125,6 +123,30 @@ pub struct NodeView {
     pub memory_bytes: u64,
 }
 
+/// The name each node goes by: its host name, or `host@address` when
+/// several nodes share one (engines on one machine, cloned VMs).
+fn display_names(nodes: &[bollard::models::Node]) -> HashMap<String, String> {
+    let host = |n: &bollard::models::Node| {
+        n.description
+            .as_ref()
+            .and_then(|d| d.hostname.clone())
+            .unwrap_or_else(|| n.id.clone().unwrap_or_default())
+    };
+    nodes
+        .iter()
+        .map(|n| {
+            let name = host(n);
+            let shared = nodes.iter().filter(|m| host(m) == name).count() > 1;
+            let address = n.status.as_ref().and_then(|s| s.addr.clone());
+            let shown = match address {
+                Some(address) if shared => format!("{name}@{address}"),
+                _ => name,
+            };
+            (n.id.clone().unwrap_or_default(), shown)
+        })
+        .collect()
+}
+
 /// Every node of the swarm, with the project's running tasks on each.
 pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, DeployError> {
     let nodes = docker
@@ -132,6 +154,7 @@ pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, Depl
         .await
         .map_err(DeployError::docker("cannot list the swarm's nodes"))?;
     let tasks = project_tasks(docker, project).await?;
+    let shown = display_names(&nodes);
     let mut views: Vec<NodeView> = nodes
         .into_iter()
         .map(|n| {
@@ -143,7 +166,7 @@ pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, Depl
                     .iter()
                     .filter(|t| t.node_id == id && t.state == TaskState::RUNNING)
                     .count() as u32,
-                name: description.hostname.unwrap_or_else(|| id.clone()),
+                name: shown.get(&id).cloned().unwrap_or_else(|| id.clone()),
                 id,
                 state: n
                     .status
@@ -235,13 +258,7 @@ pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployE
         project: project.into(),
     };
     let addresses = task_addresses(docker, &names.network()).await;
-    let node_names: HashMap<String, String> = docker
-        .list_nodes(None::<ListNodesOptions>)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
-        .collect();
+    let node_names = display_names(&docker.list_nodes(None::<ListNodesOptions>).await.unwrap_or_default());
     let local = manager(docker).await.map(|m| m.node_id).unwrap_or_default();
     let mut listed: Vec<Listed> = tasks
         .into_iter()
@@ -392,11 +409,7 @@ async fn pipe_through_exec(
         .create_exec(
             container,
             ExecConfig {
-                cmd: Some(vec![
-                    BINARY.into(),
-                    "pipe".into(),
-                    format!("127.0.0.1:{ADMIN_PORT}"),
-                ]),
+                cmd: Some(vec![BINARY.into(), "pipe".into(), format!("127.0.0.1:{ADMIN_PORT}")]),
                 attach_stdin: Some(true),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
@@ -761,7 +774,9 @@ pub async fn apply(
                 ..Default::default()
             })
             .await
-            .map_err(DeployError::docker(format!("cannot create the overlay network {network}")))?;
+            .map_err(DeployError::docker(format!(
+                "cannot create the overlay network {network}"
+            )))?;
     }
     let references = references(docker, names, token, proxy_toml).await?;
     let proxy_placement = proxy_placement(docker, &manager).await?;
@@ -833,7 +848,10 @@ async fn converge(
         } else if replicas(&spec) != replicas(&wanted) {
             let mut next = spec.clone();
             next.mode = wanted.mode.clone();
-            (next, format!("scale {name} {} -> {}", replicas(&spec), replicas(&wanted)))
+            (
+                next,
+                format!("scale {name} {} -> {}", replicas(&spec), replicas(&wanted)),
+            )
         } else {
             if config(&spec) != config(&wanted) {
                 progress(&format!(
@@ -888,10 +906,7 @@ async fn wait_for(
             let image = service_image(docker, &service).await.unwrap_or_default();
             return Err(DeployError::ImageMissingOnNode { image, node });
         }
-        let running = tasks
-            .iter()
-            .filter(|t| t.state == TaskState::RUNNING)
-            .count() as u64;
+        let running = tasks.iter().filter(|t| t.state == TaskState::RUNNING).count() as u64;
         let updating = update_running(docker, &service).await;
         let healthy = match role {
             Role::Proxy => {
@@ -952,12 +967,8 @@ async fn update_running(docker: &Docker, service: &str) -> bool {
 }
 
 async fn node_name(docker: &Docker, id: &str) -> String {
-    docker
-        .inspect_node(id)
-        .await
-        .ok()
-        .and_then(|n| n.description?.hostname)
-        .unwrap_or_else(|| id.to_string())
+    let nodes = docker.list_nodes(None::<ListNodesOptions>).await.unwrap_or_default();
+    display_names(&nodes).remove(id).unwrap_or_else(|| id.to_string())
 }
 
 /// Removes the project's secrets and configs no service uses any more
@@ -1118,12 +1129,19 @@ mod tests {
         let secret = &container.secrets.as_ref().unwrap()[0];
         assert_eq!(secret.file.as_ref().unwrap().mode, Some(0o400));
         assert_eq!(
-            format!("/run/secrets/{}", secret.file.as_ref().unwrap().name.as_deref().unwrap()),
+            format!(
+                "/run/secrets/{}",
+                secret.file.as_ref().unwrap().name.as_deref().unwrap()
+            ),
             SWARM_TOKEN_IN_CONTAINER
         );
         // proxy.toml is a Swarm config, not a host path that exists on one node only.
         let mounts = container.mounts.as_ref().unwrap();
-        assert!(mounts.iter().all(|m| m.target.as_deref() != Some(PROXY_CONFIG_IN_CONTAINER)));
+        assert!(
+            mounts
+                .iter()
+                .all(|m| m.target.as_deref() != Some(PROXY_CONFIG_IN_CONTAINER))
+        );
         assert!(
             mounts
                 .iter()

@@ -101,7 +101,13 @@ pub fn status_text(snap: &Snapshot) -> String {
         t.healthy, t.instances, t.ws_active, t.heartbeats_per_s, t.rps, t.errors_per_s
     );
     let on_swarm = snap.instances.iter().any(|i| i.node.is_some());
-    let node_column = |node: &str| if on_swarm { format!(" {node:<14}") } else { String::new() };
+    let node_column = |node: &str| {
+        if on_swarm {
+            format!(" {node:<14}")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         out,
         "{:<24}{} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}",

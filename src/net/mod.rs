@@ -77,7 +77,14 @@ pub async fn probe(url: &str) -> Result<u16, NetError> {
         .ok()
         .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()))
         .unwrap_or_else(|| "/".into());
-    let reply = request(&target, hyper::Method::GET, &path, &[], std::time::Duration::from_secs(5)).await?;
+    let reply = request(
+        &target,
+        hyper::Method::GET,
+        &path,
+        &[],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
     Ok(reply.status)
 }
 
