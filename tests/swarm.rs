@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::docker::{Project, flowgate_image, project_for};
 use common::swarm::Swarm;
+use common::tmux::Tmux;
 use common::*;
 
 /// One swarm at a time: each test makes the main engine its manager.
@@ -175,11 +176,17 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     // Declared after the swarm: taken down (`down --volumes`) before the swarm goes.
     let (_fx, project) = project_for("swarm");
     let (http, https) = (free_port(), free_port());
+    // Swarm publishes on every address: a demo's loopback default is refused, not widened.
+    let refused = project.flowgate(&["up", "--swarm", "--demo", "--http-port", &http.to_string()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("--bind 0.0.0.0"), "{said}");
     let started = Instant::now();
     let out = project.ok(&[
         "up",
         "--swarm",
         "--demo",
+        "--bind",
+        "0.0.0.0",
         "--instances",
         "2",
         "--http-port",
@@ -216,7 +223,30 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         String::from_utf8_lossy(&doctor.stderr)
     );
 
-    // Scale 2 -> 6 -> 2 under heartbeating sessions and requests.
+    // The dashboard on the swarm: a NODE column, the nodes summed up, and
+    // `+` adds a task whose node shows.
+    let command = format!(
+        "env XDG_STATE_HOME={state} NO_COLOR=1 {BIN} tui --project {name}; echo EXITED $?; sleep 600",
+        state = project.state.display(),
+        name = project.name,
+    );
+    let tmux = Tmux::start(&command, 180, 36);
+    tmux.wait_for("the instances with their nodes", Duration::from_secs(60), |s| {
+        s.contains("NODE") && s.contains("nodes:") && s.contains("2/2 healthy")
+    });
+    tmux.keys("+");
+    let flow3 = format!("{}-flow-3", project.name);
+    let screen = tmux.wait_for("a third task on a node", Duration::from_secs(90), |s| {
+        s.contains("3/3 healthy") && s.lines().any(|l| l.contains(&flow3) && l.contains("@10.231.7."))
+    });
+    assert!(screen.contains("3 tasks") || screen.contains("4 tasks"), "{screen}");
+    tmux.keys("q");
+    tmux.wait_for("the dashboard to quit", Duration::from_secs(10), |s| {
+        s.contains("EXITED 0")
+    });
+    drop(tmux);
+
+    // Scale 3 -> 6 -> 2 under heartbeating sessions and requests.
     let load = Load::to("127.0.0.1:1".parse().unwrap())
         .set("--url", &format!("https://flow.localhost:{https}"))
         .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))

@@ -528,6 +528,10 @@ pub enum DeploymentError {
     MissingCertFile(Setting),
     #[error("the certificate file {} must be an absolute path (Docker mounts it)", .1.display())]
     RelativeCertFile(Setting, PathBuf),
+    #[error(
+        "on Swarm the proxy's ports are published on every address of its node (Swarm's host-mode publishing takes no address), not only on {0}; say that this is meant with --bind 0.0.0.0 (or bind = \"0.0.0.0\"), and keep the node's firewall closed to what must not reach it"
+    )]
+    SwarmBind(std::net::IpAddr),
 }
 
 impl DeploymentError {
@@ -542,6 +546,7 @@ impl DeploymentError {
             DeploymentError::Email(_) => Setting::Email,
             DeploymentError::NotPublic(_) => Setting::Domain,
             DeploymentError::MissingCertFile(setting) | DeploymentError::RelativeCertFile(setting, _) => *setting,
+            DeploymentError::SwarmBind(_) => Setting::HttpPort,
         }
     }
 }

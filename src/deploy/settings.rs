@@ -97,6 +97,11 @@ impl Deployment {
         if self.http_port == self.https_port {
             return Err(DeploymentError::SamePorts(self.http_port));
         }
+        if let Some(bind) = self.bind.filter(|b| !b.is_unspecified()) {
+            if self.engine == crate::config::deployment::Engine::Swarm {
+                return Err(DeploymentError::SwarmBind(bind));
+            }
+        }
         check_tls(&self.tls, &self.domain)
     }
 }

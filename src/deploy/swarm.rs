@@ -846,8 +846,27 @@ async fn converge(
                 format!("update service {name} (settings changed; one task at a time, the new one first)"),
             )
         } else if replicas(&spec) != replicas(&wanted) {
-            let mut next = spec.clone();
-            next.mode = wanted.mode.clone();
+            // The settings it was made with, with the new count: a spec read
+            // back through bollard loses its health check (Docker writes
+            // `Healthcheck`, bollard reads `HealthCheck`), and any change
+            // of the task template would replace every task.
+            let next = if config(&spec) == config(&wanted) {
+                wanted.clone()
+            } else {
+                let mut next = spec.clone();
+                next.mode = wanted.mode.clone();
+                if let (Some(task), Some(health)) = (
+                    next.task_template.as_mut().and_then(|t| t.container_spec.as_mut()),
+                    wanted
+                        .task_template
+                        .as_ref()
+                        .and_then(|t| t.container_spec.as_ref())
+                        .and_then(|c| c.health_check.clone()),
+                ) {
+                    task.health_check.get_or_insert(health);
+                }
+                next
+            };
             (
                 next,
                 format!("scale {name} {} -> {}", replicas(&spec), replicas(&wanted)),

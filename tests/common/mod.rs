@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod raw;
 pub mod swarm;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

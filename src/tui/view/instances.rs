@@ -25,6 +25,11 @@ const COLUMNS: &[Column] = &[
         priority: 0,
     },
     Column {
+        title: "NODE",
+        width: 14,
+        priority: 3,
+    },
+    Column {
         title: "STATE",
         width: 10,
         priority: 12,
@@ -86,9 +91,11 @@ const COLUMNS: &[Column] = &[
     },
 ];
 
-/// The columns that fit in `width`, in display order.
-pub(super) fn fitting_columns(width: u16) -> Vec<usize> {
-    let mut by_priority: Vec<usize> = (0..COLUMNS.len()).collect();
+/// The columns that fit in `width`, in display order; NODE only on Swarm.
+pub(super) fn fitting_columns(width: u16, swarm: bool) -> Vec<usize> {
+    let mut by_priority: Vec<usize> = (0..COLUMNS.len())
+        .filter(|&i| swarm || COLUMNS[i].title != "NODE")
+        .collect();
     by_priority.sort_by_key(|&i| COLUMNS[i].priority);
     let mut used = 0;
     let mut chosen = Vec::new();
@@ -106,6 +113,7 @@ pub(super) fn fitting_columns(width: u16) -> Vec<usize> {
 pub(super) fn cell_text(column: usize, i: &Instance, health: &str) -> String {
     match COLUMNS[column].title {
         "INSTANCE" => i.name.clone(),
+        "NODE" => i.node.clone().unwrap_or_else(|| "-".into()),
         "STATE" => i.state.clone(),
         "HEALTH" => health.to_string(),
         "UPTIME" => i.uptime_s.map_or("-".into(), duration),
@@ -124,15 +132,35 @@ pub(super) fn cell_text(column: usize, i: &Instance, health: &str) -> String {
 
 pub(super) fn render_instances(frame: &mut Frame, area: Rect, app: &App, visible: &[Instance], theme: &Theme) {
     let inner_width = area.width.saturating_sub(2);
-    let columns = fitting_columns(inner_width);
+    let nodes = &app.state.nodes;
+    let columns = fitting_columns(inner_width, !nodes.is_empty());
     let mut title = format!(" Instances ({}) ", visible.len());
     if !app.filter.is_empty() {
         title = format!(" Instances matching '{}' ({}) ", app.filter, visible.len());
     }
-    let block = Block::default()
+    let mut block = Block::default()
         .borders(Borders::ALL)
         .title(title)
         .border_style(theme.border(app.pane == Pane::Instances));
+    if !nodes.is_empty() {
+        // The swarm's nodes: name, state (and availability unless active), tasks.
+        let summary: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let mut state = n.state.clone();
+                if n.availability != "active" {
+                    state = format!("{state}, {}", n.availability);
+                }
+                format!("{} {state} {} tasks", n.name, n.tasks)
+            })
+            .collect();
+        let down = nodes.iter().any(|n| n.state != "ready");
+        let style = if down { theme.fg(Color::Red) } else { Style::default() };
+        block = block.title_bottom(ratatui::text::Line::styled(
+            format!(" nodes: {} ", summary.join(" · ")),
+            style,
+        ));
+    }
     if visible.is_empty() {
         let text = match (&app.busy, app.filter.is_empty()) {
             (Some(busy), _) => format!("{busy}... (progress in the events pane)"),
@@ -276,5 +304,50 @@ mod tests {
         let screen = text(&app, 120, 40);
         assert!(screen.contains("prod-flow-61"), "{screen}");
         assert!(!screen.contains("prod-flow-1 "), "{screen}");
+    }
+
+    #[test]
+    fn on_swarm_each_instance_shows_its_node_and_the_nodes_are_summed_up() {
+        let mut app = running(3);
+        let mut containers = app.state.containers.clone();
+        let mut flows = 0;
+        for c in containers
+            .iter_mut()
+            .filter(|c| c.role == crate::deploy::plan::Role::Flow)
+        {
+            flows += 1;
+            c.node = Some(if flows % 2 == 1 { "edge-1" } else { "worker-2" }.into());
+            c.address = Some(format!("10.0.1.{flows}:9021"));
+        }
+        app.update(Msg::Feed(Feed::Containers(containers)));
+        let node = |name: &str, state: &str, tasks: u32| crate::deploy::swarm::NodeView {
+            id: name.into(),
+            name: name.into(),
+            state: state.into(),
+            availability: "active".into(),
+            manager: name == "edge-1",
+            tasks,
+            cpus: 2.0,
+            memory_bytes: 4 << 30,
+        };
+        app.update(Msg::Feed(Feed::Nodes(vec![
+            node("edge-1", "ready", 4),
+            node("worker-2", "down", 1),
+        ])));
+        // The proxy names found tasks by address: they show under the instance's name.
+        app.update(Msg::Feed(Feed::Backends {
+            at_ms: NOW_MS + 2_000,
+            backends: vec![backend("10.0.1.2:9021", 10, 5, 7, BackendState::Healthy)],
+        }));
+        let screen = text(&app, 120, 30);
+        assert!(screen.contains("NODE"), "{screen}");
+        let row = screen.lines().find(|l| l.contains("prod-flow-2")).unwrap();
+        assert!(row.contains("worker-2") && row.contains(" 7 "), "{row}");
+        assert!(
+            screen.contains("nodes: edge-1 ready 4 tasks · worker-2 down 1 tasks"),
+            "{screen}"
+        );
+        // One engine: no NODE column.
+        assert!(!text(&running(3), 120, 30).contains("NODE"));
     }
 }
