@@ -821,3 +821,86 @@ fn rebalance_spreads_sessions_onto_a_new_instance_with_1012_and_no_failures() {
     );
     assert!(fx.log("proxy").contains("rebalanced flow"), "{}", fx.log("proxy"));
 }
+
+/// A backend that answers its health check (while `healthy`) and holds
+/// every other request without an answer, as an instance on a lost node.
+fn silent_backend(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let healthy = healthy.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let head = read_head(&mut stream);
+                    if head.is_empty() {
+                        return;
+                    }
+                    if !head.contains("/api/actuator/health") {
+                        // Never answered; the connection stays open a bounded while.
+                        std::thread::sleep(Duration::from_secs(40));
+                        return;
+                    }
+                    let answer: &[u8] = if healthy.load(Ordering::SeqCst) {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown"
+                    };
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_get_waiting_on_an_instance_that_goes_down_is_answered_by_another() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut fx = Fixture::new("wentdown");
+    let healthy = std::sync::Arc::new(AtomicBool::new(true));
+    let silent = silent_backend(healthy.clone());
+    let answering = fx.sim_flow("flow-2").to_string();
+    let proxy = proxy_over(
+        &mut fx,
+        &[silent.clone(), answering],
+        &["--health-interval", "500ms", "--upstream-timeout", "60s"],
+    );
+    // Round robin: of two GETs, one waits on the silent instance.
+    let gets: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = proxy.addr;
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let response = get(addr, "/api/sim/whoami", None);
+                (response.status, started.elapsed())
+            })
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), || {
+        proxy
+            .backends()
+            .iter()
+            .any(|b| b["address"] == silent.as_str() && b["active_requests"].as_u64() == Some(1))
+    });
+    healthy.store(false, Ordering::SeqCst);
+    for get in gets {
+        let (status, took) = get.join().unwrap();
+        assert_eq!(status, 200, "the waiting GET is sent again elsewhere");
+        assert!(
+            took < Duration::from_secs(20),
+            "answered after {took:?}, not after the upstream timeout"
+        );
+    }
+    let retried = proxy
+        .backends()
+        .iter()
+        .find(|b| b["address"] == silent.as_str())
+        .unwrap()["retries"]
+        .as_u64();
+    assert_eq!(retried, Some(1));
+}

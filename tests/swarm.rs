@@ -260,9 +260,9 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         project.status()["totals"]["ws_active"].as_u64() == Some(40)
     });
     let started = Instant::now();
-    project.ok(&["scale", "3"]);
+    project.ok(&["scale", "4"]);
     eprintln!(
-        "scale 2 -> 3 on Swarm, serving: {:.1} s",
+        "scale 3 -> 4 on Swarm, serving: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     project.ok(&["scale", "6"]);
@@ -298,6 +298,86 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         &format!("label=io.flowgate.project={}", project.name),
     ]));
     assert!(left.trim().is_empty(), "services left: {left}");
+    drop(project);
+    drop(swarm);
+}
+
+#[test]
+fn docker_swarm_a_rolling_update_and_the_loss_of_a_node_fail_no_request() {
+    let _one = one_swarm_at_a_time();
+    let image = flowgate_image();
+    let swarm = Swarm::start(&image);
+    let (fx, project) = project_for("swarmloss");
+    let (http, https) = (free_port(), free_port());
+    let settings = fx.dir.join("flowgate.toml");
+    let write_settings = |memory: &str| {
+        std::fs::write(
+            &settings,
+            format!(
+                "profile = \"demo\"\nengine = \"swarm\"\nbind = \"0.0.0.0\"\ninstances = 4\n\
+                 http_port = {http}\nhttps_port = {https}\n[resources]\nsimulator_memory = \"{memory}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_settings("256MiB");
+    let config = settings.to_str().unwrap();
+    project.ok(&["--config", config, "up"]);
+    wait_for(Duration::from_secs(30), || {
+        https_instances(&project, https, 16).len() == 4
+    });
+    assert_eq!(instance_nodes(&project).len(), 2);
+    let load = |duration: &str| {
+        let load = Load::to("127.0.0.1:1".parse().unwrap())
+            .set("--url", &format!("https://flow.localhost:{https}"))
+            .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+            .set("--ca", project.ca().to_str().unwrap())
+            .sessions(40, "1s")
+            .rps(100)
+            .duration(duration)
+            .flag("--reconnect")
+            .spawn();
+        wait_for(Duration::from_secs(20), || {
+            project.status()["totals"]["ws_active"].as_u64() == Some(40)
+        });
+        load
+    };
+
+    // A rolling update of Flow (its memory limit changes) under load.
+    let running = load("60s");
+    write_settings("300MiB");
+    let started = Instant::now();
+    let out = project.flowgate(&["--config", config, "up"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("update service"), "{said}");
+    eprintln!("rolling update of 4 tasks: {:.1} s", started.elapsed().as_secs_f64());
+    let summary = running.join().unwrap();
+    eprintln!("rolling update under load: {summary}");
+    let closed = nothing_failed(&summary);
+    assert_eq!(summary["ws_reconnects"].as_u64(), Some(closed), "{summary}");
+
+    // The worker node is lost under load: Swarm runs its tasks on the
+    // manager, the proxy drops the dead addresses and takes the new ones.
+    let running = load("60s");
+    let lost = Instant::now();
+    swarm.cut_worker();
+    wait_for(Duration::from_secs(50), || {
+        let status = project.status();
+        let down = status["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["state"] == "down"));
+        down && status["totals"]["healthy"].as_u64() == Some(4) && instance_nodes(&project).len() == 1
+    });
+    eprintln!(
+        "node loss: 4 healthy instances again after {:.1} s",
+        lost.elapsed().as_secs_f64()
+    );
+    let text = project.ok(&["status"]);
+    assert!(text.contains(" down "), "the status shows the node down: {text}");
+    let summary = running.join().unwrap();
+    eprintln!("node loss under load: {summary}");
+    assert_eq!(summary["requests_failed"], 0, "{summary}");
+    assert_eq!(summary["ws_dropped"], 0, "{summary}");
     drop(project);
     drop(swarm);
 }

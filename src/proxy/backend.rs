@@ -136,6 +136,9 @@ pub struct Backend {
     pub removed: AtomicBool,
     /// Flips to true when the backend's sessions must close (drain, removal).
     pub close_sessions: watch::Sender<bool>,
+    /// Counts the times its health check found it down: requests waiting
+    /// on it then go elsewhere when they may be sent again.
+    pub went_down: watch::Sender<u64>,
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
     /// Idle keep-alive connections to this backend.
     pub idle: IdlePool,
@@ -160,6 +163,7 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             removed: AtomicBool::new(false),
             close_sessions: watch::channel(false).0,
+            went_down: watch::channel(0).0,
             sessions: Mutex::new(HashMap::new()),
             idle: Default::default(),
             connections: Arc::new(Semaphore::new(
@@ -206,7 +210,12 @@ impl Backend {
                 .state
                 .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return true,
+                Ok(_) => {
+                    if !healthy {
+                        self.went_down.send_modify(|n| *n += 1);
+                    }
+                    return true;
+                }
                 Err(actual) => current = actual,
             }
         }

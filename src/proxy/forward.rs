@@ -73,7 +73,19 @@ pub async fn forward(
 
         let in_flight = InFlight::start(&backend);
         let started = Instant::now();
-        match upstream::send(&backend, upstream, timeouts).await {
+        // An answer that may be asked for again is not waited for on an
+        // instance found down meanwhile: it would never come (a lost node).
+        let mut went_down = backend.went_down.subscribe();
+        let attempt = upstream::send(&backend, upstream, timeouts);
+        let result = if bodyless && is_idempotent(&parts.method) {
+            tokio::select! {
+                result = attempt => result,
+                _ = went_down.changed() => Err(upstream::UpstreamError::WentDown),
+            }
+        } else {
+            attempt.await
+        };
+        match result {
             Ok((response, lease)) => {
                 backend.record_connect_success();
                 let answered = Answered {

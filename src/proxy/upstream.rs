@@ -61,6 +61,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// The WebSocket handshake failed after connecting.
     Handshake(io::Error),
+    /// The backend's health check failed while the request waited for its
+    /// answer (a node lost: no answer would ever come).
+    WentDown,
 }
 
 impl UpstreamError {
@@ -107,7 +110,7 @@ impl UpstreamError {
                 StatusCode::BAD_GATEWAY,
                 "no Flow instance completed the WebSocket handshake",
             ),
-            UpstreamError::Connect(_) | UpstreamError::Request(_) => {
+            UpstreamError::Connect(_) | UpstreamError::Request(_) | UpstreamError::WentDown => {
                 serve::text(StatusCode::BAD_GATEWAY, "no healthy Flow instance answered")
             }
         }
@@ -126,6 +129,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Busy => write!(f, "every connection the backend may have is in use"),
             UpstreamError::Timeout(limit) => write!(f, "no response head within {}s", limit.as_secs_f64()),
             UpstreamError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
+            UpstreamError::WentDown => write!(f, "the instance failed its health check while the request waited"),
             UpstreamError::Request(e) => {
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);
@@ -144,7 +148,7 @@ impl std::error::Error for UpstreamError {
         match self {
             UpstreamError::Connect(e) | UpstreamError::Handshake(e) => Some(e),
             UpstreamError::Request(e) => Some(e),
-            UpstreamError::Busy | UpstreamError::Timeout(_) => None,
+            UpstreamError::Busy | UpstreamError::Timeout(_) | UpstreamError::WentDown => None,
         }
     }
 }

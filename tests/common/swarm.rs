@@ -153,6 +153,15 @@ impl Swarm {
             .unwrap()
     }
 
+    /// Cuts the second engine off (its end of the link goes down): for the
+    /// swarm, the node is lost; its tasks keep running, unreachable.
+    pub fn cut_worker(&self) {
+        ok(
+            Command::new("ip").args(["link", "set", &format!("{}a", self.name), "down"]),
+            "ip link set down",
+        );
+    }
+
     /// The swarm's node ids.
     pub fn nodes(&self) -> Vec<String> {
         ok(Command::new("docker").args(["node", "ls", "-q"]), "docker node ls")
