@@ -153,11 +153,16 @@ fn instance_nodes(project: &Project) -> BTreeSet<String> {
 
 /// The instances that answered `count` requests over HTTPS through the proxy.
 fn https_instances(project: &Project, https: u16, count: usize) -> BTreeSet<String> {
+    https_instances_at(project, "127.0.0.1", https, count)
+}
+
+/// The instances that answered `count` requests through the proxy at `ip`.
+fn https_instances_at(project: &Project, ip: &str, https: u16, count: usize) -> BTreeSet<String> {
     (0..count)
         .filter_map(|_| {
             let out = Command::new("curl")
                 .args(["-s", "-m", "3", "--cacert", project.ca().to_str().unwrap()])
-                .args(["--resolve", &format!("flow.localhost:{https}:127.0.0.1")])
+                .args(["--resolve", &format!("flow.localhost:{https}:{ip}")])
                 .arg(format!("https://flow.localhost:{https}/api/sim/whoami"))
                 .output()
                 .ok()?;
@@ -378,6 +383,75 @@ fn docker_swarm_a_rolling_update_and_the_loss_of_a_node_fail_no_request() {
     eprintln!("node loss under load: {summary}");
     assert_eq!(summary["requests_failed"], 0, "{summary}");
     assert_eq!(summary["ws_dropped"], 0, "{summary}");
+    drop(project);
+    drop(swarm);
+}
+
+#[test]
+fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls() {
+    let _one = one_swarm_at_a_time();
+    let image = flowgate_image();
+    let swarm = Swarm::start(&image);
+    let env = swarm.promote_worker();
+    let (_fx, project) = project_for("swarmtls");
+    let remote = |args: &[&str]| {
+        let out = project.command(args).envs(env.iter().cloned()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "flowgate {args:?} through {}: {}",
+            env[0].1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A client without the right certificates is refused with the way out.
+    let refused = project
+        .command(&["status"])
+        .envs(env.iter().cloned())
+        .env("DOCKER_CERT_PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("cannot reach Docker at tcp://"),
+        "{said}"
+    );
+
+    let (http, https) = (free_port(), free_port());
+    let out = remote(&[
+        "up",
+        "--swarm",
+        "--demo",
+        "--bind",
+        "0.0.0.0",
+        "--instances",
+        "2",
+        "--http-port",
+        &http.to_string(),
+        "--https-port",
+        &https.to_string(),
+    ]);
+    assert!(out.contains(&format!("https://flow.localhost:{https}/")), "{out}");
+    // The proxy runs on the manager flowgate talked to: the second engine.
+    let status: serde_json::Value = serde_json::from_str(&remote(&["status", "--json"])).unwrap();
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");
+    assert_eq!(status["totals"]["healthy"], 2, "{status}");
+    wait_for(Duration::from_secs(20), || {
+        https_instances_at(&project, common::swarm::WORKER_IP, https, 8).len() == 2
+    });
+    remote(&["scale", "3"]);
+    wait_for(Duration::from_secs(20), || {
+        https_instances_at(&project, common::swarm::WORKER_IP, https, 12).len() == 3
+    });
+    let log = remote(&["logs", "proxy", "--tail", "20"]);
+    assert!(log.contains("admin API"), "{log}");
+    let down = project
+        .command(&["down", "--volumes"])
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success() && said.contains("removed service"), "{said}");
     drop(project);
     drop(swarm);
 }

@@ -153,7 +153,23 @@ pub async fn connect() -> Result<bollard::Docker, DeployError> {
         endpoint: endpoint.clone(),
         reason,
     };
-    let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| unreachable(e.to_string()))?;
+    if endpoint.starts_with("ssh://") {
+        return Err(unreachable(
+            "ssh:// is not built into this flowgate; reach the manager over tcp:// with TLS \
+             (DOCKER_HOST=tcp://HOST:2376, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=DIR with ca.pem, cert.pem, key.pem), \
+             or forward its socket: ssh -L /tmp/docker.sock:/var/run/docker.sock HOST and DOCKER_HOST=unix:///tmp/docker.sock"
+                .into(),
+        ));
+    }
+    let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+    if endpoint.starts_with("tcp://") && !tls {
+        tracing::warn!(
+            "DOCKER_HOST {endpoint} without DOCKER_TLS_VERIFY: the engine's API (root on that machine) travels unencrypted"
+        );
+    }
+    // DOCKER_HOST as the docker CLI reads it: unix://, or tcp:// with TLS
+    // from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem).
+    let docker = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
     let docker = docker
         .negotiate_version()
         .await

@@ -17,6 +17,78 @@ fn ok(command: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The second engine's address on the veth pair.
+pub const WORKER_IP: &str = "10.231.7.2";
+
+/// A CA, the second engine's server certificate (for its address) and a
+/// client certificate, as `docker --tlsverify` wants them: the client's in
+/// `tls/client/{ca,cert,key}.pem` (a DOCKER_CERT_PATH).
+fn make_tls(dir: &std::path::Path) {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(tls.join("client")).unwrap();
+    let at = |name: &str| tls.join(name).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| ok(Command::new("openssl").args(args), &format!("openssl {}", args[0]));
+    openssl(&["genrsa", "-out", &at("ca-key.pem"), "2048"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &at("ca-key.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flowgate test CA",
+        "-out",
+        &at("ca.pem"),
+    ]);
+    for (name, extensions) in [
+        (
+            "server",
+            format!("subjectAltName=IP:{WORKER_IP}\nextendedKeyUsage=serverAuth\n"),
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n".to_string()),
+    ] {
+        let key = at(&format!("{name}-key.pem"));
+        openssl(&["genrsa", "-out", &key, "2048"]);
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &at(&format!("{name}.csr")),
+        ]);
+        std::fs::write(tls.join(format!("{name}.ext")), extensions).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &at(&format!("{name}.csr")),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca-key.pem"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at(&format!("{name}.ext")),
+            "-out",
+            &at(&format!("{name}-cert.pem")),
+        ]);
+    }
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("client-cert.pem", "cert.pem"),
+        ("client-key.pem", "key.pem"),
+    ] {
+        std::fs::copy(tls.join(from), tls.join("client").join(to)).unwrap();
+    }
+}
+
 pub struct Swarm {
     pub name: String,
     dir: PathBuf,
@@ -71,6 +143,7 @@ impl Swarm {
         in_ns(&["addr", "add", "10.231.7.2/24", "dev", &peer]);
         in_ns(&["link", "set", &peer, "up"]);
         in_ns(&["link", "set", "lo", "up"]);
+        make_tls(&dir);
         // Its own settings: the main engine's daemon.json names its data root and driver.
         std::fs::write(dir.join("daemon.json"), r#"{"storage-driver": "vfs", "mtu": 1400}"#).unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
@@ -81,6 +154,11 @@ impl Swarm {
             .args(["--data-root", dir.join("data").to_str().unwrap()])
             .args(["--exec-root", dir.join("exec").to_str().unwrap()])
             .args(["-H", &swarm.worker])
+            // Also over TCP with mutual TLS, for DOCKER_HOST=tcp://... clients.
+            .args(["-H", &format!("tcp://{WORKER_IP}:2376"), "--tlsverify"])
+            .args(["--tlscacert", dir.join("tls/ca.pem").to_str().unwrap()])
+            .args(["--tlscert", dir.join("tls/server-cert.pem").to_str().unwrap()])
+            .args(["--tlskey", dir.join("tls/server-key.pem").to_str().unwrap()])
             .args(["--pidfile", dir.join("docker.pid").to_str().unwrap()])
             .arg("--iptables=false")
             .args(["--containerd-namespace", &name])
@@ -151,6 +229,27 @@ impl Swarm {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Makes the second engine a manager too, and gives the environment a
+    /// client reaches it with over TCP and mutual TLS.
+    pub fn promote_worker(&self) -> Vec<(String, String)> {
+        let id = ok(
+            Command::new("docker").args(["-H", &self.worker, "info", "-f", "{{.Swarm.NodeID}}"]),
+            "docker info",
+        );
+        ok(
+            Command::new("docker").args(["node", "promote", id.trim()]),
+            "docker node promote",
+        );
+        vec![
+            ("DOCKER_HOST".into(), format!("tcp://{WORKER_IP}:2376")),
+            ("DOCKER_TLS_VERIFY".into(), "1".into()),
+            (
+                "DOCKER_CERT_PATH".into(),
+                self.dir.join("tls/client").to_str().unwrap().to_string(),
+            ),
+        ]
     }
 
     /// Cuts the second engine off (its end of the link goes down): for the
