@@ -288,6 +288,38 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         "every closed session came back: {summary}"
     );
 
+    // Rebalance: 300 sessions on 3 instances, a fourth added, then spread.
+    project.ok(&["scale", "3"]);
+    let load = Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+        .sessions(300, "1s")
+        .rps(50)
+        .duration("60s")
+        .flag("--reconnect")
+        .spawn();
+    wait_for(Duration::from_secs(30), || {
+        project.status()["totals"]["ws_active"].as_u64() == Some(300)
+    });
+    project.ok(&["scale", "4"]);
+    let report = project.ok(&["rebalance", "--json"]);
+    let spread = || -> Vec<u64> {
+        project.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["ws_active"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    // The moved sessions reconnect within a second or two.
+    let even = |s: &[u64]| s.len() == 4 && s.iter().all(|&n| (67..=83).contains(&n));
+    wait_for(Duration::from_secs(15), || even(&spread()));
+    eprintln!("rebalance on Swarm: {:?}; {report}", spread());
+    let summary = load.join().unwrap();
+    let closed = nothing_failed(&summary);
+    assert_eq!(summary["ws_reconnects"].as_u64(), Some(closed), "{summary}");
+
     // A task's log, wherever it runs.
     let log = project.ok(&["logs", "flow-1", "--tail", "5"]);
     assert!(log.contains("listening"), "{log}");
