@@ -53,6 +53,8 @@ fn app(instances: u32) -> App {
             state: "running".into(),
             started_at: Some(1_795_940_000),
             restarts: 0,
+            node: None,
+            address: None,
         })
         .collect();
     app.update(Msg::Feed(Feed::Containers(containers)));

@@ -208,6 +208,25 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     let ports = run(Command::new("docker").args(["service", "inspect", &format!("{}-proxy", project.name)]));
     assert!(!ports.contains("9901"), "the admin port must not be published: {ports}");
 
+    // Every task here is confined as on one engine: unprivileged, no capabilities, read-only.
+    let here = run(Command::new("docker").args([
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=io.flowgate.project={}", project.name),
+    ]));
+    assert!(!here.trim().is_empty());
+    for id in here.lines() {
+        let seen = run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.Config.User}} {{.HostConfig.CapDrop}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Memory}}",
+            id,
+        ]));
+        assert!(seen.starts_with("65532:65532 [ALL] true "), "{id}: {seen}");
+        assert!(!seen.trim().ends_with(" 0"), "a memory limit: {seen}");
+    }
+
     // The two tasks run one on each node, and both answer over HTTPS.
     let status = project.status();
     assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");

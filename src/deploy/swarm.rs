@@ -284,7 +284,7 @@ pub async fn list(docker: &Docker, project: &str) -> Result<Vec<Listed>, DeployE
             }
         })
         .collect();
-    listed.sort_by(|a, b| (a.found.role, a.found.index).cmp(&(b.found.role, b.found.index)));
+    listed.sort_by_key(|a| (a.found.role, a.found.index));
     Ok(listed)
 }
 
@@ -429,16 +429,16 @@ async fn pipe_through_exec(
     };
     let down = async move {
         while let Some(Ok(chunk)) = output.next().await {
-            match chunk {
-                bollard::container::LogOutput::StdOut { message } => {
-                    if to_client.write_all(&message).await.is_err() {
-                        break;
-                    }
-                }
+            let bytes = match chunk {
+                bollard::container::LogOutput::StdOut { message } => message,
                 bollard::container::LogOutput::StdErr { message } => {
                     tracing::debug!("admin pipe: {}", String::from_utf8_lossy(&message).trim_end());
+                    continue;
                 }
-                _ => {}
+                _ => continue,
+            };
+            if to_client.write_all(&bytes).await.is_err() {
+                break;
             }
         }
         let _ = to_client.shutdown().await;
@@ -777,6 +777,14 @@ pub async fn apply(
             .map_err(DeployError::docker(format!(
                 "cannot create the overlay network {network}"
             )))?;
+    }
+    let version = docker.client_version();
+    if (version.major_version, version.minor_version) < (1, 46) {
+        progress(&format!(
+            "this engine speaks API {}.{}: Swarm sets no-new-privileges on tasks from API 1.46 (Docker 27) on; \
+             flowgate's tasks still run as user 65532 with no capabilities on a read-only image that holds no setuid file",
+            version.major_version, version.minor_version
+        ));
     }
     let references = references(docker, names, token, proxy_toml).await?;
     let proxy_placement = proxy_placement(docker, &manager).await?;
