@@ -648,6 +648,9 @@ fn executor<'a>(docker: &'a Docker, project: &str) -> Result<Executor<'a>, Deplo
 /// Restarts one container; a Flow instance is registered with the proxy
 /// again (it may have been drained) and waited for until healthy.
 pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), DeployError> {
+    if swarm::deployed(docker, project).await {
+        return swarm::restart(docker, project, name).await;
+    }
     let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
         .t(10)
         .build();

@@ -120,6 +120,10 @@ pub enum DeployError {
         "the image {image} is not on node {node} and Swarm cannot pull it; copy it there with `docker save {image} | docker -H <node's engine> load`, or name an image in a registry every node can reach"
     )]
     ImageMissingOnNode { image: String, node: String },
+    #[error(
+        "{name} runs on node {node}, whose engine flowgate does not talk to; restart it there (docker -H <that engine> rm -f its container: Swarm starts a new one), or point DOCKER_HOST at it"
+    )]
+    TaskElsewhere { name: String, node: String },
     #[error("the service {0} kept changing while flowgate updated it (update out of sequence, 5 tries); try again")]
     OutOfSequence(String),
     #[error(

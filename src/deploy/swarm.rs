@@ -1066,6 +1066,28 @@ pub async fn down(docker: &Docker, names: &Names, progress: &mut (dyn FnMut(&str
     Ok(())
 }
 
+/// Restarts one instance of a Swarm deployment: its task's container is
+/// stopped (SIGTERM, then the grace period) and Swarm starts a new task in
+/// its slot, which the proxy adds once healthy. Only a task on the engine
+/// flowgate talks to can be stopped from here.
+pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), DeployError> {
+    let listed = list(docker, project).await?;
+    let Some(task) = listed.iter().find(|l| l.found.name == name) else {
+        return Err(DeployError::NoContainer {
+            name: name.into(),
+            project: project.into(),
+            known: listed.iter().map(|l| l.found.name.clone()).collect::<Vec<_>>().join(", "),
+        });
+    };
+    let Some(container) = &task.container else {
+        return Err(DeployError::TaskElsewhere {
+            name: name.into(),
+            node: task.node.clone().unwrap_or_default(),
+        });
+    };
+    super::engine::remove_container(docker, container).await
+}
+
 /// The log of one task: `flow-2` is the task in slot 2 of Flow's service.
 pub async fn task_of(docker: &Docker, names: &Names, role: Role, slot: Option<u32>) -> Option<String> {
     let tasks = project_tasks(docker, &names.project).await.ok()?;
