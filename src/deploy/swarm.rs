@@ -1076,7 +1076,11 @@ pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), D
         return Err(DeployError::NoContainer {
             name: name.into(),
             project: project.into(),
-            known: listed.iter().map(|l| l.found.name.clone()).collect::<Vec<_>>().join(", "),
+            known: listed
+                .iter()
+                .map(|l| l.found.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let Some(container) = &task.container else {

@@ -166,7 +166,8 @@ async fn session(
             file
         } else {
             let license = crate::deploy::settings::find_license(std::path::Path::new(".")).is_some();
-            let Some(chosen) = run_wizard(terminal, &mut rx, project, license, color).await? else {
+            let manager = crate::deploy::swarm::is_manager(docker).await;
+            let Some(chosen) = run_wizard(terminal, &mut rx, project, license, manager, color).await? else {
                 return Ok(Quit::Leave);
             };
             let text = deployment::render(&chosen);
@@ -331,9 +332,10 @@ async fn run_wizard(
     rx: &mut mpsc::Receiver<Msg>,
     project: &str,
     license: bool,
+    swarm_manager: bool,
     color: bool,
 ) -> Result<Option<DeploymentFile>, TuiError> {
-    let mut wizard = Wizard::new(project, license, color);
+    let mut wizard = Wizard::new(project, license, swarm_manager, color);
     loop {
         terminal.draw(|frame| wizard.render(frame))?;
         let Some(msg) = rx.recv().await else {

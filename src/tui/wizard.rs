@@ -21,6 +21,7 @@ pub enum Field {
     McDomain,
     Instances,
     Profile,
+    Engine,
     Tag,
     Certificate,
     Email,
@@ -47,11 +48,12 @@ impl Field {
     }
 }
 
-const FIELDS: [Field; 12] = [
+const FIELDS: [Field; 13] = [
     Field::Domain,
     Field::McDomain,
     Field::Instances,
     Field::Profile,
+    Field::Engine,
     Field::Tag,
     Field::Certificate,
     Field::Email,
@@ -63,6 +65,7 @@ const FIELDS: [Field; 12] = [
 ];
 
 const PROFILES: [&str; 2] = ["demo", "real"];
+const ENGINES: [&str; 2] = ["single", "swarm"];
 
 pub enum Outcome {
     Continue,
@@ -89,11 +92,15 @@ pub struct Wizard {
     pub error: Option<(Field, String)>,
     /// Whether MC_LICENSE was found (environment or ./.env).
     pub license_found: bool,
+    /// Whether the engine is a Swarm manager: only then is the engine asked.
+    pub swarm_manager: bool,
+    /// 0: one engine, 1: Swarm services.
+    pub engine: usize,
     pub color: bool,
 }
 
 impl Wizard {
-    pub fn new(project: &str, license_found: bool, color: bool) -> Wizard {
+    pub fn new(project: &str, license_found: bool, swarm_manager: bool, color: bool) -> Wizard {
         Wizard {
             project: project.into(),
             domain: "flow.localhost".into(),
@@ -110,6 +117,8 @@ impl Wizard {
             focus: 0,
             error: None,
             license_found,
+            swarm_manager,
+            engine: 0,
             color,
         }
     }
@@ -124,6 +133,7 @@ impl Wizard {
             Field::Email => matches!(self.mode(), CertMode::AcmeStaging | CertMode::AcmeProduction),
             Field::CertFile | Field::KeyFile => self.mode() == CertMode::Files,
             Field::Tag => self.profile == 1,
+            Field::Engine => self.swarm_manager,
             _ => true,
         }
     }
@@ -167,6 +177,7 @@ impl Wizard {
             Field::Certificate => {
                 self.certificate = (self.certificate as isize + delta).rem_euclid(CertMode::ALL.len() as isize) as usize
             }
+            Field::Engine => self.engine = (self.engine as isize + delta).rem_euclid(ENGINES.len() as isize) as usize,
             _ => {}
         }
     }
@@ -183,7 +194,9 @@ impl Wizard {
             KeyCode::Tab | KeyCode::Down => self.step(1),
             KeyCode::BackTab | KeyCode::Up => self.step(-1),
             KeyCode::Left => self.cycle(-1),
-            KeyCode::Right | KeyCode::Char(' ') if matches!(self.field(), Field::Profile | Field::Certificate) => {
+            KeyCode::Right | KeyCode::Char(' ')
+                if matches!(self.field(), Field::Profile | Field::Certificate | Field::Engine) =>
+            {
                 self.cycle(1)
             }
             KeyCode::Enter if self.field() == Field::Create => match self.validate() {
@@ -274,6 +287,20 @@ impl Wizard {
             cert,
             key,
         };
+        let engine = if self.swarm_manager && self.engine == 1 {
+            crate::config::deployment::Engine::Swarm
+        } else {
+            crate::config::deployment::Engine::Single
+        };
+        if engine == crate::config::deployment::Engine::Swarm && profile == Profile::Real {
+            return Err((
+                Field::Engine,
+                "the real profile on Swarm is not built yet: choose single, or the demo profile".into(),
+            ));
+        }
+        // Swarm publishes on every address of the proxy's node; choosing it here says so.
+        let bind = (engine == crate::config::deployment::Engine::Swarm)
+            .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let deployment = Deployment {
             project: self.project.clone(),
             domain: domain.clone(),
@@ -282,10 +309,10 @@ impl Wizard {
             http_port,
             https_port,
             tls: tls.clone(),
-            bind: None,
+            bind,
             resources: Default::default(),
             rebalance: Default::default(),
-            engine: Default::default(),
+            engine,
         };
         deployment
             .validate()
@@ -302,10 +329,10 @@ impl Wizard {
             tag: (profile == Profile::Real).then_some(tag),
             mc_license: None,
             tls: Some(tls),
-            bind: None,
+            bind,
             resources: Default::default(),
             rebalance: Default::default(),
-            engine: None,
+            engine: (engine == crate::config::deployment::Engine::Swarm).then_some(engine),
             keys: Default::default(),
         })
     }
@@ -347,6 +374,10 @@ impl Wizard {
         );
         let mut lines = Vec::new();
         for (i, field) in FIELDS.iter().enumerate() {
+            // Not a question on an engine that is no Swarm manager.
+            if *field == Field::Engine && !self.swarm_manager {
+                continue;
+            }
             let focused = i == self.focus;
             let applies = self.applies(*field);
             let (label, value) = self.describe(*field);
@@ -396,6 +427,9 @@ impl Wizard {
             Field::Instances => "How many Flow servers run behind the proxy (+/- in the dashboard later).",
             Field::Profile => "demo: flowgate's simulators, no registry or licence. real: the Hazelcast images.",
             Field::Tag => "Tag of hazelcast/hazelcast-flow and hazelcast/management-center-flow.",
+            Field::Engine => {
+                "single: containers on this engine. swarm: services over the swarm's nodes; the ports open on every address of the proxy's node."
+            }
             Field::Certificate => {
                 "self-signed: a local CA (trust its ca.pem). acme-*: Let's Encrypt for public names. files: your own."
             }
@@ -447,6 +481,7 @@ impl Wizard {
             Field::Instances => ("Flow instances", self.instances.clone()),
             Field::Profile => ("Profile", choice(&PROFILES, self.profile)),
             Field::Tag => ("Hazelcast image tag", self.tag.clone()),
+            Field::Engine => ("Engine", choice(&ENGINES, self.engine)),
             Field::Certificate => (
                 "Certificate",
                 choice(&CertMode::ALL.map(CertMode::as_str), self.certificate),
@@ -477,7 +512,7 @@ mod tests {
 
     #[test]
     fn defaults_make_a_local_demo() {
-        let w = Wizard::new("demo", false, false);
+        let w = Wizard::new("demo", false, false, false);
         let file = w.validate().unwrap();
         assert_eq!(file.profile, Some(Profile::Demo));
         assert_eq!(file.mc_domain.as_deref(), Some("mc.flow.localhost"));
@@ -489,7 +524,7 @@ mod tests {
 
     #[test]
     fn fields_for_other_modes_are_skipped_and_bad_values_named() {
-        let mut w = Wizard::new("demo", false, false);
+        let mut w = Wizard::new("demo", false, false, false);
         for _ in 0..4 {
             press(&mut w, KeyCode::Tab);
         }
@@ -522,7 +557,7 @@ mod tests {
 
     #[test]
     fn real_needs_a_licence() {
-        let mut w = Wizard::new("demo", false, false);
+        let mut w = Wizard::new("demo", false, false, false);
         w.profile = 1;
         assert_eq!(w.validate().unwrap_err().0, Field::Profile);
         w.license_found = true;
@@ -532,15 +567,41 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_is_asked_only_of_a_swarm_manager_and_swarm_publishes_on_every_address() {
+        let mut w = Wizard::new("demo", false, false, false);
+        for _ in 0..3 {
+            press(&mut w, KeyCode::Tab);
+        }
+        assert_eq!(w.field(), Field::Profile);
+        press(&mut w, KeyCode::Tab);
+        assert_eq!(w.field(), Field::Certificate, "no engine to choose on a plain engine");
+
+        let mut w = Wizard::new("demo", false, true, false);
+        for _ in 0..4 {
+            press(&mut w, KeyCode::Tab);
+        }
+        assert_eq!(w.field(), Field::Engine);
+        press(&mut w, KeyCode::Right);
+        let file = w.validate().unwrap();
+        assert_eq!(file.engine, Some(crate::config::deployment::Engine::Swarm));
+        assert!(file.bind.is_some_and(|b| b.is_unspecified()), "{:?}", file.bind);
+        let text = crate::config::deployment::render(&file);
+        assert_eq!(crate::config::deployment::parse(&text, None).unwrap(), file);
+        w.profile = 1;
+        w.license_found = true;
+        assert_eq!(w.validate().unwrap_err().0, Field::Engine);
+    }
+
+    #[test]
     fn escape_cancels() {
-        let mut w = Wizard::new("demo", false, false);
+        let mut w = Wizard::new("demo", false, false, false);
         assert!(matches!(press(&mut w, KeyCode::Esc), Outcome::Cancel));
     }
 
     #[test]
     fn setup_wizard() {
         let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 24)).unwrap();
-        let wizard = Wizard::new("prod", false, true);
+        let wizard = Wizard::new("prod", false, false, true);
         terminal.draw(|frame| wizard.render(frame)).unwrap();
         insta::assert_snapshot!(terminal.backend().to_string());
     }
