@@ -151,6 +151,39 @@ fn instance_nodes(project: &Project) -> BTreeSet<String> {
         .collect()
 }
 
+/// `up --swarm --demo` with two instances on these ports, on every address.
+fn up_demo_args(http: u16, https: u16) -> Vec<String> {
+    let (http, https) = (http.to_string(), https.to_string());
+    [
+        "up",
+        "--swarm",
+        "--demo",
+        "--bind",
+        "0.0.0.0",
+        "--instances",
+        "2",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `args` as the `&[&str]` the commands take.
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Load through a deployment's HTTPS port on this machine, trusting its local CA.
+fn https_load(project: &Project, https: u16) -> Load {
+    Load::to("127.0.0.1:1".parse().unwrap())
+        .set("--url", &format!("https://flow.localhost:{https}"))
+        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
+        .set("--ca", project.ca().to_str().unwrap())
+}
+
 /// The instances that answered `count` requests over HTTPS through the proxy.
 fn https_instances(project: &Project, https: u16, count: usize) -> BTreeSet<String> {
     https_instances_at(project, "127.0.0.1", https, count)
@@ -186,19 +219,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && said.contains("--bind 0.0.0.0"), "{said}");
     let started = Instant::now();
-    let out = project.ok(&[
-        "up",
-        "--swarm",
-        "--demo",
-        "--bind",
-        "0.0.0.0",
-        "--instances",
-        "2",
-        "--http-port",
-        &http.to_string(),
-        "--https-port",
-        &https.to_string(),
-    ]);
+    let out = project.ok(&refs(&up_demo_args(http, https)));
     eprintln!(
         "up --swarm --demo (2 instances): {:.1} s",
         started.elapsed().as_secs_f64()
@@ -271,10 +292,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     drop(tmux);
 
     // Scale 3 -> 6 -> 2 under heartbeating sessions and requests.
-    let load = Load::to("127.0.0.1:1".parse().unwrap())
-        .set("--url", &format!("https://flow.localhost:{https}"))
-        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
-        .set("--ca", project.ca().to_str().unwrap())
+    let load = https_load(&project, https)
         .sessions(40, "1s")
         .rps(100)
         .duration("45s")
@@ -309,10 +327,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
 
     // Rebalance: 300 sessions on 3 instances, a fourth added, then spread.
     project.ok(&["scale", "3"]);
-    let load = Load::to("127.0.0.1:1".parse().unwrap())
-        .set("--url", &format!("https://flow.localhost:{https}"))
-        .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
-        .set("--ca", project.ca().to_str().unwrap())
+    let load = https_load(&project, https)
         .sessions(300, "1s")
         .rps(50)
         .duration("60s")
@@ -384,10 +399,7 @@ fn docker_swarm_a_rolling_update_and_the_loss_of_a_node_fail_no_request() {
     });
     assert_eq!(instance_nodes(&project).len(), 2);
     let load = |duration: &str| {
-        let load = Load::to("127.0.0.1:1".parse().unwrap())
-            .set("--url", &format!("https://flow.localhost:{https}"))
-            .set("--resolve", &format!("flow.localhost:{https}:127.0.0.1"))
-            .set("--ca", project.ca().to_str().unwrap())
+        let load = https_load(&project, https)
             .sessions(40, "1s")
             .rps(100)
             .duration(duration)
@@ -469,19 +481,7 @@ fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls() {
     );
 
     let (http, https) = (free_port(), free_port());
-    let out = remote(&[
-        "up",
-        "--swarm",
-        "--demo",
-        "--bind",
-        "0.0.0.0",
-        "--instances",
-        "2",
-        "--http-port",
-        &http.to_string(),
-        "--https-port",
-        &https.to_string(),
-    ]);
+    let out = remote(&refs(&up_demo_args(http, https)));
     assert!(out.contains(&format!("https://flow.localhost:{https}/")), "{out}");
     // The proxy runs on the manager flowgate talked to: the second engine.
     let status: serde_json::Value = serde_json::from_str(&remote(&["status", "--json"])).unwrap();

@@ -674,7 +674,7 @@ async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &st
                 .create_secret(SecretSpec {
                     name: Some(secret_name.clone()),
                     labels: Some(labels.clone()),
-                    data: Some(base64(token.as_bytes())),
+                    data: Some(crate::websocket::base64(token.as_bytes())),
                     ..Default::default()
                 })
                 .await
@@ -690,7 +690,7 @@ async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &st
                 .create_config(ConfigSpec {
                     name: Some(config_name.clone()),
                     labels: Some(labels),
-                    data: Some(base64(proxy_toml.as_bytes())),
+                    data: Some(crate::websocket::base64(proxy_toml.as_bytes())),
                     ..Default::default()
                 })
                 .await
@@ -702,24 +702,6 @@ async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &st
         token: (token_id, secret_name),
         proxy_toml: (config_id, config_name),
     })
-}
-
-/// Standard base64 with padding (what the Engine API takes for secrets).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Where the proxy runs: on nodes labelled `io.flowgate.edge=true` when
@@ -1107,29 +1089,12 @@ mod tests {
     use super::*;
     use crate::deploy::settings::SWARM_TOKEN_IN_CONTAINER;
 
-    #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
-    }
-
     fn demo() -> (Names, Vec<ContainerSpec>) {
         let dep = super::super::settings::Deployment {
             project: "demo".into(),
-            domain: "flow.localhost".into(),
-            mc_domain: "mc.flow.localhost".into(),
-            instances: 3,
             http_port: 8080,
             https_port: 8443,
-            tls: Default::default(),
-            bind: None,
-            resources: Default::default(),
-            rebalance: Default::default(),
-            engine: Default::default(),
+            ..super::super::settings::example()
         };
         let specs = super::super::settings::demo_specs(&dep, "flowgate:x", std::path::Path::new("/tmp/p"));
         (dep.names(), specs)
