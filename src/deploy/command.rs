@@ -370,6 +370,30 @@ pub async fn apply(
     if target.profile == Profile::Real && target.license.is_none() {
         return Err(DeployError::NoLicense);
     }
+    // One engine's containers and a Swarm's services of one project never
+    // mix; said before any image is built or pulled.
+    let on_swarm = swarm::deployed(docker, project).await;
+    match dep.engine {
+        Engine::Swarm if target.profile == Profile::Real => return Err(DeployError::SwarmReal),
+        Engine::Swarm if !on_swarm && !engine::found(docker, project).await?.is_empty() => {
+            return Err(DeployError::OtherEngine {
+                project: project.into(),
+                running: "one Docker engine",
+                wanted: "Swarm",
+            });
+        }
+        Engine::Single if on_swarm => {
+            return Err(DeployError::OtherEngine {
+                project: project.into(),
+                running: "Swarm",
+                wanted: "one Docker engine",
+            });
+        }
+        Engine::Swarm => {
+            swarm::manager(docker).await?;
+        }
+        Engine::Single => {}
+    }
     let names = dep.names();
     let volumes = match target.profile {
         Profile::Demo => vec![names.certificates_volume()],
@@ -446,23 +470,7 @@ pub async fn apply(
             specs
         }
     };
-    let on_swarm = swarm::deployed(docker, project).await;
-    let single_found = !on_swarm && !engine::found(docker, project).await?.is_empty();
     match dep.engine {
-        Engine::Swarm if single_found => {
-            return Err(DeployError::OtherEngine {
-                project: project.into(),
-                running: "one Docker engine",
-                wanted: "Swarm",
-            });
-        }
-        Engine::Single if on_swarm => {
-            return Err(DeployError::OtherEngine {
-                project: project.into(),
-                running: "Swarm",
-                wanted: "one Docker engine",
-            });
-        }
         Engine::Swarm => {
             // One spec of each role is the template of its service.
             let template = Deployment {
