@@ -706,6 +706,11 @@ pub async fn rebalance(
 /// finish, WebSocket sessions get 1001 after the drain window. The
 /// container keeps running; `restart` brings it back.
 pub async fn drain(docker: &Docker, project: &str, name: &str) -> Result<(), DeployError> {
+    if swarm::deployed(docker, project).await {
+        // The proxy follows Swarm's DNS: a drained task that still runs
+        // would be found again at the next lookup.
+        return Err(DeployError::DrainOnSwarm(name.into()));
+    }
     executor(docker, project)?.drain(name).await
 }
 

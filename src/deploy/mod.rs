@@ -124,6 +124,10 @@ pub enum DeployError {
         "{name} runs on node {node}, whose engine flowgate does not talk to; restart it there (docker -H <that engine> rm -f its container: Swarm starts a new one), or point DOCKER_HOST at it"
     )]
     TaskElsewhere { name: String, node: String },
+    #[error(
+        "on Swarm the proxy follows the running tasks, so {0} would come back at its next lookup; restart it (r: a new task takes its place, its sessions get 1001) or scale down instead"
+    )]
+    DrainOnSwarm(String),
     #[error("the service {0} kept changing while flowgate updated it (update out of sequence, 5 tries); try again")]
     OutOfSequence(String),
     #[error(
