@@ -242,6 +242,22 @@ impl Swarm {
             Command::new("docker").args(["node", "promote", id.trim()]),
             "docker node promote",
         );
+        // The promotion takes effect a moment later on the engine itself.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let control = ok(
+                Command::new("docker").args(["-H", &self.worker, "info", "-f", "{{.Swarm.ControlAvailable}}"]),
+                "docker info",
+            );
+            if control.trim() == "true" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second engine did not become a manager within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         vec![
             ("DOCKER_HOST".into(), format!("tcp://{WORKER_IP}:2376")),
             ("DOCKER_TLS_VERIFY".into(), "1".into()),
