@@ -51,9 +51,8 @@ async fn previous_settings(docker: &Docker, project: &str) -> Option<(Deployment
         let settings = Deployment::from_labels(config.labels.as_ref()?)?;
         return Some((settings, config.image));
     }
-    let service = names.service(Role::Proxy);
-    let settings = Deployment::from_labels(&swarm::service_labels(docker, &service).await?)?;
-    Some((settings, swarm::service_image(docker, &service).await))
+    let (labels, image) = swarm::service_labels_and_image(docker, &names.service(Role::Proxy)).await?;
+    Some((Deployment::from_labels(&labels)?, Some(image)))
 }
 
 /// Whether the running deployment uses flowgate's simulators, and else
@@ -73,7 +72,9 @@ async fn current_profile(docker: &Docker, project: &str) -> (Profile, Option<Str
             project: project.into(),
         }
         .service(Role::Flow);
-        image = swarm::service_image(docker, &service).await;
+        image = swarm::service_labels_and_image(docker, &service)
+            .await
+            .map(|(_, image)| image);
     }
     match image {
         Some(image) if !image.starts_with(super::image::REPOSITORY) => {
@@ -453,8 +454,16 @@ pub async fn apply(
             super::image::ensure(docker, &binary, &mut *progress).await?
         }
     };
+    // On Swarm one spec of each role is its service's template, even at 0 instances.
+    let shaped = match dep.engine {
+        Engine::Swarm => Deployment {
+            instances: dep.instances.max(1),
+            ..dep.clone()
+        },
+        Engine::Single => dep.clone(),
+    };
     let mut specs = match target.profile {
-        Profile::Demo => settings::demo_specs(dep, &image, &dir),
+        Profile::Demo => settings::demo_specs(&shaped, &image, &dir),
         Profile::Real => {
             let real = settings::RealProfile {
                 tag: target.tag.clone(),
@@ -472,15 +481,6 @@ pub async fn apply(
     };
     match dep.engine {
         Engine::Swarm => {
-            // One spec of each role is the template of its service.
-            let template = Deployment {
-                instances: dep.instances.max(1),
-                ..dep.clone()
-            };
-            let specs = match target.profile {
-                Profile::Demo => settings::demo_specs(&template, &image, &dir),
-                Profile::Real => specs,
-            };
             swarm::apply(
                 docker,
                 &names,

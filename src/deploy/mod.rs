@@ -128,6 +128,8 @@ pub enum DeployError {
         "on Swarm the proxy follows the running tasks, so {0} would come back at its next lookup; restart it (r: a new task takes its place, its sessions get 1001) or scale down instead"
     )]
     DrainOnSwarm(String),
+    #[error("cannot open a loopback port to reach the proxy's admin API: {0}")]
+    Forward(std::io::Error),
     #[error("the service {0} kept changing while flowgate updated it (update out of sequence, 5 tries); try again")]
     OutOfSequence(String),
     #[error(

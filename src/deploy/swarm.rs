@@ -93,18 +93,18 @@ pub async fn deployed(docker: &Docker, project: &str) -> bool {
     !services(docker, project).await.is_empty()
 }
 
-/// The labels of a service (its settings live on the proxy's).
-pub async fn service_labels(docker: &Docker, name: &str) -> Option<HashMap<String, String>> {
-    let service = docker.inspect_service(name, None::<InspectServiceOptions>).await.ok()?;
-    service.spec?.labels
-}
-
-/// The image a service's tasks run.
-pub async fn service_image(docker: &Docker, name: &str) -> Option<String> {
-    let service = docker.inspect_service(name, None::<InspectServiceOptions>).await.ok()?;
-    let image = service.spec?.task_template?.container_spec?.image?;
+/// A service's labels (the proxy's hold the settings) and the image its
+/// tasks run, from one inspect.
+pub async fn service_labels_and_image(docker: &Docker, name: &str) -> Option<(HashMap<String, String>, String)> {
+    let spec = docker
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+        .ok()?
+        .spec?;
+    let image = spec.task_template?.container_spec?.image?;
     // Swarm pins `image@sha256:...` when it can; the tag is what was asked.
-    Some(image.split('@').next().unwrap_or_default().to_string())
+    let image = image.split('@').next().unwrap_or_default().to_string();
+    Some((spec.labels.unwrap_or_default(), image))
 }
 
 /// A node of the swarm as `status` and the dashboard show it.
@@ -147,13 +147,13 @@ fn display_names(nodes: &[bollard::models::Node]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Every node of the swarm, with the project's running tasks on each.
-pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, DeployError> {
+/// Every node of the swarm, with how many of `listed` (the project's
+/// instances, from [`list`]) run on each.
+pub async fn nodes(docker: &Docker, listed: &[Listed]) -> Result<Vec<NodeView>, DeployError> {
     let nodes = docker
         .list_nodes(None::<ListNodesOptions>)
         .await
         .map_err(DeployError::docker("cannot list the swarm's nodes"))?;
-    let tasks = project_tasks(docker, project).await?;
     let shown = display_names(&nodes);
     let mut views: Vec<NodeView> = nodes
         .into_iter()
@@ -162,9 +162,9 @@ pub async fn nodes(docker: &Docker, project: &str) -> Result<Vec<NodeView>, Depl
             let description = n.description.clone().unwrap_or_default();
             let resources = description.resources.unwrap_or_default();
             NodeView {
-                tasks: tasks
+                tasks: listed
                     .iter()
-                    .filter(|t| t.node_id == id && t.state == TaskState::RUNNING)
+                    .filter(|l| l.found.running && l.node.as_ref() == shown.get(&id))
                     .count() as u32,
                 name: shown.get(&id).cloned().unwrap_or_else(|| id.clone()),
                 id,
@@ -363,27 +363,17 @@ static FORWARDS: Mutex<BTreeMap<String, (SocketAddr, tokio::task::JoinHandle<()>
 /// published nowhere and whoever may use it is whoever may use Docker.
 pub async fn admin_address(docker: &Docker, names: &Names) -> Result<SocketAddr, DeployError> {
     let container = local_proxy_container(docker, names).await?;
-    let mut forwards = FORWARDS.lock().unwrap_or_else(|e| e.into_inner());
-    forwards.retain(|_, (_, task)| !task.is_finished());
-    if let Some((addr, _)) = forwards.get(&container) {
-        return Ok(*addr);
+    {
+        let mut forwards = FORWARDS.lock().unwrap_or_else(|e| e.into_inner());
+        forwards.retain(|_, (_, task)| !task.is_finished());
+        if let Some((addr, _)) = forwards.get(&container) {
+            return Ok(*addr);
+        }
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| DeployError::Write {
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
-    listener.set_nonblocking(true).map_err(|source| DeployError::Write {
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| DeployError::Write {
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| DeployError::Write {
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DeployError::Forward)?;
+    let addr = listener.local_addr().map_err(DeployError::Forward)?;
     let (docker, id) = (docker.clone(), container.clone());
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -395,7 +385,10 @@ pub async fn admin_address(docker: &Docker, names: &Names) -> Result<SocketAddr,
             });
         }
     });
-    forwards.insert(container, (addr, task));
+    FORWARDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(container, (addr, task));
     Ok(addr)
 }
 
@@ -727,8 +720,9 @@ async fn proxy_placement(docker: &Docker, manager: &Manager) -> Result<Vec<Strin
 }
 
 /// Brings the project's services to `specs` (one service per role, the
-/// first spec of each) with `instances` Flow tasks. `scale_only` changes
-/// only Flow's count.
+/// first spec of each: the demo profile's proxy, Flow and MC; the caller
+/// refuses the real profile) with `instances` Flow tasks. `scale_only`
+/// changes only Flow's count.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     docker: &Docker,
@@ -741,9 +735,6 @@ pub async fn apply(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), DeployError> {
     let manager = manager(docker).await?;
-    if specs.iter().any(|s| s.role == Role::Postgres) {
-        return Err(DeployError::SwarmReal);
-    }
     let network = names.network();
     if docker.inspect_network(&network, None).await.is_err() {
         progress(&format!("create overlay network {network} ..."));
@@ -912,34 +903,29 @@ async fn wait_for(
                 && t.error.as_deref().is_some_and(|e| e.contains("No such image"))
         }) {
             let node = node_name(docker, &failed.node_id).await;
-            let image = service_image(docker, &service).await.unwrap_or_default();
+            let image = service_labels_and_image(docker, &service)
+                .await
+                .map(|(_, image)| image)
+                .unwrap_or_default();
             return Err(DeployError::ImageMissingOnNode { image, node });
         }
         let running = tasks.iter().filter(|t| t.state == TaskState::RUNNING).count() as u64;
         let updating = update_running(docker, &service).await;
+        let backends = match admin_address(docker, names).await {
+            Ok(addr) => AdminClient::new(addr, token).backends().await.ok(),
+            Err(_) => None,
+        };
+        let healthy_in = |service: &str| {
+            backends.as_ref().map_or(0, |b| {
+                b.iter()
+                    .filter(|b| b.service == service && b.state == BackendState::Healthy)
+                    .count() as u64
+            })
+        };
         let healthy = match role {
-            Role::Proxy => {
-                let ready = match admin_address(docker, names).await {
-                    Ok(addr) => AdminClient::new(addr, token).backends().await.is_ok(),
-                    Err(_) => false,
-                };
-                u64::from(ready)
-            }
-            Role::Flow | Role::Mc => {
-                let service_name = if role == Role::Flow { "flow" } else { "mc" };
-                match admin_address(docker, names).await {
-                    Ok(addr) => AdminClient::new(addr, token)
-                        .backends()
-                        .await
-                        .map(|b| {
-                            b.iter()
-                                .filter(|b| b.service == service_name && b.state == BackendState::Healthy)
-                                .count() as u64
-                        })
-                        .unwrap_or(0),
-                    Err(_) => 0,
-                }
-            }
+            Role::Proxy => u64::from(backends.is_some()),
+            Role::Flow => healthy_in("flow"),
+            Role::Mc => healthy_in("mc"),
             Role::Postgres => running,
         };
         let wanted_healthy = if role == Role::Proxy { 1 } else { replicas };
@@ -969,10 +955,13 @@ async fn update_running(docker: &Docker, service: &str) -> bool {
     let Ok(current) = docker.inspect_service(service, None::<InspectServiceOptions>).await else {
         return false;
     };
-    current
-        .update_status
-        .and_then(|s| s.state)
-        .is_some_and(|s| s.to_string() == "updating" || s.to_string() == "rollback_started")
+    current.update_status.and_then(|s| s.state).is_some_and(|s| {
+        matches!(
+            s,
+            bollard::models::ServiceUpdateStatusStateEnum::UPDATING
+                | bollard::models::ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+        )
+    })
 }
 
 async fn node_name(docker: &Docker, id: &str) -> String {
@@ -1074,7 +1063,8 @@ pub async fn restart(docker: &Docker, project: &str, name: &str) -> Result<(), D
     super::engine::remove_container(docker, container).await
 }
 
-/// The log of one task: `flow-2` is the task in slot 2 of Flow's service.
+/// The id of the task in `slot` of a role's service (any slot when None),
+/// a running one first: whose log `logs flow-2` reads.
 pub async fn task_of(docker: &Docker, names: &Names, role: Role, slot: Option<u32>) -> Option<String> {
     let tasks = project_tasks(docker, &names.project).await.ok()?;
     tasks

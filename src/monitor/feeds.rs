@@ -101,9 +101,9 @@ async fn containers(
                         };
                         if found.role == crate::deploy::plan::Role::Proxy {
                             let settings = if on_swarm {
-                                crate::deploy::swarm::service_labels(&docker, name)
+                                crate::deploy::swarm::service_labels_and_image(&docker, name)
                                     .await
-                                    .and_then(|l| Deployment::from_labels(&l))
+                                    .and_then(|(labels, _)| Deployment::from_labels(&labels))
                             } else {
                                 inspect
                                     .as_ref()
@@ -140,7 +140,7 @@ async fn containers(
                 infos.push(info);
             }
             if on_swarm {
-                if let Ok(nodes) = crate::deploy::swarm::nodes(&docker, &project).await {
+                if let Ok(nodes) = crate::deploy::swarm::nodes(&docker, &list).await {
                     if tx.send(Feed::Nodes(nodes)).await.is_err() {
                         break;
                     }

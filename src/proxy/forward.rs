@@ -75,9 +75,10 @@ pub async fn forward(
         let started = Instant::now();
         // An answer that may be asked for again is not waited for on an
         // instance found down meanwhile: it would never come (a lost node).
-        let mut went_down = backend.went_down.subscribe();
         let attempt = upstream::send(&backend, upstream, timeouts);
         let result = if bodyless && is_idempotent(&parts.method) {
+            // Subscribed before the attempt is first polled: nothing is missed.
+            let mut went_down = backend.went_down.subscribe();
             tokio::select! {
                 result = attempt => result,
                 _ = went_down.changed() => Err(upstream::UpstreamError::WentDown),
