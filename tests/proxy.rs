@@ -822,6 +822,76 @@ fn rebalance_spreads_sessions_onto_a_new_instance_with_1012_and_no_failures() {
     assert!(fx.log("proxy").contains("rebalanced flow"), "{}", fx.log("proxy"));
 }
 
+/// A GET waiting on a silent instance that is being drained (its name no
+/// longer resolves) with `drain`, after which the instance's health check
+/// starts failing when `fails` is set. Returns how long the GET took.
+fn get_waiting_on_a_drained_instance(test: &str, drain: &str, fails: bool) -> Duration {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut fx = Fixture::new(test);
+    let healthy = std::sync::Arc::new(AtomicBool::new(true));
+    let silent = silent_backend(healthy.clone());
+    let answering = fx.sim_flow("flow-2").to_string();
+    let proxy = proxy_over(
+        &mut fx,
+        &[silent.clone(), answering],
+        &["--health-interval", "500ms", "--upstream-timeout", "60s"],
+    );
+    let silent_id = proxy
+        .backends()
+        .iter()
+        .find(|b| b["address"] == silent.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gets: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = proxy.addr;
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                (get(addr, "/api/sim/whoami", None).status, started.elapsed())
+            })
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), || {
+        proxy
+            .backends()
+            .iter()
+            .any(|b| b["address"] == silent.as_str() && b["active_requests"].as_u64() == Some(1))
+    });
+    let r = proxy.admin("DELETE", &format!("/api/v1/backends/{silent_id}?drain={drain}"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    if fails {
+        healthy.store(false, Ordering::SeqCst);
+    }
+    let mut slowest = Duration::ZERO;
+    for get in gets {
+        let (status, took) = get.join().unwrap();
+        assert_eq!(status, 200, "the waiting GET is sent again elsewhere");
+        slowest = slowest.max(took);
+    }
+    slowest
+}
+
+#[test]
+fn a_get_waiting_on_a_draining_instance_that_stops_answering_checks_moves_on() {
+    // The drain window is long; the failed health checks end the wait.
+    let took = get_waiting_on_a_drained_instance("drainfails", "120s", true);
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+}
+
+#[test]
+fn a_get_still_waiting_when_the_drain_window_ends_moves_on() {
+    // The instance still answers its checks but not the GET: when the window
+    // ends, the GET goes elsewhere instead of waiting for the upstream timeout.
+    let took = get_waiting_on_a_drained_instance("drainends", "2s", false);
+    assert!(
+        took >= Duration::from_secs(2),
+        "moved before the window ended: {took:?}"
+    );
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+}
+
 /// A backend that answers its health check (while `healthy`) and holds
 /// every other request without an answer, as an instance on a lost node.
 fn silent_backend(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {

@@ -136,8 +136,9 @@ pub struct Backend {
     pub removed: AtomicBool,
     /// Flips to true when the backend's sessions must close (drain, removal).
     pub close_sessions: watch::Sender<bool>,
-    /// Counts the times its health check found it down: requests waiting
-    /// on it then go elsewhere when they may be sent again.
+    /// Counts the times it was found down (its health check failed, also
+    /// while draining) or left with requests still waiting: those that may
+    /// be sent again then go elsewhere.
     pub went_down: watch::Sender<u64>,
     pub sessions: Mutex<HashMap<u64, Arc<Session>>>,
     /// Idle keep-alive connections to this backend.
@@ -212,13 +213,19 @@ impl Backend {
             {
                 Ok(_) => {
                     if !healthy {
-                        self.went_down.send_modify(|n| *n += 1);
+                        self.release_waiting();
                     }
                     return true;
                 }
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Tells the requests waiting on this backend that no answer is coming:
+    /// those that may be sent again go to another backend.
+    pub fn release_waiting(&self) {
+        self.went_down.send_modify(|n| *n += 1);
     }
 
     pub fn start_draining(&self) {

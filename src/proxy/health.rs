@@ -55,6 +55,12 @@ pub fn spawn(proxy: Arc<Proxy>, backend: Arc<Backend>) {
                 Err(_) if first || failures >= check.fall => backend.set_health(false),
                 _ => false,
             };
+            // A draining backend keeps its state, but one that stops
+            // answering (its node lost before its name vanished) must not
+            // hold the requests still waiting on it.
+            if result.is_err() && failures == check.fall && backend.state() == BackendState::Draining {
+                backend.release_waiting();
+            }
             if change {
                 let reason = match &result {
                     Ok(()) => format!("{} answered", check.path),

@@ -252,6 +252,11 @@ impl Proxy {
         while counters.active_requests.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(tick).await;
         }
+        // Requests still unanswered after the window are waiting on an
+        // instance that is going away: those that may be sent again move.
+        if counters.active_requests.load(Ordering::Relaxed) > 0 {
+            backend.release_waiting();
+        }
         while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(tick).await;
         }
