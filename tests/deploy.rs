@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::docker::*;
 use common::*;
@@ -524,8 +524,106 @@ fn docker_rebalance_spreads_the_sessions_onto_a_new_instance() {
 
 /// Containers and a network made by a test, removed when dropped.
 struct Made {
+    image: String,
     containers: Vec<String>,
     network: String,
+}
+
+impl Made {
+    /// A network of its own (`tag`), removed with whatever runs on it.
+    fn network(tag: &str) -> Made {
+        let made = Made {
+            image: flowgate_image(),
+            containers: Vec::new(),
+            network: tag.into(),
+        };
+        run(Command::new("docker").args([
+            "network",
+            "create",
+            "--label",
+            &format!("io.flowgate.project={tag}"),
+            tag,
+        ]));
+        made
+    }
+
+    /// A simulator calling itself `sim-<n>` under the network alias `flowsims`.
+    fn sim(&mut self, n: u32) -> String {
+        let name = format!("{}-sim-{n}", self.network);
+        run(Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                &self.network,
+                "--network-alias",
+                "flowsims",
+            ])
+            .args([
+                &self.image,
+                "sim",
+                "flow",
+                "--listen",
+                "0.0.0.0:9021",
+                "--name",
+                &format!("sim-{n}"),
+            ]));
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// A proxy that follows `flowsims:9021`, its port 80 published on
+    /// loopback; `docker` and `proxy` add arguments to each.
+    fn proxy(&mut self, docker: &[&str], proxy: &[&str]) -> (String, std::net::SocketAddr) {
+        let name = format!("{}-proxy", self.network);
+        run(Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                &self.network,
+                "-p",
+                "127.0.0.1::80",
+            ])
+            .args(docker)
+            .args([
+                &self.image,
+                "proxy",
+                "--listen",
+                "0.0.0.0:80",
+                "--discover",
+                "flowsims:9021",
+            ])
+            .args(proxy));
+        self.containers.push(name.clone());
+        (name.clone(), published(&name, 80))
+    }
+
+    /// A container's address on the network.
+    fn address(&self, container: &str) -> String {
+        let template = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            self.network
+        );
+        run(Command::new("docker").args(["inspect", "-f", &template, container]))
+            .trim()
+            .to_string()
+    }
+}
+
+/// Where a container's port is published on loopback.
+fn published(container: &str, port: u16) -> std::net::SocketAddr {
+    run(Command::new("docker").args(["port", container, &port.to_string()]))
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 impl Drop for Made {
@@ -537,72 +635,18 @@ impl Drop for Made {
     }
 }
 
+fn instances(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 #[test]
 fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failures() {
-    let image = flowgate_image();
-    let tag = format!("fgtest-discover-{}", std::process::id());
-    let mut made = Made {
-        containers: Vec::new(),
-        network: tag.clone(),
-    };
-    run(Command::new("docker").args([
-        "network",
-        "create",
-        "--label",
-        &format!("io.flowgate.project={tag}"),
-        &tag,
-    ]));
-    let sim = |made: &mut Made, n: u32| {
-        let name = format!("{tag}-sim-{n}");
-        run(Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                &tag,
-                "--network-alias",
-                "flowsims",
-            ])
-            .args([
-                &image,
-                "sim",
-                "flow",
-                "--listen",
-                "0.0.0.0:9021",
-                "--name",
-                &format!("sim-{n}"),
-            ]));
-        made.containers.push(name.clone());
-        name
-    };
-    let first = sim(&mut made, 1);
-    sim(&mut made, 2);
-    let proxy = format!("{tag}-proxy");
-    run(Command::new("docker")
-        .args(["run", "-d", "--name", &proxy, "--network", &tag, "-p", "127.0.0.1::80"])
-        .args([
-            &image,
-            "proxy",
-            "--listen",
-            "0.0.0.0:80",
-            "--discover",
-            "flowsims:9021",
-            "--admin",
-            "off",
-        ]));
-    made.containers.push(proxy.clone());
-    let addr: std::net::SocketAddr = run(Command::new("docker").args(["port", &proxy, "80"]))
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let two = ["sim-1", "sim-2"].map(String::from).into_iter().collect();
+    let mut made = Made::network(&format!("fgtest-discover-{}", std::process::id()));
+    let first = made.sim(1);
+    made.sim(2);
+    let (_, addr) = made.proxy(&[], &["--admin", "off"]);
     wait_for(Duration::from_secs(20), || {
-        whoami_instances(&addr.to_string(), 10) == two
+        whoami_instances(&addr.to_string(), 10) == instances(&["sim-1", "sim-2"])
     });
 
     let load = Load::to(addr)
@@ -612,18 +656,93 @@ fn docker_the_proxy_follows_a_name_adding_and_draining_instances_without_failure
         .flag("--reconnect")
         .spawn();
     // A third container with the name: the proxy adds it by itself.
-    sim(&mut made, 3);
-    let three = ["sim-1", "sim-2", "sim-3"].map(String::from).into_iter().collect();
+    made.sim(3);
     wait_for(Duration::from_secs(10), || {
-        whoami_instances(&addr.to_string(), 12) == three
+        whoami_instances(&addr.to_string(), 12) == instances(&["sim-1", "sim-2", "sim-3"])
     });
     // One goes away under load: drained, no request fails, no session is cut.
     run(Command::new("docker").args(["stop", "-t", "2", &first]));
-    let rest = ["sim-2", "sim-3"].map(String::from).into_iter().collect();
     wait_for(Duration::from_secs(10), || {
-        whoami_instances(&addr.to_string(), 12) == rest
+        whoami_instances(&addr.to_string(), 12) == instances(&["sim-2", "sim-3"])
     });
     nothing_failed(&load.join().unwrap());
+    drop(made);
+}
+
+#[test]
+fn docker_a_found_instance_drained_through_the_admin_api_stays_out_until_its_name_goes_or_for_30_s() {
+    let mut made = Made::network(&format!("fgtest-withdraw-{}", std::process::id()));
+    let first = made.sim(1);
+    made.sim(2);
+    let fx = Fixture::new("withdraw");
+    let token = "withdraw-test-token-0123456789abcdef";
+    let token_file = fx.dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mount = format!("{}:/run/token:ro", token_file.display());
+    let (proxy, addr) = made.proxy(
+        &["-p", "127.0.0.1::9901", "-v", &mount],
+        &["--admin", "0.0.0.0:9901", "--admin-token-file", "/run/token"],
+    );
+    let admin = Proxy {
+        addr,
+        admin: published(&proxy, 9901),
+        token: token.into(),
+    };
+    let both = instances(&["sim-1", "sim-2"]);
+    wait_for(Duration::from_secs(20), || {
+        whoami_instances(&addr.to_string(), 10) == both
+    });
+    let leaving = format!("{}:9021", made.address(&first));
+    let state_of = |address: &str| -> Vec<String> {
+        admin
+            .backends()
+            .iter()
+            .filter(|b| b["address"] == address)
+            .map(|b| b["state"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let drain = |what: &str| {
+        let r = admin.admin("DELETE", &format!("/api/v1/backends/{leaving}?drain=1"), "");
+        assert_eq!(r.status, 202, "{what}: {}", r.text());
+    };
+
+    // Drained while the name still gives its address (a task about to be
+    // stopped): past its 1 s window and the checks that would make a new
+    // backend healthy, it is still one draining backend that serves nothing.
+    drain("the first drain");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        assert_eq!(state_of(&leaving), vec!["draining"], "found again while withdrawn");
+        assert_eq!(whoami_instances(&addr.to_string(), 4), instances(&["sim-2"]));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its address goes: so does the backend.
+    run(Command::new("docker").args(["network", "disconnect", &made.network, &first]));
+    wait_for(Duration::from_secs(10), || state_of(&leaving).is_empty());
+
+    // Back on the network it is found again; drained once more and left
+    // running (Swarm stopped another task), it is given back after 30 s.
+    run(Command::new("docker").args(["network", "connect", "--alias", "flowsims", &made.network, &first]));
+    let leaving_now = format!("{}:9021", made.address(&first));
+    assert_eq!(
+        leaving_now, leaving,
+        "the same address again (the network is otherwise idle)"
+    );
+    wait_for(Duration::from_secs(20), || {
+        whoami_instances(&addr.to_string(), 10) == both
+    });
+    drain("the second drain");
+    let drained = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(whoami_instances(&addr.to_string(), 4), instances(&["sim-2"]));
+    wait_for(Duration::from_secs(45), || {
+        whoami_instances(&addr.to_string(), 10) == both
+    });
+    let back = drained.elapsed();
+    assert!(
+        back >= Duration::from_secs(30),
+        "given back after {back:?}, before its 30 s"
+    );
     drop(made);
 }
 

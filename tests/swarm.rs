@@ -312,7 +312,30 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         https_instances(&project, https, 30).len() == 6
     });
     assert_eq!(instance_nodes(&project).len(), 2);
-    project.ok(&["scale", "2"]);
+    // Going down, flowgate drains in the proxy the tasks Swarm will stop,
+    // before it changes the count: those are the ones that go.
+    let down = project.flowgate(&["scale", "2"]);
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success(), "{said}");
+    let drained: BTreeSet<String> = said
+        .lines()
+        .find_map(|l| l.split("drain ").nth(1)?.split(" in the proxy before Swarm").next())
+        .unwrap_or_else(|| panic!("no drain before the scale-down: {said}"))
+        .split(", ")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(drained.len(), 4, "{said}");
+    let kept: BTreeSet<String> = project.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.is_disjoint(&drained),
+        "Swarm stopped others than those drained: kept {kept:?}, drained {drained:?}"
+    );
     wait_for(Duration::from_secs(30), || {
         https_instances(&project, https, 12).len() == 2
     });

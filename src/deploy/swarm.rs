@@ -773,6 +773,9 @@ pub async fn apply(
         };
         let wanted = service_spec(names, spec, replicas, &placement, &references);
         let started = Instant::now();
+        if role == Role::Flow {
+            drain_leaving(docker, names, token, instances as usize, progress).await?;
+        }
         let Some(change) = converge(docker, wanted, scale_only, progress).await? else {
             continue;
         };
@@ -781,6 +784,104 @@ pub async fn apply(
     }
     prune_references(docker, names, &references).await;
     Ok(())
+}
+
+/// The Flow tasks Swarm stops when the service goes down to `keep` tasks,
+/// by Swarm's own rule (swarmkit's replicated orchestrator): running tasks
+/// stay before others, then each node's first copies before its later
+/// ones, then lower slots. Swarm decides; the guess only lets the proxy
+/// drain them first. A wrong guess costs that task's sessions a reconnect
+/// (1001), and the task Swarm stops instead still gets its close frames
+/// from the proxy when its address vanishes.
+/// While an update rolls (two tasks in one slot) nothing is guessed.
+fn leaving_on_scale_down(tasks: &[Listed], keep: usize) -> Vec<&Listed> {
+    let mut flow: Vec<&Listed> = tasks.iter().filter(|t| t.found.role == Role::Flow).collect();
+    let slots: std::collections::BTreeSet<_> = flow.iter().map(|t| t.found.index).collect();
+    if slots.len() != flow.len() {
+        return Vec::new();
+    }
+    flow.sort_by_key(|t| (!t.found.running, t.found.index));
+    let mut copies: HashMap<Option<&str>, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, &Listed)> = flow
+        .into_iter()
+        .map(|t| {
+            let copy = match t.node.as_deref() {
+                Some(node) => {
+                    let n = copies.entry(Some(node)).or_default();
+                    *n += 1;
+                    *n
+                }
+                None => usize::MAX,
+            };
+            (copy, t)
+        })
+        .collect();
+    ranked.sort_by_key(|(copy, _)| *copy);
+    ranked.into_iter().skip(keep).map(|(_, t)| t).collect()
+}
+
+/// Before Flow goes down to `keep` tasks: the tasks Swarm is about to stop
+/// are drained in the proxy (requests finish, sessions get 1001 and
+/// reconnect elsewhere) until idle, so Swarm stops tasks that serve nothing.
+async fn drain_leaving(
+    docker: &Docker,
+    names: &Names,
+    token: &str,
+    keep: usize,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), DeployError> {
+    let tasks = list(docker, &names.project).await?;
+    let leaving = leaving_on_scale_down(&tasks, keep);
+    if leaving.is_empty() {
+        return Ok(());
+    }
+    let Ok(address) = admin_address(docker, names).await else {
+        return Ok(()); // No proxy: nothing to drain from.
+    };
+    let admin = AdminClient::new(address, token);
+    let backends = admin.backends().await?;
+    let mut drained = Vec::new();
+    for task in &leaving {
+        let Some(backend) = backends
+            .iter()
+            .find(|b| b.service == "flow" && Some(&b.address) == task.address.as_ref())
+        else {
+            continue;
+        };
+        if admin.drain(&backend.id, super::engine::DRAIN.as_secs()).await? {
+            drained.push((task.found.name.clone(), backend.id.clone()));
+        }
+    }
+    if drained.is_empty() {
+        return Ok(());
+    }
+    let said: Vec<&str> = drained.iter().map(|(name, _)| name.as_str()).collect();
+    progress(&format!(
+        "drain {} in the proxy before Swarm stops {} ...",
+        said.join(", "),
+        if drained.len() == 1 { "it" } else { "them" }
+    ));
+    // Drained here means idle: the proxy keeps each out of service until
+    // its address vanishes, so Swarm stops tasks that serve nothing.
+    let limit = super::engine::DRAIN + Duration::from_secs(15);
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = admin.backends().await?;
+        let busy = |id: &str| {
+            now.iter()
+                .any(|b| b.id == id && (b.active_requests > 0 || b.ws_active > 0))
+        };
+        let Some((name, _)) = drained.iter().find(|(_, id)| busy(id)) else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            return Err(DeployError::StillDraining {
+                name: name.clone(),
+                secs: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Creates or updates one service; the change made, if any.
@@ -1088,6 +1189,63 @@ mod tests {
         };
         let specs = super::super::settings::demo_specs(&dep, "flowgate:x", std::path::Path::new("/tmp/p"));
         (dep.names(), specs)
+    }
+
+    fn task(slot: u32, node: &str, running: bool) -> Listed {
+        Listed {
+            found: Found {
+                name: format!("demo-flow-{slot}"),
+                role: Role::Flow,
+                index: Some(slot),
+                config: String::new(),
+                running,
+            },
+            id: format!("t{slot}"),
+            state: "running".into(),
+            node: Some(node.into()),
+            address: Some(format!("10.0.1.{slot}:9021")),
+            container: None,
+        }
+    }
+
+    fn leaving(tasks: &[Listed], keep: usize) -> Vec<u32> {
+        let mut slots: Vec<u32> = leaving_on_scale_down(tasks, keep)
+            .iter()
+            .filter_map(|t| t.found.index)
+            .collect();
+        slots.sort();
+        slots
+    }
+
+    #[test]
+    fn a_scale_down_drains_the_tasks_swarm_stops_later_copies_on_a_node_first_then_higher_slots() {
+        // Six tasks, three per node: each node keeps its lowest slot.
+        let six: Vec<Listed> = [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a"), (6, "b")]
+            .into_iter()
+            .map(|(slot, node)| task(slot, node, true))
+            .collect();
+        assert_eq!(leaving(&six, 2), vec![3, 4, 5, 6]);
+        assert_eq!(leaving(&six, 5), vec![6]);
+        assert_eq!(leaving(&six, 6), Vec::<u32>::new());
+        // Uneven: node a's third copy goes before node b's first.
+        let uneven: Vec<Listed> = [(1, "a"), (2, "a"), (3, "a"), (4, "b")]
+            .into_iter()
+            .map(|(slot, node)| task(slot, node, true))
+            .collect();
+        assert_eq!(leaving(&uneven, 2), vec![2, 3]);
+        // A task not running yet goes before a running one of the same rank.
+        let starting = vec![task(1, "a", false), task(2, "b", true), task(3, "a", true)];
+        assert_eq!(leaving(&starting, 2), vec![1]);
+        // Proxy and MC tasks never count.
+        let mut mixed = six.clone();
+        mixed[0].found.role = Role::Mc;
+        assert_eq!(leaving(&mixed, 4), vec![6]);
+    }
+
+    #[test]
+    fn no_guess_while_an_update_rolls_two_tasks_in_one_slot() {
+        let rolling = vec![task(1, "a", true), task(1, "b", true), task(2, "b", true)];
+        assert!(leaving_on_scale_down(&rolling, 1).is_empty());
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub struct Backend {
     /// Found by resolving the service's `discover` name; it goes when the
     /// name stops resolving to it.
     pub discovered: bool,
+    /// Set when the name no longer resolves to it: a drained discovered
+    /// backend stays (serving nothing, so its address is not found again)
+    /// until then.
+    pub vanished: AtomicBool,
     state: AtomicU8,
     pub counters: Counters,
     pub latency: Histogram,
@@ -157,6 +161,7 @@ impl Backend {
             service: service.into(),
             dynamic,
             discovered: false,
+            vanished: AtomicBool::new(false),
             state: AtomicU8::new(initial as u8),
             counters: Counters::default(),
             latency: Histogram::default(),

@@ -1,11 +1,14 @@
 //! Backends found by name: a service's `discover` name (`tasks.flow:9021`
 //! on Docker Swarm, a network alias on one engine) is resolved every
 //! second. A new address becomes a backend, which serves once its health
-//! check passes; an address the name no longer gives is drained. The proxy
+//! check passes; an address the name no longer gives is drained. A backend
+//! drained through the admin API while its address still resolves (a task
+//! about to be stopped) stays out of service until the address goes. The proxy
 //! needs no Docker socket for this: the engine's DNS is the source.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::backend::BackendState;
@@ -59,11 +62,14 @@ pub fn spawn(proxy: Arc<Proxy>) {
                         BTreeSet::new()
                     }
                 };
-                let current: Vec<_> = pool
+                let (current, draining): (Vec<_>, Vec<_>) = pool
                     .backends()
                     .into_iter()
-                    .filter(|b| b.discovered && b.state() != BackendState::Draining)
-                    .collect();
+                    .filter(|b| b.discovered)
+                    .partition(|b| b.state() != BackendState::Draining);
+                for backend in draining.iter().filter(|b| !found.contains(&b.address)) {
+                    backend.vanished.store(true, Ordering::Release);
+                }
                 for address in &found {
                     if !current.iter().any(|b| &b.address == address) {
                         // A drained one of the same address may still be leaving: next time.
@@ -75,6 +81,7 @@ pub fn spawn(proxy: Arc<Proxy>) {
                 }
                 for backend in current.iter().filter(|b| !found.contains(&b.address)) {
                     tracing::info!("{name} no longer gives {}: draining it", backend.address);
+                    backend.vanished.store(true, Ordering::Release);
                     let _ = proxy.remove_backend(&backend.id, DRAIN);
                 }
             }

@@ -59,6 +59,10 @@ pub enum ProxyError {
     NoService,
 }
 
+/// How long a drained discovered backend whose address still resolves is
+/// kept out of service before discovery may add it again.
+const WITHDRAWN_AT_MOST: Duration = Duration::from_secs(30);
+
 pub struct Proxy {
     config: RwLock<Arc<ProxyConfig>>,
     /// Certificates the TLS listeners serve (empty without TLS).
@@ -264,6 +268,24 @@ impl Proxy {
         let grace = tokio::time::Instant::now() + Duration::from_secs(5);
         while counters.ws_active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < grace {
             tokio::time::sleep(tick).await;
+        }
+        // A discovered backend drained before its task stopped (flowgate
+        // drains what Swarm is about to stop) stays, serving nothing, so the
+        // name still giving its address does not add it again; it goes once
+        // the address vanishes, or is given back if it still resolves long
+        // after (the task was not the one that stopped).
+        if backend.discovered {
+            let given_back = tokio::time::Instant::now() + WITHDRAWN_AT_MOST;
+            while !backend.vanished.load(Ordering::Acquire) && tokio::time::Instant::now() < given_back {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !backend.vanished.load(Ordering::Acquire) {
+                tracing::info!(
+                    backend = %backend.id,
+                    "still found {}s after its drain: given back to discovery",
+                    WITHDRAWN_AT_MOST.as_secs()
+                );
+            }
         }
         if let Some(pool) = self.pool(&backend.service) {
             pool.backends
