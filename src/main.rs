@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(cmd::run(cli));
+    flowgate::deploy::close_ssh_tunnel();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

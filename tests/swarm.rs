@@ -474,13 +474,14 @@ fn docker_swarm_a_rolling_update_and_the_loss_of_a_node_fail_no_request() {
 }
 
 #[test]
-fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls() {
+fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls_and_over_ssh() {
     let _one = one_swarm_at_a_time();
     let image = flowgate_image();
     let swarm = Swarm::start(&image);
     let env = swarm.promote_worker();
+    let sshd = swarm.ssh_to_worker();
     let (_fx, project) = project_for("swarmtls");
-    let remote = |args: &[&str]| {
+    let through = |env: &[(String, String)], args: &[&str]| {
         let out = project.command(args).envs(env.iter().cloned()).output().unwrap();
         assert!(
             out.status.success(),
@@ -490,6 +491,8 @@ fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let remote = |args: &[&str]| through(&env, args);
+    let over_ssh = |args: &[&str]| through(&sshd.env, args);
     // A client without the right certificates is refused with the way out.
     let refused = project
         .command(&["status"])
@@ -519,13 +522,42 @@ fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls() {
     });
     let log = remote(&["logs", "proxy", "--tail", "20"]);
     assert!(log.contains("admin API"), "{log}");
+
+    // The same engine over ssh://: each connection is `docker system
+    // dial-stdio` on the far side, and ssh checks the host key.
+    let unknown_host = project
+        .command(&["status"])
+        .envs(sshd.env.iter().cloned())
+        .env(
+            "FLOWGATE_SSH_COMMAND",
+            "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes",
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&unknown_host.stderr);
+    assert!(
+        !unknown_host.status.success()
+            && said.contains("cannot reach Docker at ssh://")
+            && said.contains("Host key verification failed"),
+        "{said}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&over_ssh(&["status", "--json"])).unwrap();
+    assert_eq!(status["totals"]["healthy"], 3, "{status}");
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");
+    over_ssh(&["scale", "2"]);
+    wait_for(Duration::from_secs(20), || {
+        https_instances_at(&project, common::swarm::WORKER_IP, https, 12).len() == 2
+    });
+    let log = over_ssh(&["logs", "flow-1", "--tail", "5"]);
+    assert!(log.contains("listening"), "{log}");
     let down = project
         .command(&["down", "--volumes"])
-        .envs(env.iter().cloned())
+        .envs(sshd.env.iter().cloned())
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&down.stderr);
     assert!(down.status.success() && said.contains("removed service"), "{said}");
     drop(project);
+    drop(sshd);
     drop(swarm);
 }

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod image;
 pub mod plan;
 pub mod settings;
+pub mod ssh;
 pub mod swarm;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +157,34 @@ impl DeployError {
     }
 }
 
-/// Connects to the local Docker engine and agrees on an API version.
+/// Whether DOCKER_HOST reaches the engine over ssh://.
+pub fn engine_over_ssh() -> bool {
+    std::env::var("DOCKER_HOST").is_ok_and(|h| h.starts_with("ssh://"))
+}
+
+/// The process's one ssh tunnel (every `connect` of it shares it).
+static SSH_TUNNEL: std::sync::Mutex<Option<std::sync::Arc<ssh::Tunnel>>> = std::sync::Mutex::new(None);
+
+fn ssh_tunnel(destination: ssh::Destination) -> Result<std::sync::Arc<ssh::Tunnel>, String> {
+    let mut tunnel = SSH_TUNNEL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(open) = tunnel.as_ref() {
+        return Ok(open.clone());
+    }
+    let open = std::sync::Arc::new(ssh::Tunnel::open(destination)?);
+    *tunnel = Some(open.clone());
+    Ok(open)
+}
+
+/// Removes the ssh tunnel's socket, if one was opened: called once the
+/// process is done with Docker.
+pub fn close_ssh_tunnel() {
+    if let Some(tunnel) = SSH_TUNNEL.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        tunnel.close();
+    }
+}
+
+/// Connects to the Docker engine DOCKER_HOST names (the local one by
+/// default: unix://, tcp:// with TLS, or ssh://) and agrees on an API version.
 pub async fn connect() -> Result<bollard::Docker, DeployError> {
     let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let unreachable = |reason: String| DeployError::Unreachable {
@@ -164,12 +192,21 @@ pub async fn connect() -> Result<bollard::Docker, DeployError> {
         reason,
     };
     if endpoint.starts_with("ssh://") {
-        return Err(unreachable(
-            "ssh:// is not built into this flowgate; reach the manager over tcp:// with TLS \
-             (DOCKER_HOST=tcp://HOST:2376, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH=DIR with ca.pem, cert.pem, key.pem), \
-             or forward its socket: ssh -L /tmp/docker.sock:/var/run/docker.sock HOST and DOCKER_HOST=unix:///tmp/docker.sock"
-                .into(),
-        ));
+        let destination = ssh::Destination::parse(&endpoint).map_err(unreachable)?;
+        let tunnel = ssh_tunnel(destination).map_err(unreachable)?;
+        let socket = tunnel.socket.to_string_lossy().into_owned();
+        let failed = |e: bollard::errors::Error| {
+            let said = tunnel.said();
+            unreachable(if said.is_empty() {
+                e.to_string()
+            } else {
+                format!("ssh said: {}", said.lines().collect::<Vec<_>>().join(" "))
+            })
+        };
+        let docker = bollard::Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION).map_err(failed)?;
+        let docker = docker.negotiate_version().await.map_err(failed)?;
+        docker.ping().await.map_err(failed)?;
+        return Ok(docker);
     }
     let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
     if endpoint.starts_with("tcp://") && !tls {

@@ -276,6 +276,20 @@ impl State {
                 list.sort_by(|a, b| (a.role, a.index, &a.name).cmp(&(b.role, b.index, &b.name)));
                 self.usage.retain(|name, _| list.iter().any(|c| &c.name == name));
                 self.history.retain(|name, _| list.iter().any(|c| &c.name == name));
+                // Backends sampled before their tasks were listed (a slow
+                // engine) carry addresses: they take the names now.
+                for c in &list {
+                    let Some(address) = c.address.as_deref() else {
+                        continue;
+                    };
+                    if let Some(mut backend) = self.backends.remove(address) {
+                        backend.id = c.name.clone();
+                        self.backends.insert(c.name.clone(), backend);
+                    }
+                    if let Some(rates) = self.rates.remove(address) {
+                        self.rates.insert(c.name.clone(), rates);
+                    }
+                }
                 self.containers = list;
             }
             Feed::Docker {
@@ -554,6 +568,23 @@ pub mod tests {
             latency_p50_ms: Some(1.5),
             latency_p99_ms: Some(9.0),
         }
+    }
+
+    #[test]
+    fn backends_sampled_before_their_swarm_tasks_were_listed_take_the_tasks_names() {
+        let mut state = State::new("p");
+        // The proxy names a Swarm task's backend by its address.
+        state.apply(Feed::Backends {
+            at_ms: 1_000,
+            backends: vec![backend("10.0.1.5:9021", 10, 0, 2, BackendState::Healthy)],
+        });
+        let mut task = container("p-flow-1", Role::Flow, Some(1), "running");
+        task.address = Some("10.0.1.5:9021".into());
+        task.node = Some("node-1".into());
+        state.apply(Feed::Containers(vec![task]));
+        let snap = state.snapshot(1_060);
+        assert_eq!(snap.instances[0].health, Health::Healthy, "{snap:?}");
+        assert_eq!(snap.instances[0].ws_active, Some(2));
     }
 
     fn container(name: &str, role: Role, index: Option<u32>, state: &str) -> ContainerInfo {

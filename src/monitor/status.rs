@@ -12,8 +12,8 @@ use super::{Feed, Snapshot, State, feeds};
 pub enum StatusError {
     #[error("project {0} has no deployment; create one with `flowgate up --demo --project {0}`")]
     NoDeployment(String),
-    #[error("Docker did not list the containers of project {0} within 5 s; is the engine overloaded?")]
-    Slow(String),
+    #[error("Docker did not list the containers of project {0} within {1} s; is the engine overloaded?")]
+    Slow(String, u64),
 }
 
 /// One picture of the deployment from the live feeds: waits (at most a
@@ -24,7 +24,14 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, Status
     let feeds = feeds::start(docker.clone(), project, tx);
     let mut state = State::new(project);
     let mut containers_seen = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // An engine over ssh:// costs a round trip per call (and the admin API
+    // one exec each): more time before the picture is given up on.
+    let wait = if crate::deploy::engine_over_ssh() {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(5)
+    };
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let feed = tokio::select! {
             feed = rx.recv() => feed,
@@ -51,7 +58,7 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, Status
         }
     }
     if !containers_seen {
-        return Err(StatusError::Slow(project.into()));
+        return Err(StatusError::Slow(project.into(), wait.as_secs()));
     }
     if let Some(dep) = feeds.deployment.borrow().as_ref() {
         state.flow_url = Some(dep.flow_origin());

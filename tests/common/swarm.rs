@@ -3,7 +3,7 @@
 //! the main engine as the manager. Everything is taken down when dropped,
 //! even after a failure, and the main engine is never left in swarm mode.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -283,6 +283,116 @@ impl Swarm {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// An ssh server in the second engine's namespace whose sessions talk to
+/// that engine; killed when dropped.
+pub struct Sshd {
+    child: Child,
+    netns: String,
+    /// What a flowgate reaches the second engine with over ssh.
+    pub env: Vec<(String, String)>,
+}
+
+impl Swarm {
+    /// Starts sshd on the second engine's address (port 2222) with a host
+    /// key and a client key of its own, and gives the environment that
+    /// reaches that engine as `DOCKER_HOST=ssh://root@...`; ssh checks the
+    /// host key against the one made here.
+    pub fn ssh_to_worker(&self) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "the ssh:// test needs /usr/sbin/sshd: apt-get install openssh-server (tests/run does)"
+        );
+        let dir = self.dir.join("ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap(); // sshd's privilege separation directory
+        let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        for key in ["host_key", "client_key"] {
+            ok(
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", &at(key)]),
+                "ssh-keygen",
+            );
+        }
+        std::fs::copy(at("client_key.pub"), at("authorized_keys")).unwrap();
+        std::fs::write(
+            at("sshd_config"),
+            format!(
+                "ListenAddress {WORKER_IP}:2222\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n\
+                 SetEnv DOCKER_HOST={}\n",
+                at("host_key"),
+                at("authorized_keys"),
+                self.worker
+            ),
+        )
+        .unwrap();
+        let host_key = std::fs::read_to_string(at("host_key.pub")).unwrap();
+        std::fs::write(at("known_hosts"), format!("[{WORKER_IP}]:2222 {host_key}")).unwrap();
+        std::fs::write(
+            at("ssh_config"),
+            format!(
+                "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+                at("client_key"),
+                at("known_hosts")
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "/usr/sbin/sshd",
+                "-D",
+                "-f",
+                &at("sshd_config"),
+                "-E",
+            ])
+            .arg(at("sshd.log"))
+            .spawn()
+            .expect("cannot start sshd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((WORKER_IP, 2222)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen within 10 s: {}",
+                std::fs::read_to_string(at("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Sshd {
+            child,
+            netns: self.name.clone(),
+            env: vec![
+                ("DOCKER_HOST".into(), format!("ssh://root@{WORKER_IP}:2222")),
+                ("FLOWGATE_SSH_COMMAND".into(), format!("ssh -F {}", at("ssh_config"))),
+            ],
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its sessions outlive it (a client's shared connection): every
+        // sshd left in the namespace goes too.
+        let pids = Command::new("ip").args(["netns", "pids", &self.netns]).output();
+        for pid in pids.iter().flat_map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .into_owned()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        }) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" {
+                let _ = Command::new("kill").arg(&pid).status();
+            }
+        }
     }
 }
 
