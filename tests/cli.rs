@@ -130,3 +130,34 @@ fn a_bad_setting_is_one_sentence() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_ssh_docker_host_that_ssh_would_read_as_an_option_runs_nothing() {
+    let dir = std::env::temp_dir().join(format!("flowgate-ssh-option-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let witness = dir.join("ran");
+    // A stand-in for ssh that would leave a trace if it were ever started.
+    let fake_ssh = dir.join("ssh");
+    std::fs::write(&fake_ssh, format!("#!/bin/sh\ntouch {}\n", witness.display())).unwrap();
+    std::fs::set_permissions(&fake_ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for hostile in [
+        format!("ssh://-oProxyCommand=touch${{IFS}}{}", witness.display()),
+        "ssh://user@-oProxyCommand=x".to_string(),
+        "ssh://user@host/var/run/docker.sock".to_string(),
+    ] {
+        let out = Command::new(bin())
+            .args(["status", "--project", "sshoption"])
+            .env("DOCKER_HOST", &hostile)
+            .env("FLOWGATE_SSH_COMMAND", fake_ssh.to_str().unwrap())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("cannot reach Docker at ssh://") && said.contains("ssh://"),
+            "{hostile}: {said}"
+        );
+        assert_eq!(said.trim().lines().count(), 1, "one sentence: {said}");
+    }
+    assert!(!witness.exists(), "ssh was started for a hostile DOCKER_HOST");
+    let _ = std::fs::remove_dir_all(&dir);
+}
