@@ -209,15 +209,19 @@ async fn splice(stream: UnixStream, line: Vec<String>, said: Arc<Mutex<String>>)
         let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
     });
     let mut stdout = stdout;
-    let _ = tokio::io::copy(&mut stdout, &mut to_client).await;
+    let answered = tokio::io::copy(&mut stdout, &mut to_client).await.unwrap_or(0);
     // ssh's output ended: learn why before the Docker client sees the end,
     // so a failed connection is explained by ssh's own words.
     let exited = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let failed = !matches!(exited, Ok(Ok(status)) if status.success());
-    if failed
-        && let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(1), complaint).await
-        && !text.trim().is_empty()
-    {
+    if failed || answered == 0 {
+        let text = match tokio::time::timeout(Duration::from_secs(1), complaint).await {
+            Ok(Ok(text)) if !text.trim().is_empty() => text,
+            _ => match exited {
+                Ok(Ok(status)) => format!("{} ended without an answer ({status})", line[0]),
+                _ => format!("{} gave no answer", line[0]),
+            },
+        };
         *said.lock().unwrap_or_else(|e| e.into_inner()) = text;
     }
     drop(to_client);
