@@ -218,6 +218,26 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     let refused = project.flowgate(&["up", "--swarm", "--demo", "--http-port", &http.to_string()]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && said.contains("--bind 0.0.0.0"), "{said}");
+    // Public traffic meant for an edge node flowgate cannot reach the proxy
+    // on: refused with the way out, before anything is made.
+    let worker = swarm.worker_docker(&["info", "-f", "{{.Swarm.NodeID}}"]);
+    let worker = String::from_utf8_lossy(&worker.stdout).trim().to_string();
+    let label = |how: &str, arg: &str| {
+        run(Command::new("docker").args(["node", "update", how, arg, &worker]));
+    };
+    label("--label-add", "io.flowgate.edge=true");
+    let elsewhere = project.flowgate(&refs(&up_demo_args(free_port(), free_port())));
+    label("--label-rm", "io.flowgate.edge");
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        !elsewhere.status.success() && said.contains("io.flowgate.edge=true") && said.contains("docker node update"),
+        "{said}"
+    );
+    assert_eq!(
+        (project.labelled("service"), project.labelled("network")),
+        (0, 0),
+        "nothing made: {said}"
+    );
     let started = Instant::now();
     let out = project.ok(&refs(&up_demo_args(http, https)));
     eprintln!(

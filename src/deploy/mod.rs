@@ -114,6 +114,10 @@ pub enum DeployError {
     )]
     ProxyElsewhere { node: String },
     #[error(
+        "nodes labelled io.flowgate.edge=true ({edges}) are to take public traffic, but flowgate talks to manager {manager}, which is not one; the proxy runs on the manager flowgate talks to (its admin API is reached through that engine only): label it (docker node update --label-add io.flowgate.edge=true {manager}) or point DOCKER_HOST at an edge node that is a manager (ssh://USER@HOST or tcp:// with TLS)"
+    )]
+    EdgeElsewhere { manager: String, edges: String },
+    #[error(
         "the real profile on Swarm is not built yet (PostgreSQL and Hazelcast's member discovery across nodes); use --demo with --swarm, or the single engine for the real profile"
     )]
     SwarmReal,

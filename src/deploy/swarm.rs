@@ -2,7 +2,7 @@
 //! attachable overlay network; Flow as one replicated service in `dnsrr`
 //! endpoint mode (no VIP, no routing mesh: the proxy wants every task, and
 //! this kernel has no IPVS); the proxy as a service pinned to the manager
-//! (or to nodes labelled `io.flowgate.edge=true`) that publishes its ports
+//! flowgate talks to (an `io.flowgate.edge=true` node when any is labelled so) that publishes its ports
 //! in host mode, so clients' addresses reach it; MC. Swarm schedules and
 //! restarts; flowgate never does. The proxy follows Flow's tasks itself by
 //! resolving `tasks.<service>` (no Docker socket in it), and flowgate
@@ -40,8 +40,9 @@ use crate::proxy::client::AdminClient;
 
 /// Swarm's label on every task's container.
 const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
-/// Nodes labelled `io.flowgate.edge=true` carry the proxy; without any,
-/// the manager flowgate talks to does.
+/// Nodes labelled `io.flowgate.edge=true` are the ones meant for public
+/// traffic: when any is, the manager flowgate talks to (which carries the
+/// proxy) must be one.
 pub const EDGE_LABEL: &str = "io.flowgate.edge";
 /// Where flowgate's binary is in its image.
 const BINARY: &str = "/usr/local/bin/flowgate";
@@ -697,26 +698,42 @@ async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &st
     })
 }
 
-/// Where the proxy runs: on nodes labelled `io.flowgate.edge=true` when
-/// there are any, else on the manager flowgate talks to (its certificate
-/// volume stays with it, and flowgate can reach its admin API).
+/// Where the proxy runs: always on the manager flowgate talks to, which
+/// is how flowgate reaches its admin API (`docker exec` works on the
+/// engine it is made on only; the admin API is published nowhere). When
+/// some nodes are labelled `io.flowgate.edge=true` (the ones meant to take
+/// public traffic), that manager must be one of them: a proxy placed on
+/// another node would be out of flowgate's reach, so that is refused with
+/// the two ways out.
 async fn proxy_placement(docker: &Docker, manager: &Manager) -> Result<Vec<String>, DeployError> {
     let nodes = docker
         .list_nodes(None::<ListNodesOptions>)
         .await
         .map_err(DeployError::docker("cannot list the swarm's nodes"))?;
-    let edge = nodes.iter().any(|n| {
-        n.spec
-            .as_ref()
-            .and_then(|s| s.labels.as_ref())
-            .and_then(|l| l.get(EDGE_LABEL))
-            .is_some_and(|v| v == "true")
-    });
-    Ok(vec![if edge {
-        format!("node.labels.{EDGE_LABEL}==true")
-    } else {
-        format!("node.id=={}", manager.node_id)
-    }])
+    placement_on_edge(&nodes, &manager.node_id)
+}
+
+fn placement_on_edge(nodes: &[bollard::models::Node], manager: &str) -> Result<Vec<String>, DeployError> {
+    let names = display_names(nodes);
+    let edges: Vec<&str> = nodes
+        .iter()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref())
+                .and_then(|l| l.get(EDGE_LABEL))
+                .is_some_and(|v| v == "true")
+        })
+        .filter_map(|n| n.id.as_deref())
+        .collect();
+    if !edges.is_empty() && !edges.contains(&manager) {
+        let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+        return Err(DeployError::EdgeElsewhere {
+            manager: name(manager),
+            edges: edges.iter().map(|id| name(id)).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(vec![format!("node.id=={manager}")])
 }
 
 /// Brings the project's services to `specs` (one service per role, the
@@ -735,6 +752,7 @@ pub async fn apply(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), DeployError> {
     let manager = manager(docker).await?;
+    let proxy_placement = proxy_placement(docker, &manager).await?;
     let network = names.network();
     if docker.inspect_network(&network, None).await.is_err() {
         progress(&format!("create overlay network {network} ..."));
@@ -760,7 +778,6 @@ pub async fn apply(
         ));
     }
     let references = references(docker, names, token, proxy_toml).await?;
-    let proxy_placement = proxy_placement(docker, &manager).await?;
     for role in [Role::Proxy, Role::Flow, Role::Mc] {
         let Some(spec) = specs.iter().find(|s| s.role == role) else {
             continue;
@@ -1240,6 +1257,39 @@ mod tests {
         let mut mixed = six.clone();
         mixed[0].found.role = Role::Mc;
         assert_eq!(leaving(&mixed, 4), vec![6]);
+    }
+
+    fn node(id: &str, host: &str, edge: bool) -> bollard::models::Node {
+        bollard::models::Node {
+            id: Some(id.into()),
+            spec: Some(bollard::models::NodeSpec {
+                labels: Some(if edge {
+                    HashMap::from([(EDGE_LABEL.to_string(), "true".to_string())])
+                } else {
+                    HashMap::new()
+                }),
+                ..Default::default()
+            }),
+            description: Some(bollard::models::NodeDescription {
+                hostname: Some(host.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_proxy_runs_on_the_manager_flowgate_talks_to_which_must_be_an_edge_node_when_any_is() {
+        let plain = [node("m1", "manager-1", false), node("w1", "worker-1", false)];
+        assert_eq!(placement_on_edge(&plain, "m1").unwrap(), vec!["node.id==m1"]);
+        let edge_here = [node("m1", "manager-1", true), node("w1", "worker-1", true)];
+        assert_eq!(placement_on_edge(&edge_here, "m1").unwrap(), vec!["node.id==m1"]);
+        let edge_elsewhere = [node("m1", "manager-1", false), node("w1", "edge-1", true)];
+        let said = placement_on_edge(&edge_elsewhere, "m1").unwrap_err().to_string();
+        assert!(
+            said.contains("edge-1") && said.contains("manager-1") && said.contains("--label-add io.flowgate.edge=true"),
+            "{said}"
+        );
     }
 
     #[test]
