@@ -547,30 +547,26 @@ impl Made {
         made
     }
 
+    /// Runs `image_args` of flowgate's image as the container `name` on the
+    /// network, `docker` adding to `docker run`; removed when dropped.
+    fn start(&mut self, name: &str, docker: &[&str], image_args: &[&str]) {
+        run(Command::new("docker")
+            .args(["run", "-d", "--name", name, "--network", &self.network])
+            .args(docker)
+            .arg(&self.image)
+            .args(image_args));
+        self.containers.push(name.to_string());
+    }
+
     /// A simulator calling itself `sim-<n>` under the network alias `flowsims`.
     fn sim(&mut self, n: u32) -> String {
         let name = format!("{}-sim-{n}", self.network);
-        run(Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                &self.network,
-                "--network-alias",
-                "flowsims",
-            ])
-            .args([
-                &self.image,
-                "sim",
-                "flow",
-                "--listen",
-                "0.0.0.0:9021",
-                "--name",
-                &format!("sim-{n}"),
-            ]));
-        self.containers.push(name.clone());
+        let sim = format!("sim-{n}");
+        self.start(
+            &name,
+            &["--network-alias", "flowsims"],
+            &["sim", "flow", "--listen", "0.0.0.0:9021", "--name", &sim],
+        );
         name
     }
 
@@ -578,28 +574,13 @@ impl Made {
     /// loopback; `docker` and `proxy` add arguments to each.
     fn proxy(&mut self, docker: &[&str], proxy: &[&str]) -> (String, std::net::SocketAddr) {
         let name = format!("{}-proxy", self.network);
-        run(Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                &self.network,
-                "-p",
-                "127.0.0.1::80",
-            ])
-            .args(docker)
-            .args([
-                &self.image,
-                "proxy",
-                "--listen",
-                "0.0.0.0:80",
-                "--discover",
-                "flowsims:9021",
-            ])
-            .args(proxy));
-        self.containers.push(name.clone());
+        let docker: Vec<&str> = ["-p", "127.0.0.1::80"].iter().chain(docker).copied().collect();
+        let args: Vec<&str> = ["proxy", "--listen", "0.0.0.0:80", "--discover", "flowsims:9021"]
+            .iter()
+            .chain(proxy)
+            .copied()
+            .collect();
+        self.start(&name, &docker, &args);
         (name.clone(), published(&name, 80))
     }
 

@@ -822,55 +822,90 @@ fn rebalance_spreads_sessions_onto_a_new_instance_with_1012_and_no_failures() {
     assert!(fx.log("proxy").contains("rebalanced flow"), "{}", fx.log("proxy"));
 }
 
-/// A GET waiting on a silent instance that is being drained (its name no
-/// longer resolves) with `drain`, after which the instance's health check
-/// starts failing when `fails` is set. Returns how long the GET took.
-fn get_waiting_on_a_drained_instance(test: &str, drain: &str, fails: bool) -> Duration {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let mut fx = Fixture::new(test);
-    let healthy = std::sync::Arc::new(AtomicBool::new(true));
-    let silent = silent_backend(healthy.clone());
-    let answering = fx.sim_flow("flow-2").to_string();
-    let proxy = proxy_over(
-        &mut fx,
-        &[silent.clone(), answering],
-        &["--health-interval", "500ms", "--upstream-timeout", "60s"],
-    );
-    let silent_id = proxy
-        .backends()
-        .iter()
-        .find(|b| b["address"] == silent.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let gets: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = proxy.addr;
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                (get(addr, "/api/sim/whoami", None).status, started.elapsed())
+/// A proxy over a silent instance (it answers its health checks while
+/// `healthy` is set, never a GET) and a simulator, with two GETs sent:
+/// round robin makes one of them wait on the silent instance.
+struct OneGetWaiting {
+    _fx: Fixture,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    silent: String,
+    proxy: Proxy,
+    gets: Vec<std::thread::JoinHandle<(u16, Duration)>>,
+}
+
+impl OneGetWaiting {
+    /// Returns once one GET waits on the silent instance.
+    fn start(test: &str) -> OneGetWaiting {
+        let mut fx = Fixture::new(test);
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let silent = silent_backend(healthy.clone());
+        let answering = fx.sim_flow("flow-2").to_string();
+        let proxy = proxy_over(
+            &mut fx,
+            &[silent.clone(), answering],
+            &["--health-interval", "500ms", "--upstream-timeout", "60s"],
+        );
+        let gets = (0..2)
+            .map(|_| {
+                let addr = proxy.addr;
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    (get(addr, "/api/sim/whoami", None).status, started.elapsed())
+                })
             })
-        })
-        .collect();
-    wait_for(Duration::from_secs(10), || {
-        proxy
+            .collect();
+        wait_for(Duration::from_secs(10), || {
+            proxy
+                .backends()
+                .iter()
+                .any(|b| b["address"] == silent.as_str() && b["active_requests"].as_u64() == Some(1))
+        });
+        OneGetWaiting {
+            _fx: fx,
+            healthy,
+            silent,
+            proxy,
+            gets,
+        }
+    }
+
+    fn silent_backend(&self) -> serde_json::Value {
+        self.proxy
             .backends()
-            .iter()
-            .any(|b| b["address"] == silent.as_str() && b["active_requests"].as_u64() == Some(1))
-    });
-    let r = proxy.admin("DELETE", &format!("/api/v1/backends/{silent_id}?drain={drain}"), "");
+            .into_iter()
+            .find(|b| b["address"] == self.silent.as_str())
+            .unwrap()
+    }
+
+    fn fail_checks(&self) {
+        self.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Both GETs answered 200; the longest took this long.
+    fn slowest(&mut self) -> Duration {
+        let mut slowest = Duration::ZERO;
+        for get in std::mem::take(&mut self.gets) {
+            let (status, took) = get.join().unwrap();
+            assert_eq!(status, 200, "the waiting GET is sent again elsewhere");
+            slowest = slowest.max(took);
+        }
+        slowest
+    }
+}
+
+/// The waiting GET's instance is drained (its name no longer resolves)
+/// with `drain`, after which its health check fails when `fails` is set.
+fn get_waiting_on_a_drained_instance(test: &str, drain: &str, fails: bool) -> Duration {
+    let mut waiting = OneGetWaiting::start(test);
+    let id = waiting.silent_backend()["id"].as_str().unwrap().to_string();
+    let r = waiting
+        .proxy
+        .admin("DELETE", &format!("/api/v1/backends/{id}?drain={drain}"), "");
     assert_eq!(r.status, 202, "{}", r.text());
     if fails {
-        healthy.store(false, Ordering::SeqCst);
+        waiting.fail_checks();
     }
-    let mut slowest = Duration::ZERO;
-    for get in gets {
-        let (status, took) = get.join().unwrap();
-        assert_eq!(status, 200, "the waiting GET is sent again elsewhere");
-        slowest = slowest.max(took);
-    }
-    slowest
+    waiting.slowest()
 }
 
 #[test]
@@ -930,47 +965,13 @@ fn silent_backend(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Str
 
 #[test]
 fn a_get_waiting_on_an_instance_that_goes_down_is_answered_by_another() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let mut fx = Fixture::new("wentdown");
-    let healthy = std::sync::Arc::new(AtomicBool::new(true));
-    let silent = silent_backend(healthy.clone());
-    let answering = fx.sim_flow("flow-2").to_string();
-    let proxy = proxy_over(
-        &mut fx,
-        &[silent.clone(), answering],
-        &["--health-interval", "500ms", "--upstream-timeout", "60s"],
+    let mut waiting = OneGetWaiting::start("wentdown");
+    waiting.fail_checks();
+    let slowest = waiting.slowest();
+    assert!(
+        slowest < Duration::from_secs(20),
+        "answered after {slowest:?}, not after the upstream timeout"
     );
-    // Round robin: of two GETs, one waits on the silent instance.
-    let gets: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = proxy.addr;
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let response = get(addr, "/api/sim/whoami", None);
-                (response.status, started.elapsed())
-            })
-        })
-        .collect();
-    wait_for(Duration::from_secs(10), || {
-        proxy
-            .backends()
-            .iter()
-            .any(|b| b["address"] == silent.as_str() && b["active_requests"].as_u64() == Some(1))
-    });
-    healthy.store(false, Ordering::SeqCst);
-    for get in gets {
-        let (status, took) = get.join().unwrap();
-        assert_eq!(status, 200, "the waiting GET is sent again elsewhere");
-        assert!(
-            took < Duration::from_secs(20),
-            "answered after {took:?}, not after the upstream timeout"
-        );
-    }
-    let retried = proxy
-        .backends()
-        .iter()
-        .find(|b| b["address"] == silent.as_str())
-        .unwrap()["retries"]
-        .as_u64();
+    let retried = waiting.silent_backend()["retries"].as_u64();
     assert_eq!(retried, Some(1));
 }
