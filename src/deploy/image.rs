@@ -111,7 +111,11 @@ fn stripped(path: &Path) -> Result<(Vec<u8>, Option<String>), DeployError> {
             source,
         })
     };
-    let out = std::env::temp_dir().join(format!("flowgate-stripped-{}", std::process::id()));
+    // One file per call: two image builds in one process (threads) must
+    // not read or remove each other's.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!("flowgate-stripped-{}-{call}", std::process::id()));
     let mut last = String::new();
     let mut objcopy = std::process::Command::new("objcopy");
     objcopy.arg("--strip-all").arg(path).arg(&out);
