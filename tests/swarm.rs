@@ -288,6 +288,20 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         String::from_utf8_lossy(&doctor.stderr)
     );
 
+    // export reads the deployment from Swarm and says what its files are for.
+    let export = project.flowgate(&["export", "compose"]);
+    let said = String::from_utf8_lossy(&export.stderr);
+    let compose = String::from_utf8_lossy(&export.stdout);
+    assert!(export.status.success(), "{said}");
+    assert!(
+        said.contains("runs on Docker Swarm") && said.contains("docker stack deploy"),
+        "{said}"
+    );
+    assert!(
+        compose.contains(&format!("{}-flow-2", project.name)),
+        "the running count: {compose}"
+    );
+
     // The dashboard on the swarm: a NODE column, the nodes summed up, and
     // `+` adds a task whose node shows.
     let command = format!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use flowgate::config::deployment::{DeploymentFile, Profile};
+use flowgate::config::deployment::{DeploymentFile, Engine, Profile};
 use flowgate::deploy::command::{Running, resolve};
 use flowgate::export::{self, Kind, Source};
 
@@ -49,6 +49,12 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
         Err(_) => Running::default(),
     };
     let target = resolve(project, &args.deployment.clone().overrides(true), file, &running)?;
+    if target.deployment.engine == Engine::Swarm {
+        eprintln!(
+            "note: {project} runs on Docker Swarm; these files are for one Docker engine (docker-compose), \
+             with the same settings; a stack file for `docker stack deploy` is not written yet"
+        );
+    }
     let default_image = format!("{}:{}", flowgate::deploy::image::REPOSITORY, env!("CARGO_PKG_VERSION"));
     let source = Source {
         deployment: target.deployment,
