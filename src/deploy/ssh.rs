@@ -186,7 +186,8 @@ async fn splice(stream: UnixStream, line: Vec<String>, said: Arc<Mutex<String>>)
             return;
         }
     };
-    let (Some(stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return;
     };
@@ -204,11 +205,9 @@ async fn splice(stream: UnixStream, line: Vec<String>, said: Arc<Mutex<String>>)
         String::from_utf8_lossy(&kept).into_owned()
     });
     let (mut from_client, mut to_client) = stream.into_split();
-    let mut stdin = stdin;
     let upstream = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
     });
-    let mut stdout = stdout;
     let answered = tokio::io::copy(&mut stdout, &mut to_client).await.unwrap_or(0);
     // ssh's output ended: learn why before the Docker client sees the end,
     // so a failed connection is explained by ssh's own words.

@@ -714,7 +714,6 @@ async fn proxy_placement(docker: &Docker, manager: &Manager) -> Result<Vec<Strin
 }
 
 fn placement_on_edge(nodes: &[bollard::models::Node], manager: &str) -> Result<Vec<String>, DeployError> {
-    let names = display_names(nodes);
     let edges: Vec<&str> = nodes
         .iter()
         .filter(|n| {
@@ -727,6 +726,7 @@ fn placement_on_edge(nodes: &[bollard::models::Node], manager: &str) -> Result<V
         .filter_map(|n| n.id.as_deref())
         .collect();
     if !edges.is_empty() && !edges.contains(&manager) {
+        let names = display_names(nodes);
         let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
         return Err(DeployError::EdgeElsewhere {
             manager: name(manager),
@@ -818,13 +818,13 @@ fn leaving_on_scale_down(tasks: &[Listed], keep: usize) -> Vec<&Listed> {
         return Vec::new();
     }
     flow.sort_by_key(|t| (!t.found.running, t.found.index));
-    let mut copies: HashMap<Option<&str>, usize> = HashMap::new();
+    let mut copies: HashMap<&str, usize> = HashMap::new();
     let mut ranked: Vec<(usize, &Listed)> = flow
         .into_iter()
         .map(|t| {
             let copy = match t.node.as_deref() {
                 Some(node) => {
-                    let n = copies.entry(Some(node)).or_default();
+                    let n = copies.entry(node).or_default();
                     *n += 1;
                     *n
                 }
@@ -847,6 +847,15 @@ async fn drain_leaving(
     keep: usize,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), DeployError> {
+    // The full listing (tasks, addresses, nodes) only when the count goes down.
+    let running = docker
+        .inspect_service(&names.service(Role::Flow), None::<InspectServiceOptions>)
+        .await
+        .ok()
+        .and_then(|s| s.spec?.mode?.replicated?.replicas);
+    if running.is_none_or(|n| n <= keep as i64) {
+        return Ok(());
+    }
     let tasks = list(docker, &names.project).await?;
     let leaving = leaving_on_scale_down(&tasks, keep);
     if leaving.is_empty() {
@@ -1244,7 +1253,7 @@ mod tests {
         assert_eq!(leaving(&six, 2), vec![3, 4, 5, 6]);
         assert_eq!(leaving(&six, 5), vec![6]);
         assert_eq!(leaving(&six, 6), Vec::<u32>::new());
-        // Uneven: node a's third copy goes before node b's first.
+        // Uneven: node a's later copies go before node b's first.
         let uneven: Vec<Listed> = [(1, "a"), (2, "a"), (3, "a"), (4, "b")]
             .into_iter()
             .map(|(slot, node)| task(slot, node, true))
