@@ -212,7 +212,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     let image = flowgate_image();
     let swarm = Swarm::start(&image);
     // Declared after the swarm: taken down (`down --volumes`) before the swarm goes.
-    let (_fx, project) = project_for("swarm");
+    let (fx, project) = project_for("swarm");
     let (http, https) = (free_port(), free_port());
     // Swarm publishes on every address: a demo's loopback default is refused, not widened.
     let refused = project.flowgate(&["up", "--swarm", "--demo", "--http-port", &http.to_string()]);
@@ -231,6 +231,28 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     let said = String::from_utf8_lossy(&elsewhere.stderr);
     assert!(
         !elsewhere.status.success() && said.contains("io.flowgate.edge=true") && said.contains("docker node update"),
+        "{said}"
+    );
+    assert_eq!(
+        (project.labelled("service"), project.labelled("network")),
+        (0, 0),
+        "nothing made: {said}"
+    );
+    // The real profile (the default without --demo) is built for Swarm:
+    // PostgreSQL, Flow and MC. Their images cannot be here, which is said
+    // before anything is made, as on one engine.
+    let mut real = up_demo_args(free_port(), free_port());
+    real.retain(|a| a != "--demo");
+    real.push("--no-pull".into());
+    let refused = project
+        .command(&refs(&real))
+        .env("MC_LICENSE", "test-licence")
+        .current_dir(&fx.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("postgres:15") && said.contains("docker load"),
         "{said}"
     );
     assert_eq!(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use flowgate::config::deployment::{DeploymentFile, Engine, Profile};
 use flowgate::deploy::command::{Running, resolve};
+use flowgate::deploy::settings::Deployment;
 use flowgate::export::{self, Kind, Source};
 
 use super::deploy::DeploymentArgs;
@@ -57,7 +58,11 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
     }
     let default_image = format!("{}:{}", flowgate::deploy::image::REPOSITORY, env!("CARGO_PKG_VERSION"));
     let source = Source {
-        deployment: target.deployment,
+        // The files are for one engine, whatever the deployment runs on.
+        deployment: Deployment {
+            engine: Engine::Single,
+            ..target.deployment
+        },
         profile: target.profile,
         tag: target.tag,
         image: args.image.clone().unwrap_or_else(|| default_image.clone()),

@@ -375,7 +375,6 @@ pub async fn apply(
     // mix; said before any image is built or pulled.
     let on_swarm = swarm::deployed(docker, project).await;
     match dep.engine {
-        Engine::Swarm if target.profile == Profile::Real => return Err(DeployError::SwarmReal),
         Engine::Swarm if !on_swarm && !engine::found(docker, project).await?.is_empty() => {
             return Err(DeployError::OtherEngine {
                 project: project.into(),
@@ -470,11 +469,21 @@ pub async fn apply(
                 license: target.license.clone().unwrap_or_default(),
                 db_password: project_secret(&dir, "db-password")?,
             };
-            write_project_file(&dir.join("hazelcast.yml"), &settings::hazelcast_yml(dep), 0o644)?;
-            let specs = settings::real_specs(dep, &image, &real, &dir);
+            let specs = settings::real_specs(&shaped, &image, &real, &dir);
+            let hazelcast = dir.join("hazelcast.yml");
+            if dep.engine == Engine::Single {
+                // Written first: the operator can read the member list even when an image is missing.
+                write_project_file(&hazelcast, &settings::hazelcast_yml(dep, None), 0o644)?;
+            }
             // Every image first: a missing one must stop the run before anything exists.
             for spec in specs.iter().filter(|s| s.role != Role::Proxy) {
                 super::image::ensure_pulled(docker, &spec.image, !target.no_pull, &mut *progress).await?;
+            }
+            if dep.engine == Engine::Swarm {
+                // Hazelcast's members find each other on the overlay network.
+                let subnet = swarm::overlay_network(docker, &names, progress).await?;
+                let interface = subnet.as_deref().and_then(settings::hazelcast_interface);
+                write_project_file(&hazelcast, &settings::hazelcast_yml(dep, interface.as_deref()), 0o644)?;
             }
             specs
         }
@@ -487,7 +496,6 @@ pub async fn apply(
                 &specs,
                 dep.instances,
                 &token,
-                &proxy_toml,
                 target.scale_only,
                 progress,
             )

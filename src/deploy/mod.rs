@@ -118,10 +118,6 @@ pub enum DeployError {
     )]
     EdgeElsewhere { manager: String, edges: String },
     #[error(
-        "the real profile on Swarm is not built yet (PostgreSQL and Hazelcast's member discovery across nodes); use --demo with --swarm, or the single engine for the real profile"
-    )]
-    SwarmReal,
-    #[error(
         "the image {image} is not on node {node} and Swarm cannot pull it; copy it there with `docker save {image} | docker -H <node's engine> load`, or name an image in a registry every node can reach"
     )]
     ImageMissingOnNode { image: String, node: String },

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Names, Role, Wanted};
 use crate::config::deployment::{
-    CertMode, DeploymentError, MAX_INSTANCES, Resources, Setting, TlsFile, check_domain, check_project, check_tls,
+    CertMode, DeploymentError, Engine, MAX_INSTANCES, Resources, Setting, TlsFile, check_domain, check_project,
+    check_tls,
 };
 use crate::template;
 
@@ -459,8 +460,7 @@ pub fn demo_specs(dep: &Deployment, image: &str, project_dir: &Path) -> Vec<Cont
 /// list names the first instance only: MC finds the others through it, and
 /// scaling then does not restart MC.
 pub fn mc_env(dep: &Deployment) -> Vec<String> {
-    let names = dep.names();
-    let first = names.container(Role::Flow, Some(1));
+    let first = flow_host(dep);
     vec![
         "MC_DEFAULT_CLUSTER=flow".into(),
         format!("MC_DEFAULT_CLUSTER_MEMBERS={first}:25701"),
@@ -573,6 +573,20 @@ fn toml_string(text: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_overlay_subnet_becomes_hazelcasts_interface_pattern() {
+        let pattern = |s: &str| hazelcast_interface(s);
+        assert_eq!(pattern("10.0.1.0/24").as_deref(), Some("10.0.1.*"));
+        assert_eq!(pattern("10.0.0.0/16").as_deref(), Some("10.0.*.*"));
+        assert_eq!(pattern("10.0.16.0/20").as_deref(), Some("10.0.16-31.*"));
+        assert_eq!(pattern("10.0.1.77/26").as_deref(), Some("10.0.1.64-127"));
+        assert_eq!(pattern("10.0.1.5/32").as_deref(), Some("10.0.1.5"));
+        assert_eq!(pattern("0.0.0.0/0").as_deref(), Some("*.*.*.*"));
+        for bad in ["fd00::/64", "10.0.1.0/33", "10.0.1.0", "10.0.1/24", "", "/"] {
+            assert_eq!(pattern(bad), None, "{bad}");
+        }
+    }
+
     fn demo() -> Deployment {
         Deployment {
             project: "demo".into(),
@@ -652,19 +666,74 @@ pub struct RealProfile {
     pub db_password: String,
 }
 
-/// The member list of Flow's embedded Hazelcast: every instance, so each
-/// finds the others (tcp-ip join; cluster name `flow`).
-pub fn hazelcast_yml(dep: &Deployment) -> String {
+/// The name that reaches a Flow instance on the deployment's network: the
+/// first container on one engine; on Swarm the service, whose name Swarm's
+/// DNS answers with one of its tasks.
+fn flow_host(dep: &Deployment) -> String {
     let names = dep.names();
-    let members: String = (1..=dep.instances.max(1))
-        .map(|n| {
-            format!(
-                "          - {}:{HAZELCAST_PORT}\n",
-                names.container(Role::Flow, Some(n))
-            )
-        })
-        .collect();
-    template::HAZELCAST_YML.render(&[("port", &HAZELCAST_PORT.to_string()), ("members", &members)])
+    match dep.engine {
+        Engine::Single => names.container(Role::Flow, Some(1)),
+        Engine::Swarm => names.service(Role::Flow),
+    }
+}
+
+/// The member list of Flow's embedded Hazelcast (tcp-ip join; cluster
+/// name `flow`). On one engine every instance by name. On Swarm the
+/// instances come and go, so the one name `tasks.<service>`, which
+/// Hazelcast resolves to every task's address when its interfaces are
+/// restricted to `interface` (the overlay network's subnet as Hazelcast's
+/// pattern, from [`hazelcast_interface`]); without it, to one task per
+/// attempt, which is enough to join.
+pub fn hazelcast_yml(dep: &Deployment, interface: Option<&str>) -> String {
+    let names = dep.names();
+    let (members, interfaces) = match dep.engine {
+        Engine::Swarm => (
+            format!("          - tasks.{}:{HAZELCAST_PORT}\n", names.service(Role::Flow)),
+            interface
+                .map(|pattern| {
+                    format!("    interfaces:\n      enabled: true\n      interfaces:\n        - {pattern}\n")
+                })
+                .unwrap_or_default(),
+        ),
+        Engine::Single => (
+            (1..=dep.instances.max(1))
+                .map(|n| {
+                    format!(
+                        "          - {}:{HAZELCAST_PORT}\n",
+                        names.container(Role::Flow, Some(n))
+                    )
+                })
+                .collect(),
+            String::new(),
+        ),
+    };
+    template::HAZELCAST_YML.render(&[
+        ("port", &HAZELCAST_PORT.to_string()),
+        ("interfaces", &interfaces),
+        ("members", &members),
+    ])
+}
+
+/// An IPv4 subnet (`10.0.1.0/24`) as Hazelcast's interface pattern, one
+/// field per octet: `*` for any, `a-b` for a range (`10.0.16-31.*` for a
+/// /20). None for what is not an IPv4 subnet.
+pub fn hazelcast_interface(subnet: &str) -> Option<String> {
+    let (address, bits) = subnet.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    let first = u32::from(address) & mask;
+    let last = first | !mask;
+    let octets = (0..4).map(|i| {
+        let shift = 24 - 8 * i;
+        let (low, high) = ((first >> shift) & 0xff, (last >> shift) & 0xff);
+        match (low, high) {
+            (0, 255) => "*".to_string(),
+            (low, high) if low == high => low.to_string(),
+            (low, high) => format!("{low}-{high}"),
+        }
+    });
+    Some(octets.collect::<Vec<_>>().join("."))
 }
 
 /// Flow's `OPTIONS`: the database, clustering and the public MC URL. They
@@ -874,7 +943,7 @@ mod golden {
 
     #[test]
     fn hazelcast_yml_lists_every_instance() {
-        check("hazelcast.yml", &hazelcast_yml(&deployment()));
+        check("hazelcast.yml", &hazelcast_yml(&deployment(), None));
     }
 
     #[test]

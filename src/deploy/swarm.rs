@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use super::DeployError;
 use super::engine::Listed;
 use super::plan::{Found, LABEL_CONFIG, LABEL_PROJECT, Names, Role};
-use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT, MC_PORT, PROXY_CONFIG_IN_CONTAINER, short_digest};
+use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT, MC_PORT, SWARM_TOKEN_IN_CONTAINER, short_digest};
 use crate::proxy::backend::BackendState;
 use crate::proxy::client::AdminClient;
 
@@ -457,7 +457,8 @@ pub fn service_spec(
     let c = &spec.confinement;
     let mut args = spec.cmd.clone();
     let mut env = spec.env.clone();
-    if role == Role::Flow {
+    let flowgate_image = spec.cmd.first().is_some_and(|a| a == "sim" || a == "proxy");
+    if role == Role::Flow && flowgate_image {
         // Every task runs the same command: each simulator's name comes
         // from Swarm's template, `<service>-<slot>`.
         if let Some(at) = args.iter().position(|a| a == "--name") {
@@ -471,8 +472,10 @@ pub fn service_spec(
         .filter_map(|bind| {
             let mut parts = bind.split(':');
             let (source, target) = (parts.next()?, parts.next()?);
-            if target == PROXY_CONFIG_IN_CONTAINER {
-                return None; // A Swarm config instead.
+            // A host file is a Swarm config; a secret's directory holds Swarm secrets.
+            let secret_dir = spec.secrets.iter().any(|f| f.dir == target);
+            if references.provides(role, target) || secret_dir {
+                return None;
             }
             let read_only = parts.next() == Some("ro");
             let volume = !source.starts_with('/');
@@ -501,43 +504,48 @@ pub fn service_spec(
             ..Default::default()
         });
     }
-    let flowgate_image = spec.cmd.first().is_some_and(|a| a == "sim" || a == "proxy");
     let health_check = match role {
         Role::Flow if flowgate_image => Some(probe(&format!(
             "http://127.0.0.1:{FLOW_PORT}{}",
             crate::config::proxy::FLOW_HEALTH_PATH
         ))),
         Role::Mc if flowgate_image => Some(probe(&format!("http://127.0.0.1:{MC_PORT}/health"))),
-        _ => None,
+        _ => spec.healthcheck.as_ref().map(|command| HealthConfig {
+            test: Some(
+                std::iter::once("CMD".to_string())
+                    .chain(command.iter().cloned())
+                    .collect(),
+            ),
+            ..probe_timing()
+        }),
     };
-    let (secrets, configs) = if role == Role::Proxy {
-        let uid = super::image::USER.to_string();
-        (
-            Some(vec![TaskSpecContainerSpecSecrets {
-                secret_id: Some(references.token.0.clone()),
-                secret_name: Some(references.token.1.clone()),
-                file: Some(TaskSpecContainerSpecFile {
-                    name: Some("admin-token".into()),
-                    uid: Some(uid.clone()),
-                    gid: Some(uid.clone()),
-                    mode: Some(0o400),
-                }),
-            }]),
-            Some(vec![TaskSpecContainerSpecConfigs {
-                config_id: Some(references.proxy_toml.0.clone()),
-                config_name: Some(references.proxy_toml.1.clone()),
-                file: Some(TaskSpecContainerSpecFile1 {
-                    name: Some(PROXY_CONFIG_IN_CONTAINER.into()),
-                    uid: Some(uid.clone()),
-                    gid: Some(uid),
-                    mode: Some(0o444),
-                }),
-                ..Default::default()
-            }]),
-        )
-    } else {
-        (None, None)
-    };
+    let secrets: Vec<TaskSpecContainerSpecSecrets> = references
+        .of(role, Kind::Secret)
+        .map(|r| TaskSpecContainerSpecSecrets {
+            secret_id: Some(r.id.clone()),
+            secret_name: Some(r.name.clone()),
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(r.wanted.target.clone()),
+                uid: Some(r.wanted.uid.clone()),
+                gid: Some(r.wanted.uid.clone()),
+                mode: Some(r.wanted.mode),
+            }),
+        })
+        .collect();
+    let configs: Vec<TaskSpecContainerSpecConfigs> = references
+        .of(role, Kind::Config)
+        .map(|r| TaskSpecContainerSpecConfigs {
+            config_id: Some(r.id.clone()),
+            config_name: Some(r.name.clone()),
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(r.wanted.target.clone()),
+                uid: Some(r.wanted.uid.clone()),
+                gid: Some(r.wanted.uid.clone()),
+                mode: Some(r.wanted.mode),
+            }),
+            ..Default::default()
+        })
+        .collect();
     let container_spec = TaskSpecContainerSpec {
         image: Some(spec.image.clone()),
         labels: Some(names.labels(Some(role), None, None).into_iter().collect()),
@@ -556,8 +564,8 @@ pub fn service_spec(
             Duration::from_secs(10).as_nanos() as i64
         }),
         health_check,
-        secrets,
-        configs,
+        secrets: (!secrets.is_empty()).then_some(secrets),
+        configs: (!configs.is_empty()).then_some(configs),
         sysctls: (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect()),
         capability_drop: c.drop_capabilities.then(|| vec!["ALL".into()]),
         ..Default::default()
@@ -641,6 +649,14 @@ pub fn service_spec(
 fn probe(url: &str) -> HealthConfig {
     HealthConfig {
         test: Some(vec!["CMD".into(), BINARY.into(), "probe".into(), url.into()]),
+        ..probe_timing()
+    }
+}
+
+/// How often Swarm runs a task's health check, and how long it waits.
+fn probe_timing() -> HealthConfig {
+    HealthConfig {
+        test: None,
         interval: Some(Duration::from_secs(2).as_nanos() as i64),
         timeout: Some(Duration::from_secs(5).as_nanos() as i64),
         retries: Some(3),
@@ -649,53 +665,214 @@ fn probe(url: &str) -> HealthConfig {
     }
 }
 
-/// The Swarm secret and config the proxy's tasks read: (id, name) each.
-#[derive(Debug, Clone, Default)]
-pub struct References {
-    pub token: (String, String),
-    pub proxy_toml: (String, String),
+/// Whether a task reads a file as a Swarm secret or a Swarm config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Secret,
+    Config,
 }
 
-/// Makes (once; they cannot change) the secret holding the admin token and
-/// the config holding proxy.toml, named by their content's digest.
-async fn references(docker: &Docker, names: &Names, token: &str, proxy_toml: &str) -> Result<References, DeployError> {
+/// Where a file the tasks read comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The proxy's admin token.
+    AdminToken,
+    /// A spec's secret file (the database password): its name and text.
+    Secret { name: String, text: String },
+    /// A file on this machine that a spec binds read-only (proxy.toml, hazelcast.yml).
+    HostFile(String),
+}
+
+/// A file one role's tasks read, before it exists in the swarm.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileWanted {
+    pub role: Role,
+    pub kind: Kind,
+    /// Where the task reads it (absolute).
+    pub target: String,
+    pub uid: String,
+    pub mode: u32,
+    pub content: Content,
+}
+
+impl std::fmt::Debug for FileWanted {
+    // Never a secret's text: a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} {} of {} for {}",
+            self.kind,
+            self.target,
+            self.uid,
+            self.role.as_str()
+        )
+    }
+}
+
+impl FileWanted {
+    /// The stem of the file's name in the task (`proxy`, `db-password`).
+    pub fn stem(&self) -> &str {
+        std::path::Path::new(&self.target)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("file")
+    }
+
+    /// The file's text (read from this machine for a host file).
+    fn text(&self, token: &str) -> Result<String, DeployError> {
+        match &self.content {
+            Content::AdminToken => Ok(token.into()),
+            Content::Secret { text, .. } => Ok(text.clone()),
+            Content::HostFile(path) => std::fs::read_to_string(path).map_err(|source| DeployError::Read {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A Swarm secret or config a role's tasks read: made, with its id.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub wanted: FileWanted,
+    pub id: String,
+    pub name: String,
+}
+
+/// Every Swarm secret and config the deployment's tasks read.
+#[derive(Debug, Clone, Default)]
+pub struct References(pub Vec<Reference>);
+
+impl References {
+    fn of(&self, role: Role, kind: Kind) -> impl Iterator<Item = &Reference> {
+        self.0
+            .iter()
+            .filter(move |r| r.wanted.role == role && r.wanted.kind == kind)
+    }
+
+    /// Whether a task of `role` gets a file at `target` from the swarm.
+    fn provides(&self, role: Role, target: &str) -> bool {
+        self.0
+            .iter()
+            .any(|r| r.wanted.role == role && r.wanted.target == target)
+    }
+
+    fn keeps(&self, id: &str) -> bool {
+        self.0.iter().any(|r| r.id == id)
+    }
+}
+
+/// The files the tasks read from the swarm instead of from this host: the
+/// proxy's admin token (a secret); each spec's secret files (the database
+/// password) as secrets at the same paths; each read-only bind of a host
+/// file (proxy.toml, hazelcast.yml: a path or `./name`, not a directory)
+/// as a config at its target, since the host's path exists on this
+/// machine only.
+pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
+    let mut files = Vec::new();
+    for spec in specs {
+        let role = spec.role;
+        let user = spec
+            .confinement
+            .user
+            .as_deref()
+            .and_then(|u| u.split(':').next())
+            .unwrap_or("0")
+            .to_string();
+        if role == Role::Proxy {
+            files.push(FileWanted {
+                role,
+                kind: Kind::Secret,
+                target: SWARM_TOKEN_IN_CONTAINER.into(),
+                uid: user.clone(),
+                mode: 0o400,
+                content: Content::AdminToken,
+            });
+        }
+        for secret in &spec.secrets {
+            files.push(FileWanted {
+                role,
+                kind: Kind::Secret,
+                target: secret.path(),
+                uid: secret.uid.to_string(),
+                mode: 0o400,
+                content: Content::Secret {
+                    name: secret.name.clone(),
+                    text: secret.content.clone(),
+                },
+            });
+        }
+        for bind in &spec.binds {
+            let mut parts = bind.split(':');
+            let (Some(source), Some(target), Some("ro")) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let host_path = source.starts_with('/') || source.starts_with("./");
+            if !host_path || std::path::Path::new(source).is_dir() {
+                continue; // A volume, or certificates' directories (the proxy's node is this one).
+            }
+            files.push(FileWanted {
+                role,
+                kind: Kind::Config,
+                target: target.into(),
+                uid: user.clone(),
+                mode: 0o444,
+                content: Content::HostFile(source.into()),
+            });
+        }
+    }
+    files
+}
+
+/// Makes (once: they cannot change) each wanted secret and config, named
+/// `<project>-<file's stem>-<content digest>`.
+async fn references(
+    docker: &Docker,
+    names: &Names,
+    wanted: Vec<FileWanted>,
+    token: &str,
+) -> Result<References, DeployError> {
     let labels: HashMap<String, String> = names.labels(None, None, None).into_iter().collect();
-    let secret_name = format!("{}-admin-token-{}", names.project, short_digest(token.as_bytes()));
-    let token_id = match docker.inspect_secret(&secret_name).await {
-        Ok(secret) => secret.id.unwrap_or_default(),
-        Err(_) => {
-            docker
-                .create_secret(SecretSpec {
-                    name: Some(secret_name.clone()),
-                    labels: Some(labels.clone()),
-                    data: Some(crate::websocket::base64(token.as_bytes())),
-                    ..Default::default()
-                })
-                .await
-                .map_err(DeployError::docker("cannot create the admin token's Swarm secret"))?
-                .id
-        }
-    };
-    let config_name = format!("{}-proxy-{}", names.project, short_digest(proxy_toml.as_bytes()));
-    let config_id = match docker.inspect_config(&config_name).await {
-        Ok(config) => config.id.unwrap_or_default(),
-        Err(_) => {
-            docker
-                .create_config(ConfigSpec {
-                    name: Some(config_name.clone()),
-                    labels: Some(labels),
-                    data: Some(crate::websocket::base64(proxy_toml.as_bytes())),
-                    ..Default::default()
-                })
-                .await
-                .map_err(DeployError::docker("cannot create proxy.toml's Swarm config"))?
-                .id
-        }
-    };
-    Ok(References {
-        token: (token_id, secret_name),
-        proxy_toml: (config_id, config_name),
-    })
+    let mut made = Vec::new();
+    for file in wanted {
+        let text = file.text(token)?;
+        let name = format!("{}-{}-{}", names.project, file.stem(), short_digest(text.as_bytes()));
+        let data = Some(crate::websocket::base64(text.as_bytes()));
+        let id = match file.kind {
+            Kind::Secret => match docker.inspect_secret(&name).await {
+                Ok(secret) => secret.id,
+                Err(_) => docker
+                    .create_secret(SecretSpec {
+                        name: Some(name.clone()),
+                        labels: Some(labels.clone()),
+                        data,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| Some(r.id))
+                    .map_err(DeployError::docker(format!("cannot create the Swarm secret {name}")))?,
+            },
+            Kind::Config => match docker.inspect_config(&name).await {
+                Ok(config) => config.id,
+                Err(_) => docker
+                    .create_config(ConfigSpec {
+                        name: Some(name.clone()),
+                        labels: Some(labels.clone()),
+                        data,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| Some(r.id))
+                    .map_err(DeployError::docker(format!("cannot create the Swarm config {name}")))?,
+            },
+        };
+        made.push(Reference {
+            wanted: file,
+            id: id.unwrap_or_default(),
+            name,
+        });
+    }
+    Ok(References(made))
 }
 
 /// Where the proxy runs: always on the manager flowgate talks to, which
@@ -736,10 +913,58 @@ fn placement_on_edge(nodes: &[bollard::models::Node], manager: &str) -> Result<V
     Ok(vec![format!("node.id=={manager}")])
 }
 
+/// Makes the project's attachable overlay network when it is missing, and
+/// returns its subnet (Hazelcast's members listen on it).
+pub async fn overlay_network(
+    docker: &Docker,
+    names: &Names,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Option<String>, DeployError> {
+    let network = names.network();
+    let subnet = |n: bollard::models::NetworkInspect| n.ipam?.config?.into_iter().find_map(|c| c.subnet);
+    if let Ok(found) = docker.inspect_network(&network, None).await {
+        return Ok(subnet(found));
+    }
+    progress(&format!("create overlay network {network} ..."));
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(names.labels(None, None, None).into_iter().collect()),
+            ..Default::default()
+        })
+        .await
+        .map_err(DeployError::docker(format!(
+            "cannot create the overlay network {network}"
+        )))?;
+    let found = docker
+        .inspect_network(&network, None)
+        .await
+        .map_err(DeployError::docker(format!(
+            "cannot inspect the overlay network {network}"
+        )))?;
+    Ok(subnet(found))
+}
+
+/// Where PostgreSQL runs: on one node for good, since its data is a local
+/// volume there. The node it was pinned to when the service exists (an
+/// operator may have moved it with `docker service update
+/// --constraint-add`), else the manager flowgate talks to.
+async fn postgres_placement(docker: &Docker, names: &Names, manager: &Manager) -> Vec<String> {
+    let pinned = docker
+        .inspect_service(&names.service(Role::Postgres), None::<InspectServiceOptions>)
+        .await
+        .ok()
+        .and_then(|s| s.spec?.task_template?.placement?.constraints)
+        .filter(|c| !c.is_empty());
+    pinned.unwrap_or_else(|| vec![format!("node.id=={}", manager.node_id)])
+}
+
 /// Brings the project's services to `specs` (one service per role, the
-/// first spec of each: the demo profile's proxy, Flow and MC; the caller
-/// refuses the real profile) with `instances` Flow tasks. `scale_only`
-/// changes only Flow's count.
+/// first spec of each: PostgreSQL when the profile has it, the proxy,
+/// Flow and MC) with `instances` Flow tasks. `scale_only` changes only
+/// Flow's count.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     docker: &Docker,
@@ -747,28 +972,12 @@ pub async fn apply(
     specs: &[ContainerSpec],
     instances: u32,
     token: &str,
-    proxy_toml: &str,
     scale_only: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), DeployError> {
     let manager = manager(docker).await?;
     let proxy_placement = proxy_placement(docker, &manager).await?;
-    let network = names.network();
-    if docker.inspect_network(&network, None).await.is_err() {
-        progress(&format!("create overlay network {network} ..."));
-        docker
-            .create_network(NetworkCreateRequest {
-                name: network.clone(),
-                driver: Some("overlay".into()),
-                attachable: Some(true),
-                labels: Some(names.labels(None, None, None).into_iter().collect()),
-                ..Default::default()
-            })
-            .await
-            .map_err(DeployError::docker(format!(
-                "cannot create the overlay network {network}"
-            )))?;
-    }
+    overlay_network(docker, names, progress).await?;
     let version = docker.client_version();
     if (version.major_version, version.minor_version) < (1, 46) {
         progress(&format!(
@@ -777,16 +986,16 @@ pub async fn apply(
             version.major_version, version.minor_version
         ));
     }
-    let references = references(docker, names, token, proxy_toml).await?;
-    for role in [Role::Proxy, Role::Flow, Role::Mc] {
+    let references = references(docker, names, files_wanted(specs), token).await?;
+    for role in [Role::Postgres, Role::Proxy, Role::Flow, Role::Mc] {
         let Some(spec) = specs.iter().find(|s| s.role == role) else {
             continue;
         };
         let replicas = if role == Role::Flow { u64::from(instances) } else { 1 };
-        let placement = if role == Role::Proxy {
-            proxy_placement.clone()
-        } else {
-            Vec::new()
+        let placement = match role {
+            Role::Proxy => proxy_placement.clone(),
+            Role::Postgres => postgres_placement(docker, names, &manager).await,
+            _ => Vec::new(),
         };
         let wanted = service_spec(names, spec, replicas, &placement, &references);
         let started = Instant::now();
@@ -1110,7 +1319,7 @@ async fn prune_references(docker: &Docker, names: &Names, keep: &References) {
         .unwrap_or_default();
     for secret in secrets {
         let id = secret.id.unwrap_or_default();
-        if id != keep.token.0 {
+        if !keep.keeps(&id) {
             let _ = docker.delete_secret(&id).await;
         }
     }
@@ -1124,7 +1333,7 @@ async fn prune_references(docker: &Docker, names: &Names, keep: &References) {
         .unwrap_or_default();
     for config in configs {
         let id = config.id.unwrap_or_default();
-        if id != keep.proxy_toml.0 {
+        if !keep.keeps(&id) {
             let _ = docker.delete_config(&id).await;
         }
     }
@@ -1204,17 +1413,169 @@ pub async fn task_of(docker: &Docker, names: &Names, role: Role, slot: Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::settings::SWARM_TOKEN_IN_CONTAINER;
+    use crate::deploy::settings::PROXY_CONFIG_IN_CONTAINER;
 
-    fn demo() -> (Names, Vec<ContainerSpec>) {
-        let dep = super::super::settings::Deployment {
+    use crate::config::deployment::Engine;
+    use crate::deploy::settings::{self, Deployment, RealProfile};
+
+    /// A project directory of its own per test, holding the files flowgate
+    /// writes before it makes the services.
+    struct ProjectDir(std::path::PathBuf);
+
+    impl ProjectDir {
+        fn new(dep: &Deployment) -> ProjectDir {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("flowgate-swarm-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("proxy.toml"), settings::swarm_proxy_toml(dep)).unwrap();
+            std::fs::write(
+                dir.join("hazelcast.yml"),
+                settings::hazelcast_yml(dep, Some("10.0.1.*")),
+            )
+            .unwrap();
+            ProjectDir(dir)
+        }
+    }
+
+    impl Drop for ProjectDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn demo() -> (Names, Vec<ContainerSpec>, ProjectDir) {
+        let dep = Deployment {
             project: "demo".into(),
             http_port: 8080,
             https_port: 8443,
-            ..super::super::settings::example()
+            engine: Engine::Swarm,
+            ..settings::example()
         };
-        let specs = super::super::settings::demo_specs(&dep, "flowgate:x", std::path::Path::new("/tmp/p"));
-        (dep.names(), specs)
+        let dir = ProjectDir::new(&dep);
+        let specs = settings::demo_specs(&dep, "flowgate:x", &dir.0);
+        (dep.names(), specs, dir)
+    }
+
+    fn real() -> (Names, Vec<ContainerSpec>, ProjectDir) {
+        let dep = Deployment {
+            engine: Engine::Swarm,
+            ..settings::example()
+        };
+        let real = RealProfile {
+            tag: "6.0".into(),
+            license: "LICENCE".into(),
+            db_password: "s3cret".into(),
+        };
+        let dir = ProjectDir::new(&dep);
+        let specs = settings::real_specs(&dep, "flowgate:x", &real, &dir.0);
+        (dep.names(), specs, dir)
+    }
+
+    /// The secrets and configs `apply` would make, with made-up ids.
+    fn made(specs: &[ContainerSpec]) -> References {
+        let wanted = files_wanted(specs);
+        References(
+            wanted
+                .into_iter()
+                .enumerate()
+                .map(|(n, wanted)| Reference {
+                    wanted,
+                    id: format!("id-{n}"),
+                    name: format!("name-{n}"),
+                })
+                .collect(),
+        )
+    }
+
+    fn container(spec: &ServiceSpec) -> &TaskSpecContainerSpec {
+        spec.task_template.as_ref().unwrap().container_spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_real_profile_pins_postgres_to_its_volume_and_passes_its_password_as_a_secret() {
+        let (names, specs, _dir) = real();
+        let refs = made(&specs);
+        let postgres = specs.iter().find(|s| s.role == Role::Postgres).unwrap();
+        let service = service_spec(&names, postgres, 1, &["node.id==n1".into()], &refs);
+        assert_eq!(service.name.as_deref(), Some("prod-postgres"));
+        let placement = service.task_template.as_ref().unwrap().placement.as_ref().unwrap();
+        assert_eq!(placement.constraints.as_deref(), Some(&["node.id==n1".to_string()][..]));
+        let c = container(&service);
+        let mounts = c.mounts.as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.typ == Some(MountType::VOLUME)
+            && m.source.as_deref() == Some("prod-pgdata")
+            && m.target.as_deref() == Some("/var/lib/postgresql/data")));
+        assert!(
+            mounts.iter().all(|m| m.source.as_deref() != Some("prod-secrets")),
+            "the password's directory is a Swarm secret, not a volume: {mounts:?}"
+        );
+        let secrets = c.secrets.as_ref().unwrap();
+        assert_eq!(secrets.len(), 1);
+        let file = secrets[0].file.as_ref().unwrap();
+        assert_eq!(file.name.as_deref(), Some("/run/secrets/flowgate/db-password"));
+        assert_eq!((file.uid.as_deref(), file.mode), (Some("999"), Some(0o400)));
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .contains(&"POSTGRES_PASSWORD_FILE=/run/secrets/flowgate/db-password".to_string())
+        );
+        let shown = serde_json::to_string(&service).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let check = c.health_check.as_ref().unwrap().test.clone().unwrap();
+        assert_eq!(check[..2], ["CMD".to_string(), "pg_isready".to_string()]);
+        // The token is the proxy's alone.
+        assert!(
+            refs.0
+                .iter()
+                .filter(|r| r.wanted.content == Content::AdminToken)
+                .all(|r| r.wanted.role == Role::Proxy)
+        );
+    }
+
+    #[test]
+    fn the_real_profiles_flow_reads_hazelcast_yml_as_a_config_naming_every_task_on_the_overlay() {
+        let (names, specs, _dir) = real();
+        let refs = made(&specs);
+        let flow = specs.iter().find(|s| s.role == Role::Flow).unwrap();
+        let service = service_spec(&names, flow, 3, &[], &refs);
+        let c = container(&service);
+        let configs = c.configs.as_ref().unwrap();
+        assert_eq!(
+            configs[0].file.as_ref().unwrap().name.as_deref(),
+            Some("/opt/flowgate/hazelcast.yml")
+        );
+        assert!(
+            c.mounts.as_ref().unwrap().is_empty(),
+            "a host path exists on one node only"
+        );
+        let yml = refs
+            .of(Role::Flow, Kind::Config)
+            .next()
+            .unwrap()
+            .wanted
+            .text("")
+            .unwrap();
+        assert!(yml.contains("- tasks.prod-flow:25701"), "{yml}");
+        assert!(
+            yml.contains("interfaces:\n      enabled: true\n      interfaces:\n        - 10.0.1.*"),
+            "{yml}"
+        );
+        let env = c.env.as_ref().unwrap();
+        assert!(env.iter().all(|e| !e.starts_with("FLOWGATE_SIM_NAME")), "{env:?}");
+        assert!(
+            env.iter()
+                .any(|e| e.starts_with("OPTIONS=") && e.contains("--flow.db.host=prod-postgres"))
+        );
+        // MC reaches Flow by the service's name, which Swarm's DNS answers.
+        let mc = specs.iter().find(|s| s.role == Role::Mc).unwrap();
+        assert!(
+            mc.env
+                .contains(&"MC_DEFAULT_CLUSTER_MEMBERS=prod-flow:25701".to_string()),
+            "{:?}",
+            mc.env
+        );
     }
 
     fn task(slot: u32, node: &str, running: bool) -> Listed {
@@ -1309,7 +1670,7 @@ mod tests {
 
     #[test]
     fn flow_is_one_dnsrr_service_whose_tasks_name_themselves_and_whose_hash_ignores_the_count() {
-        let (names, specs) = demo();
+        let (names, specs, _dir) = demo();
         let flow = specs.iter().find(|s| s.role == Role::Flow).unwrap();
         let three = service_spec(&names, flow, 3, &[], &References::default());
         let five = service_spec(&names, flow, 5, &[], &References::default());
@@ -1336,9 +1697,9 @@ mod tests {
 
     #[test]
     fn the_proxy_publishes_in_host_mode_without_its_admin_port_and_reads_its_token_as_a_secret() {
-        let (names, specs) = demo();
+        let (names, specs, _dir) = demo();
         let proxy = specs.iter().find(|s| s.role == Role::Proxy).unwrap();
-        let spec = service_spec(&names, proxy, 1, &["node.id==abc".into()], &References::default());
+        let spec = service_spec(&names, proxy, 1, &["node.id==abc".into()], &made(&specs));
         let ports = spec.endpoint_spec.as_ref().unwrap().ports.clone().unwrap();
         assert_eq!(ports.len(), 2);
         assert!(
@@ -1354,11 +1715,13 @@ mod tests {
         let secret = &container.secrets.as_ref().unwrap()[0];
         assert_eq!(secret.file.as_ref().unwrap().mode, Some(0o400));
         assert_eq!(
-            format!(
-                "/run/secrets/{}",
-                secret.file.as_ref().unwrap().name.as_deref().unwrap()
-            ),
-            SWARM_TOKEN_IN_CONTAINER
+            secret.file.as_ref().unwrap().name.as_deref(),
+            Some(SWARM_TOKEN_IN_CONTAINER)
+        );
+        let config = &container.configs.as_ref().unwrap()[0];
+        assert_eq!(
+            config.file.as_ref().unwrap().name.as_deref(),
+            Some(PROXY_CONFIG_IN_CONTAINER)
         );
         // proxy.toml is a Swarm config, not a host path that exists on one node only.
         let mounts = container.mounts.as_ref().unwrap();

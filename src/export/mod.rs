@@ -127,7 +127,7 @@ fn real_profile_files(source: &Source) -> Vec<File> {
     if source.profile != Profile::Real {
         return Vec::new();
     }
-    let hazelcast = settings::hazelcast_yml(&source.deployment).replacen(
+    let hazelcast = settings::hazelcast_yml(&source.deployment, None).replacen(
         "# Written by flowgate",
         &format!("# Written by `{MARKER}`"),
         1,
