@@ -292,12 +292,6 @@ impl Wizard {
         } else {
             crate::config::deployment::Engine::Single
         };
-        if engine == crate::config::deployment::Engine::Swarm && profile == Profile::Real {
-            return Err((
-                Field::Engine,
-                "the real profile on Swarm is not built yet: choose single, or the demo profile".into(),
-            ));
-        }
         // Swarm publishes on every address of the proxy's node; choosing it here says so.
         let bind = (engine == crate::config::deployment::Engine::Swarm)
             .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
@@ -587,9 +581,14 @@ mod tests {
         assert!(file.bind.is_some_and(|b| b.is_unspecified()), "{:?}", file.bind);
         let text = crate::config::deployment::render(&file);
         assert_eq!(crate::config::deployment::parse(&text, None).unwrap(), file);
+        // The real profile runs on Swarm too.
         w.profile = 1;
         w.license_found = true;
-        assert_eq!(w.validate().unwrap_err().0, Field::Engine);
+        let real = w.validate().unwrap();
+        assert_eq!(
+            (real.engine, real.profile),
+            (Some(crate::config::deployment::Engine::Swarm), Some(Profile::Real))
+        );
     }
 
     #[test]
