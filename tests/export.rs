@@ -49,11 +49,12 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 /// The examples: directory of compose/ and what it is an export of.
-const EXAMPLES: [(&str, &str); 4] = [
+const EXAMPLES: [(&str, &str); 5] = [
     ("demo", "compose"),
     ("real", "compose"),
     ("traefik", "traefik"),
     ("nginx", "nginx"),
+    ("stack", "stack"),
 ];
 
 fn examples_dir() -> PathBuf {
@@ -152,6 +153,53 @@ impl Drop for Down<'_> {
         let _ = compose(self.dir, &self.project)
             .args(["down", "-v", "--remove-orphans"])
             .output();
+    }
+}
+
+#[test]
+fn docker_stack_validates_the_stack_export_whose_secrets_come_from_the_shell() {
+    require_docker();
+    let fx = Fixture::new("export-stack");
+    for profile in ["demo", "real"] {
+        let out = fx.dir.join(format!("stack-{profile}"));
+        let mut args = vec!["--project", "fgvalidate", "export", "stack", "--image", "flowgate:test"];
+        args.extend(["--domain", "flow.example.com", "--out", out.to_str().unwrap()]);
+        if profile == "demo" {
+            args.push("--demo");
+        }
+        ok(export(&args, &[]), &format!("export stack {profile}"));
+        let config = |env: &[(&str, &str)]| {
+            Command::new("docker")
+                .args(["stack", "config", "-c", "docker-stack.yml"])
+                .current_dir(&out)
+                .env_remove("MC_LICENSE")
+                .env_remove("POSTGRES_PASSWORD")
+                .envs(env.iter().copied())
+                .output()
+                .unwrap()
+        };
+        let check = config(&[("MC_LICENSE", "test-licence"), ("POSTGRES_PASSWORD", "test-password")]);
+        assert!(
+            check.status.success(),
+            "stack {profile}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let loaded = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            loaded.contains("endpoint_mode: dnsrr") && loaded.contains("mode: host"),
+            "{loaded}"
+        );
+        if profile == "real" {
+            let missing = config(&[("POSTGRES_PASSWORD", "x")]);
+            let stderr = String::from_utf8_lossy(&missing.stderr);
+            assert!(!missing.status.success(), "docker stack accepted a missing MC_LICENSE");
+            assert!(stderr.contains("export MC_LICENSE in the shell"), "{stderr}");
+            let text = std::fs::read_to_string(out.join("docker-stack.yml")).unwrap();
+            assert!(
+                !text.contains("test-password") && !text.contains("test-licence"),
+                "{text}"
+            );
+        }
     }
 }
 

@@ -617,3 +617,122 @@ fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls_and_ov
     drop(sshd);
     drop(swarm);
 }
+
+/// A stack deployed with `docker stack deploy`, removed when dropped
+/// (before the project's `down` and the swarm go).
+struct Stack {
+    name: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["stack", "rm", &self.name]).output();
+        // The stack's network goes once its tasks have left it.
+        for _ in 0..150 {
+            let left = Command::new("docker")
+                .args([
+                    "network",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.stack.namespace={}", self.name),
+                ])
+                .output();
+            if left.is_ok_and(|o| o.stdout.trim_ascii().is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn docker_swarm_an_exported_stack_file_deploys_with_docker_stack_deploy_and_serves_from_both_nodes() {
+    let _one = one_swarm_at_a_time();
+    let image = flowgate_image();
+    let swarm = Swarm::start(&image);
+    let (fx, project) = project_for("stack");
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let dir = fx.dir.join("stack");
+    let dir_arg = dir.to_str().unwrap();
+    let written = project.ok(&[
+        "export",
+        "stack",
+        "--demo",
+        "--image",
+        &image,
+        "--instances",
+        "2",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+        "--out",
+        dir_arg,
+    ]);
+    assert!(
+        written.contains("docker-stack.yml") && written.contains("proxy.toml"),
+        "{written}"
+    );
+    let text = std::fs::read_to_string(dir.join("docker-stack.yml")).unwrap();
+    assert!(text.contains("openssl rand -hex 32 > admin-token"), "{text}");
+    std::fs::write(dir.join("admin-token"), "stack-test-token").unwrap();
+
+    let stack = Stack {
+        name: project.name.clone(),
+    };
+    let deployed = Command::new("docker")
+        .args(["stack", "deploy", "-c", "docker-stack.yml", &stack.name])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&deployed.stdout),
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    assert!(deployed.status.success(), "docker stack deploy: {said}");
+    assert!(
+        !said.contains("Ignoring unsupported options"),
+        "every option of the file applies: {said}"
+    );
+
+    // The proxy finds the Flow tasks by the stack's alias and serves both, over HTTPS.
+    let answered = || -> BTreeSet<String> {
+        (0..8)
+            .filter_map(|_| {
+                let out = Command::new("curl")
+                    .args([
+                        "-sk",
+                        "-m",
+                        "3",
+                        "--resolve",
+                        &format!("flow.localhost:{https}:127.0.0.1"),
+                    ])
+                    .arg(format!("https://flow.localhost:{https}/api/sim/whoami"))
+                    .output()
+                    .ok()?;
+                let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                assert_eq!(json["headers"]["x-forwarded-proto"], "https", "{json}");
+                Some(json["instance"].as_str()?.to_string())
+            })
+            .collect()
+    };
+    wait_for(Duration::from_secs(90), || answered().len() == 2);
+    // One task on each node, as Swarm spreads a service (both nodes share a host name: by id).
+    let tasks = run(Command::new("docker").args([
+        "service",
+        "ps",
+        "-q",
+        "-f",
+        "desired-state=running",
+        &format!("{0}_{0}-flow", stack.name),
+    ]));
+    let nodes = run(Command::new("docker")
+        .args(["inspect", "--format", "{{.NodeID}}"])
+        .args(tasks.split_whitespace()));
+    assert_eq!(nodes.lines().collect::<BTreeSet<_>>().len(), 2, "{nodes}");
+    drop(stack);
+    drop(project);
+    drop(swarm);
+}

@@ -19,7 +19,8 @@ use super::print;
     Examples:\n  \
     flowgate export compose --out deploy/\n  \
     flowgate export nginx --demo --domain flow.example.com --out nginx/\n  \
-    flowgate export nginx --flow-address 10.0.0.11:9021 --flow-address 10.0.0.12:9021 --mc-address 10.0.0.20:8080"
+    flowgate export nginx --flow-address 10.0.0.11:9021 --flow-address 10.0.0.12:9021 --mc-address 10.0.0.20:8080\n  \
+    flowgate export stack --demo --image registry.example.com/flowgate:0.1.0 --out stack/"
 )]
 pub struct ExportArgs {
     /// What to write.
@@ -50,10 +51,10 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
         Err(_) => Running::default(),
     };
     let target = resolve(project, &args.deployment.clone().overrides(true), file, &running)?;
-    if target.deployment.engine == Engine::Swarm {
+    if target.deployment.engine == Engine::Swarm && args.kind != Kind::Stack {
         eprintln!(
             "note: {project} runs on Docker Swarm; these files are for one Docker engine (docker-compose), \
-             with the same settings; a stack file for `docker stack deploy` is not written yet"
+             with the same settings; `flowgate export stack` writes the stack file for `docker stack deploy`"
         );
     }
     let default_image = format!("{}:{}", flowgate::deploy::image::REPOSITORY, env!("CARGO_PKG_VERSION"));
@@ -112,9 +113,18 @@ pub async fn run(project: &str, args: ExportArgs, file: Option<&DeploymentFile>)
                 .join("nginx.conf")
                 .display()
         ),
+        Kind::Stack => eprintln!(
+            "next: cd {dir_shown} && openssl rand -hex 32 > admin-token && docker stack deploy -c docker-stack.yml {project}"
+        ),
         _ => eprintln!("next: cd {dir_shown} && docker-compose up -d"),
     }
-    if source.profile == Profile::Real {
+    if source.profile == Profile::Real && args.kind == Kind::Stack {
+        eprintln!(
+            "note: docker stack reads no .env: export MC_LICENSE and POSTGRES_PASSWORD in the shell, write the password \
+             to {} as well, and label PostgreSQL's node (docker node update --label-add io.flowgate.postgres=true NODE)",
+            dir.join("db-password").display()
+        );
+    } else if source.profile == Profile::Real {
         eprintln!(
             "note: put MC_LICENSE and POSTGRES_PASSWORD in {} (see .env.example); the files never hold them",
             dir.join(".env").display()

@@ -769,7 +769,13 @@ impl References {
 /// as a config at its target, since the host's path exists on this
 /// machine only.
 pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
-    let mut files = Vec::new();
+    let mut files: Vec<FileWanted> = Vec::new();
+    // Every Flow instance's spec binds the same files: one service reads them once.
+    let mut add = |file: FileWanted| {
+        if !files.iter().any(|f| f.role == file.role && f.target == file.target) {
+            files.push(file);
+        }
+    };
     for spec in specs {
         let role = spec.role;
         let user = spec
@@ -780,7 +786,7 @@ pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
             .unwrap_or("0")
             .to_string();
         if role == Role::Proxy {
-            files.push(FileWanted {
+            add(FileWanted {
                 role,
                 kind: Kind::Secret,
                 target: SWARM_TOKEN_IN_CONTAINER.into(),
@@ -790,7 +796,7 @@ pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
             });
         }
         for secret in &spec.secrets {
-            files.push(FileWanted {
+            add(FileWanted {
                 role,
                 kind: Kind::Secret,
                 target: secret.path(),
@@ -811,7 +817,7 @@ pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
             if !host_path || std::path::Path::new(source).is_dir() {
                 continue; // A volume, or certificates' directories (the proxy's node is this one).
             }
-            files.push(FileWanted {
+            add(FileWanted {
                 role,
                 kind: Kind::Config,
                 target: target.into(),

@@ -67,7 +67,7 @@ impl Service {
 
 /// JSON strings are YAML strings; `$` is doubled except where compose must
 /// interpolate a secret.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     let escaped = text
         .replace('$', "$$")
         .replace("$${MC_LICENSE", "${MC_LICENSE")

@@ -8,6 +8,7 @@
 
 mod compose;
 mod nginx;
+mod stack;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,8 @@ pub enum Kind {
     Traefik,
     /// nginx.conf (upstream over all instances, WebSocket, TLS) and a docker-compose.yml.
     Nginx,
+    /// docker-stack.yml for `docker stack deploy`: the services `up --swarm` makes.
+    Stack,
 }
 
 /// Why an export could not be made or written.
@@ -82,6 +85,7 @@ pub fn render(kind: Kind, source: &Source, flow: &[String], mc: Option<&str>) ->
         Kind::Compose => compose::flowgate(source),
         Kind::Traefik => compose::traefik(source),
         Kind::Nginx => nginx::files(source, &nginx::Upstreams::from_args(&source.deployment, flow, mc)?),
+        Kind::Stack => stack::files(source),
     })
 }
 
