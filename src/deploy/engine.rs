@@ -20,6 +20,7 @@ use bollard::query_parameters::{
 use super::DeployError;
 use super::plan::{Action, Found, LABEL_PROJECT, Names, Role};
 use super::settings::{ADMIN_PORT, ContainerSpec, FLOW_PORT};
+use crate::proxy::admin::BackendView;
 use crate::proxy::backend::BackendState;
 use crate::proxy::client::AdminClient;
 
@@ -531,18 +532,36 @@ impl<'a> Executor<'a> {
         if !admin.drain(name, DRAIN.as_secs()).await? {
             return Ok(());
         }
-        let limit = DRAIN + Duration::from_secs(15);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if !admin.backends().await?.iter().any(|b| b.id == name) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        // The proxy removes a registered instance once it is drained.
+        wait_drained(&admin, &[(name.to_string(), name.to_string())], |_| true).await
+    }
+}
+
+/// Waits until none of `drained` (instance name, backend id) is `busy` in
+/// the proxy (one it no longer lists is done), for the drain window and
+/// 15 s more; then names the one still busy.
+pub(super) async fn wait_drained(
+    admin: &AdminClient,
+    drained: &[(String, String)],
+    busy: impl Fn(&BackendView) -> bool,
+) -> Result<(), DeployError> {
+    let limit = DRAIN + Duration::from_secs(15);
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = admin.backends().await?;
+        let Some((name, _)) = drained
+            .iter()
+            .find(|(_, id)| now.iter().any(|b| &b.id == id && busy(b)))
+        else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            return Err(DeployError::StillDraining {
+                name: name.clone(),
+                secs: limit.as_secs(),
+            });
         }
-        Err(DeployError::StillDraining {
-            name: name.into(),
-            secs: limit.as_secs(),
-        })
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

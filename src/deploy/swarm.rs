@@ -1104,25 +1104,7 @@ async fn drain_leaving(
     ));
     // Drained here means idle: the proxy keeps each out of service until
     // its address vanishes, so Swarm stops tasks that serve nothing.
-    let limit = super::engine::DRAIN + Duration::from_secs(15);
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = admin.backends().await?;
-        let busy = |id: &str| {
-            now.iter()
-                .any(|b| b.id == id && (b.active_requests > 0 || b.ws_active > 0))
-        };
-        let Some((name, _)) = drained.iter().find(|(_, id)| busy(id)) else {
-            return Ok(());
-        };
-        if Instant::now() > deadline {
-            return Err(DeployError::StillDraining {
-                name: name.clone(),
-                secs: limit.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::engine::wait_drained(&admin, &drained, |b| b.active_requests > 0 || b.ws_active > 0).await
 }
 
 /// Creates or updates one service; the change made, if any.
