@@ -66,6 +66,27 @@ impl RawBackend {
     }
 }
 
+/// Reads a chunked body (RFC 9112, 7.1): sizes in hex, each chunk and its
+/// CRLF, then the trailer section up to its empty line.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<()> {
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer)? == 0 || trailer.trim_end().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        reader.read_exact(&mut vec![0u8; size + 2])?;
+    }
+}
+
 fn serve(stream: TcpStream, seen: &Seen) {
     let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
     seen.peak_open.fetch_max(open, Ordering::SeqCst);
@@ -84,6 +105,7 @@ fn serve(stream: TcpStream, seen: &Seen) {
         }
         let mut head = line.clone();
         let mut length = 0usize;
+        let mut chunked = false;
         let mut upgrade = false;
         loop {
             let mut h = String::new();
@@ -98,6 +120,7 @@ fn serve(stream: TcpStream, seen: &Seen) {
             if let Some((name, value)) = t.split_once(':') {
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
                     "upgrade" => upgrade = true,
                     _ => {}
                 }
@@ -121,8 +144,14 @@ fn serve(stream: TcpStream, seen: &Seen) {
         if writer.write_all(answer.as_bytes()).is_err() {
             break;
         }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
+        // A chunked body is read to its end too: its last chunk ("0") must
+        // not be taken for the next request line.
+        let read = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            reader.read_exact(&mut vec![0u8; length])
+        };
+        if read.is_err() {
             break;
         }
     }
