@@ -188,8 +188,10 @@ pub fn check_upgrade_framing(headers: &HeaderMap) -> Result<(), BadRequest> {
 /// X-Forwarded-* set says what the client used.
 pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) {
     remove_hop_by_hop(headers);
-    headers.remove(header::UPGRADE);
-    if !headers.contains_key(header::HOST) {
+    if has(headers, &header::UPGRADE) {
+        headers.remove(header::UPGRADE);
+    }
+    if !has(headers, &header::HOST) {
         // HTTP/2 carries the host in the :authority pseudo-header.
         if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             headers.insert(header::HOST, value);
@@ -236,25 +238,36 @@ fn remove_client_forwarding(headers: &mut HeaderMap) {
 /// Removes the hop-by-hop headers, and those the Connection header names
 /// unless they are protected.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|name| !protected(name))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Names are looked for by a scan, not a hash: a message has a few
+    // headers, and most carry none of these or only `Connection:
+    // keep-alive`; hashing every name of the list costs more.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
     }
-    // Most messages carry none of them: look before removing.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // The usual token: its header goes with the hop-by-hop ones below.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| !protected(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
     for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
+        if has(headers, name) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `headers` has `name`, by a scan of its names (see `remove_hop_by_hop`).
+fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|k| k == name)
 }
 
 /// The headers of a WebSocket handshake as written to the backend by hand:
@@ -478,6 +491,37 @@ mod tests {
         assert_eq!(headers["content-length"], "5");
         assert_eq!(headers["x-forwarded-for"], "127.0.0.7");
         assert!(!headers.contains_key("x-other"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_goes_and_the_rest_stay() {
+        let mut headers = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            headers.append(name.clone(), "x".parse().unwrap());
+        }
+        headers.append(header::CONNECTION, "Keep-Alive, X-Named".parse().unwrap());
+        headers.append("x-named", "1".parse().unwrap());
+        headers.append(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        headers.append(header::SET_COOKIE, "a=1".parse().unwrap());
+        headers.append(header::SET_COOKIE, "b=2".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
+        assert_eq!(
+            left,
+            [
+                ("content-type", "text/plain"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2")
+            ]
+        );
+        // Nothing to remove: nothing changes.
+        let before = headers.clone();
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
+        // A response's usual `Connection: keep-alive` goes.
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]
