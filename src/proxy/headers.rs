@@ -13,10 +13,9 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// A static, not a const: a const array is built and dropped at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -40,7 +39,8 @@ fn protected(name: &HeaderName) -> bool {
 /// A header that says what earlier hops saw: only the proxy, or a trusted
 /// proxy before it, may set these.
 fn is_forwarding(name: &HeaderName) -> bool {
-    name.as_str().starts_with("x-forwarded-") || name == FORWARDED || name == X_REAL_IP
+    let name = name.as_str();
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
 }
 
 /// Why a request is refused with 400 before it is routed.
