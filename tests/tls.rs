@@ -438,3 +438,90 @@ fn half_a_local_ca_stops_the_start_and_nothing_is_overwritten() {
     assert_eq!(std::fs::read_to_string(state.join("ca.pem")).unwrap(), ca);
     assert!(!state.join("ca-key.pem").exists());
 }
+
+/// One TLS connection by openssl s_client (HTTP/1.1, one GET read to the
+/// end, so the session tickets sent after the handshake arrive), saving its
+/// session to `save` and resuming the one in `resume`; what it printed.
+fn session(tls: std::net::SocketAddr, ca: &Path, flags: &[&str], save: &Path, resume: Option<&Path>) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &tls.to_string(),
+            "-servername",
+            "flow.example.com",
+        ])
+        .args(["-CAfile", ca.to_str().unwrap(), "-alpn", "http/1.1", "-ign_eof"])
+        .args(["-sess_out", save.to_str().unwrap()])
+        .args(resume.map_or(vec![], |r| vec!["-sess_in", r.to_str().unwrap()]))
+        .args(flags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /api/sim/whoami HTTP/1.1\r\nHost: flow.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn returning_clients_resume_their_tls_session_by_ticket_or_session_id() {
+    let mut fx = Fixture::new("tls-resumption");
+    let (_proxy, tls, state) = self_signed_proxy(&mut fx);
+    let ca = state.join("ca.pem");
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("TLS 1.3 ticket", &[], "Reused, TLSv1.3"),
+        ("TLS 1.2 ticket", &["-tls1_2"], "Reused, TLSv1.2"),
+        ("TLS 1.2 session ID", &["-tls1_2", "-no_ticket"], "Reused, TLSv1.2"),
+    ];
+    let mut saved_sessions = Vec::new();
+    for (name, flags, _) in cases {
+        let saved = fx.dir.join(format!("{}.session", name.replace(' ', "-")));
+        let first = session(tls, &ca, flags, &saved, None);
+        assert!(first.contains("New, TLSv1."), "{name}, first connection: {first}");
+        assert!(first.contains("HTTP/1.1 200"), "{name}: {first}");
+        saved_sessions.push(saved);
+    }
+    // More clients than a small server-side cache holds come in between
+    // (rustls keeps 256 by default): tickets need no memory on the server,
+    // and session IDs have room for thousands.
+    let others = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[3])\n\
+             for _ in range(600):\n\
+             \x20   with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:\n\
+             \x20       with ctx.wrap_socket(raw, server_hostname='flow.example.com') as tls:\n\
+             \x20           tls.sendall(b'GET / HTTP/1.1\\r\\nHost: flow.example.com\\r\\nConnection: close\\r\\n\\r\\n')\n\
+             \x20           while tls.recv(4096): pass\n",
+        )
+        .args([&tls.ip().to_string(), &tls.port().to_string(), ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(others.status.success(), "{}", String::from_utf8_lossy(&others.stderr));
+    for ((name, flags, reused), saved) in cases.into_iter().zip(saved_sessions) {
+        let again = session(tls, &ca, flags, &fx.dir.join("again.session"), Some(&saved));
+        assert!(again.contains(reused), "{name}, second connection: {again}");
+        assert!(again.contains("HTTP/1.1 200"), "{name}: {again}");
+    }
+    // A session from another server's keys is not taken: a full handshake.
+    let forged = fx.dir.join("forged.session");
+    let saved = fx.dir.join("TLS-1.3-ticket.session");
+    let mut bytes = std::fs::read_to_string(&saved).unwrap();
+    bytes = bytes.replace('A', "B");
+    std::fs::write(&forged, bytes).unwrap();
+    let fresh = session(tls, &ca, &[], &fx.dir.join("fresh.session"), Some(&forged));
+    assert!(!fresh.contains("Reused"), "a forged session was resumed: {fresh}");
+}

@@ -344,6 +344,9 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// TLS 1.2 sessions remembered by ID (a few hundred bytes each).
+const SESSION_CACHE: usize = 4096;
+
 /// The rustls configuration of every TLS listener: TLS 1.2 and 1.3 only,
 /// ALPN h2 then http/1.1 (and acme-tls/1 for ACME validation).
 pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -354,6 +357,14 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsErro
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // Returning clients skip the full handshake: stateless tickets (keys
+    // random, rotated every 6 hours, never written anywhere; TLS 1.3
+    // resumption still makes a fresh key exchange, so it stays forward
+    // secret), and a cache of session IDs for TLS 1.2 clients without
+    // tickets.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TlsError::Invalid(format!("TLS session tickets: {e}")))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     Ok(Arc::new(config))
 }
 
