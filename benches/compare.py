@@ -9,8 +9,10 @@ backend directly as the physical limit. Each proxy runs on core 0 with one
 worker; the load generators and backends run on core 1.
 
 Measured for each: HTTP/1.1 keep-alive small GETs (wrk: requests/s, p50,
-p99), HTTP/2 over TLS (h2load: requests/s), new TLS connections per second
-(h2load, one request per connection), 1 MiB uploads (wrk: MiB/s), and
+p99, and the proxy's user and system CPU microseconds per request from
+/proc), HTTP/2 over TLS (h2load: requests/s), new TLS connections per second
+(h2load, one request per connection), resumed TLS connections per second
+(openssl s_time -reuse), 1 MiB uploads (wrk: MiB/s), and
 WebSocket sessions heartbeating every 5 s (flowgate loadgen): proxy memory
 per session, heartbeat round-trip p99 added to the direct one, sessions
 dropped.
@@ -148,10 +150,12 @@ def wrk(url, seconds, connections, script=None):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = wrk_duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = wrk_duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
+        "requests": requests,
         "p50_ms": p50,
         "p99_ms": p99,
         "non_2xx": int(errors.group(1)) if errors else 0,
@@ -168,6 +172,42 @@ def h2load(url, requests, clients, streams, h1=False):
     seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     return {"rps": float(m.group(3)), "seconds": seconds, "succeeded": int(done.group(2)), "failed": int(done.group(3))}
+
+
+def cpu_seconds(pids):
+    """User and system CPU seconds of these processes so far (from /proc, in clock ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+        except (FileNotFoundError, IndexError):
+            pass
+    return user / ticks, system / ticks
+
+
+def timed_wrk(url, seconds, connections, pids):
+    """wrk, plus the proxy's user and system microseconds per request (its CPU time over
+    the run divided by the requests: what perf's cpu-clock split by user and kernel says,
+    without perf)."""
+    user0, system0 = cpu_seconds(pids)
+    r = wrk(url, seconds, connections)
+    user1, system1 = cpu_seconds(pids)
+    if pids:
+        r["user_us"] = (user1 - user0) * 1e6 / r["requests"]
+        r["system_us"] = (system1 - system0) * 1e6 / r["requests"]
+    return r
+
+
+def tls_resumed(port, seconds):
+    """Resumed TLS connections per second: openssl s_time reusing one session (a ticket or
+    a session ID, whichever the server offers), one GET per connection."""
+    out = run(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-reuse", "-time", str(seconds), "-www", "/"])
+    m = re.search(r"(\d+) connections in ([\d.]+) real seconds", out)
+    return {"per_s": int(m.group(1)) / float(m.group(2))}
 
 
 def tls_connections(port, connections, rounds):
@@ -480,10 +520,13 @@ def measure_target(name, procs, args, sessions, seconds, h2_requests, tls_rounds
         else:
             proc = start()
             ws = http
+        # CPU per request of the proxy (all its processes); none for the direct row.
+        pids = children(proc.pid) if proc else []
         r = {
-            "http": wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64),
+            "http": timed_wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64, pids),
             "h2_tls": h2load(f"https://127.0.0.1:{https}/", h2_requests, 16, 10),
             "tls_new": tls_connections(https, 500 if args.quick else 1000, tls_rounds),
+            "tls_resumed": tls_resumed(https, 2 if args.quick else 5),
         }
         up = wrk(f"http://127.0.0.1:{http}/upload", seconds["upload"], 8, upload)
         up["mib_per_s"] = up["rps"]  # one MiB per request
@@ -504,7 +547,7 @@ def measure_target(name, procs, args, sessions, seconds, h2_requests, tls_rounds
 
 def summary_line(r):
     return (f"{r['http']['rps']:.0f} req/s p99 {r['http']['p99_ms']:.2f} ms; h2 {r['h2_tls']['rps']:.0f} req/s; "
-            f"{r['tls_new']['per_s']:.0f} TLS conn/s; upload {r['upload']['mib_per_s']:.0f} MiB/s; "
+            f"{r['tls_new']['per_s']:.0f} TLS conn/s ({r['tls_resumed']['per_s']:.0f} resumed); upload {r['upload']['mib_per_s']:.0f} MiB/s; "
             f"ws {r['ws']['kib_per_session'] or 0:.1f} KiB/session, dropped {r['ws']['dropped']}")
 
 
@@ -526,7 +569,10 @@ def table(results):
         ("HTTP/1.1 p50, ms", lambda r: r["http"]["p50_ms"], False, "{:.2f}"),
         ("HTTP/1.1 p99, ms", lambda r: r["http"]["p99_ms"], False, "{:.2f}"),
         ("HTTP/2 over TLS, req/s", lambda r: r["h2_tls"]["rps"], True, "{:,.0f}"),
+        ("proxy user time per GET, us", lambda r: r["http"].get("user_us"), False, "{:.2f}"),
+        ("proxy system time per GET, us", lambda r: r["http"].get("system_us"), False, "{:.2f}"),
         ("new TLS connections/s", lambda r: r["tls_new"]["per_s"], True, "{:,.0f}"),
+        ("resumed TLS connections/s", lambda r: r["tls_resumed"]["per_s"], True, "{:,.0f}"),
         ("1 MiB uploads, MiB/s", lambda r: r["upload"]["mib_per_s"], True, "{:,.0f}"),
         ("WebSocket memory, KiB/session", lambda r: r["ws"]["kib_per_session"], False, "{:.1f}"),
         ("heartbeat RTT p99 (all), ms", lambda r: r["ws"]["rtt_p99_ms"], False, "{:.2f}"),
