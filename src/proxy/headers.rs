@@ -14,18 +14,6 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// A static, not a const: a const array is built and dropped at every use.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// Headers a `Connection` token can never remove: what routes and frames the
 /// message, and what the proxy sets itself.
 fn protected(name: &HeaderName) -> bool {
@@ -238,10 +226,15 @@ fn remove_client_forwarding(headers: &mut HeaderMap) {
 /// Removes the hop-by-hop headers, and those the Connection header names
 /// unless they are protected.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Names are looked for by a scan, not a hash: a message has a few
-    // headers, and most carry none of these or only `Connection:
-    // keep-alive`; hashing every name of the list costs more.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names, matched as text (a length and a compare;
+    // cheaper than hashing each of the eight names, or comparing
+    // HeaderNames): most messages carry none of them, or only `Connection:
+    // keep-alive`.
+    let mut present: [Option<HeaderName>; 8] = Default::default();
+    for (slot, name) in present.iter_mut().zip(headers.keys().filter(|n| is_hop_by_hop(n))) {
+        *slot = Some(name.clone());
+    }
+    if present[0].is_none() {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -258,11 +251,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        if has(headers, name) {
-            headers.remove(name);
-        }
+    for name in present.into_iter().flatten() {
+        headers.remove(name);
     }
+}
+
+/// The headers removed from every message in both directions (RFC 9110,
+/// 7.6.1) besides those `Connection` names, told by their text.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
 }
 
 /// Whether `headers` has `name`, by a scan of its names (see `remove_hop_by_hop`).
@@ -318,6 +325,18 @@ pub fn sticky_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `is_hop_by_hop` must match.
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+    ];
 
     fn request(uri: &str, hosts: &[&str]) -> Request<()> {
         let mut builder = Request::builder().uri(uri);
