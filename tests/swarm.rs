@@ -171,6 +171,20 @@ fn up_demo_args(http: u16, https: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// A refused `up`: it failed, said each of `words`, and made no service or network.
+fn refused_with_nothing_made(project: &Project, out: &std::process::Output, words: &[&str]) {
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && words.iter().all(|w| said.contains(w)),
+        "{said}"
+    );
+    assert_eq!(
+        (project.labelled("service"), project.labelled("network")),
+        (0, 0),
+        "nothing made: {said}"
+    );
+}
+
 /// `args` as the `&[&str]` the commands take.
 fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
@@ -191,10 +205,17 @@ fn https_instances(project: &Project, https: u16, count: usize) -> BTreeSet<Stri
 
 /// The instances that answered `count` requests through the proxy at `ip`.
 fn https_instances_at(project: &Project, ip: &str, https: u16, count: usize) -> BTreeSet<String> {
+    https_whoami(&["--cacert", project.ca().to_str().unwrap()], ip, https, count)
+}
+
+/// The instances that answered `count` whoami requests over HTTPS at `ip`,
+/// curl trusting the server as `trust` says.
+fn https_whoami(trust: &[&str], ip: &str, https: u16, count: usize) -> BTreeSet<String> {
     (0..count)
         .filter_map(|_| {
             let out = Command::new("curl")
-                .args(["-s", "-m", "3", "--cacert", project.ca().to_str().unwrap()])
+                .args(["-s", "-m", "3"])
+                .args(trust)
                 .args(["--resolve", &format!("flow.localhost:{https}:{ip}")])
                 .arg(format!("https://flow.localhost:{https}/api/sim/whoami"))
                 .output()
@@ -228,16 +249,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
     label("--label-add", "io.flowgate.edge=true");
     let elsewhere = project.flowgate(&refs(&up_demo_args(free_port(), free_port())));
     label("--label-rm", "io.flowgate.edge");
-    let said = String::from_utf8_lossy(&elsewhere.stderr);
-    assert!(
-        !elsewhere.status.success() && said.contains("io.flowgate.edge=true") && said.contains("docker node update"),
-        "{said}"
-    );
-    assert_eq!(
-        (project.labelled("service"), project.labelled("network")),
-        (0, 0),
-        "nothing made: {said}"
-    );
+    refused_with_nothing_made(&project, &elsewhere, &["io.flowgate.edge=true", "docker node update"]);
     // The real profile (the default without --demo) is built for Swarm:
     // PostgreSQL, Flow and MC. Their images cannot be here, which is said
     // before anything is made, as on one engine.
@@ -250,16 +262,7 @@ fn docker_swarm_flowgate_up_spreads_flow_over_both_nodes_scales_under_load_and_t
         .current_dir(&fx.dir)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && said.contains("postgres:15") && said.contains("docker load"),
-        "{said}"
-    );
-    assert_eq!(
-        (project.labelled("service"), project.labelled("network")),
-        (0, 0),
-        "nothing made: {said}"
-    );
+    refused_with_nothing_made(&project, &refused, &["postgres:15", "docker load"]);
     let started = Instant::now();
     let out = project.ok(&refs(&up_demo_args(http, https)));
     eprintln!(
@@ -697,27 +700,10 @@ fn docker_swarm_an_exported_stack_file_deploys_with_docker_stack_deploy_and_serv
         "every option of the file applies: {said}"
     );
 
-    // The proxy finds the Flow tasks by the stack's alias and serves both, over HTTPS.
-    let answered = || -> BTreeSet<String> {
-        (0..8)
-            .filter_map(|_| {
-                let out = Command::new("curl")
-                    .args([
-                        "-sk",
-                        "-m",
-                        "3",
-                        "--resolve",
-                        &format!("flow.localhost:{https}:127.0.0.1"),
-                    ])
-                    .arg(format!("https://flow.localhost:{https}/api/sim/whoami"))
-                    .output()
-                    .ok()?;
-                let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                assert_eq!(json["headers"]["x-forwarded-proto"], "https", "{json}");
-                Some(json["instance"].as_str()?.to_string())
-            })
-            .collect()
-    };
+    // The proxy finds the Flow tasks by the stack's alias and serves both, over HTTPS
+    // (its local CA is inside its volume: not checked here).
+    let https: u16 = https.parse().unwrap();
+    let answered = || https_whoami(&["-k"], "127.0.0.1", https, 8);
     wait_for(Duration::from_secs(90), || answered().len() == 2);
     // One task on each node, as Swarm spreads a service (both nodes share a host name: by id).
     let tasks = run(Command::new("docker").args([
