@@ -622,7 +622,8 @@ fn docker_swarm_every_command_works_through_docker_host_over_tcp_with_tls_and_ov
 }
 
 /// A stack deployed with `docker stack deploy`, removed when dropped
-/// (before the project's `down` and the swarm go).
+/// (before the project's `down` and the swarm go), with its volumes
+/// (`docker stack rm` leaves them).
 struct Stack {
     name: String,
 }
@@ -630,21 +631,25 @@ struct Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["stack", "rm", &self.name]).output();
-        // The stack's network goes once its tasks have left it.
+        let of_stack = format!("label=com.docker.stack.namespace={}", self.name);
+        let listed = |what: &[&str]| {
+            Command::new("docker")
+                .args(what)
+                .args(["-q", "--filter", &of_stack])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        // The stack's network goes once its tasks have left it; its
+        // volumes are free once its containers are gone.
         for _ in 0..150 {
-            let left = Command::new("docker")
-                .args([
-                    "network",
-                    "ls",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.stack.namespace={}", self.name),
-                ])
-                .output();
-            if left.is_ok_and(|o| o.stdout.trim_ascii().is_empty()) {
+            if listed(&["network", "ls"]).is_empty() && listed(&["ps", "-a"]).is_empty() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        for volume in listed(&["volume", "ls"]).split_whitespace() {
+            let _ = Command::new("docker").args(["volume", "rm", volume]).output();
         }
     }
 }
@@ -719,6 +724,8 @@ fn docker_swarm_an_exported_stack_file_deploys_with_docker_stack_deploy_and_serv
         .args(tasks.split_whitespace()));
     assert_eq!(nodes.lines().collect::<BTreeSet<_>>().len(), 2, "{nodes}");
     drop(stack);
+    let left = run(Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("name={}", project.name)]));
+    assert!(left.trim().is_empty(), "volumes left: {left}");
     drop(project);
     drop(swarm);
 }

@@ -88,9 +88,16 @@ pub fn files(source: &Source) -> Vec<File> {
         .filter_map(|m| m.source)
         .collect();
     if !volumes.is_empty() {
+        // Labelled as flowgate labels what it makes, so `flowgate down --volumes` knows them.
         text.push_str("volumes:\n");
         for volume in &volumes {
-            let _ = writeln!(text, "  {volume}:\n    name: {}", quote(volume));
+            let _ = writeln!(
+                text,
+                "  {volume}:\n    name: {}\n    labels:\n      {}: {}",
+                quote(volume),
+                quote(crate::deploy::plan::LABEL_PROJECT),
+                quote(&dep.project)
+            );
         }
     }
     for (kind, key) in [(Kind::Secret, "secrets"), (Kind::Config, "configs")] {
@@ -437,6 +444,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("prod-secrets"), "{text}");
+        assert!(
+            text.contains(
+                "  prod-pgdata:\n    name: \"prod-pgdata\"\n    labels:\n      \"io.flowgate.project\": \"prod\""
+            ),
+            "{text}"
+        );
         assert!(files[2].text.contains("- tasks.prod-flow:25701"), "{}", files[2].text);
         assert!(files[1].text.contains("tasks.prod-flow"), "{}", files[1].text);
     }
