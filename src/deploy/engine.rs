@@ -372,11 +372,7 @@ impl<'a> Executor<'a> {
             labels: Some(labels),
             exposed_ports: Some(exposed),
             healthcheck: spec.healthcheck.as_ref().map(|command| HealthConfig {
-                test: Some(
-                    std::iter::once("CMD".to_string())
-                        .chain(command.iter().cloned())
-                        .collect(),
-                ),
+                test: Some(super::settings::health_test(command)),
                 interval: Some(Duration::from_secs(1).as_nanos() as i64),
                 timeout: Some(Duration::from_secs(5).as_nanos() as i64),
                 retries: Some(5),

@@ -215,6 +215,13 @@ pub fn admin_token_secret(token: &str) -> SecretFile {
 
 /// Where PostgreSQL's secrets volume is mounted.
 pub const SECRETS_IN_POSTGRES: &str = "/run/secrets/flowgate";
+/// A health check command in Docker's exec form: `CMD` first.
+pub fn health_test(command: &[String]) -> Vec<String> {
+    std::iter::once("CMD".to_string())
+        .chain(command.iter().cloned())
+        .collect()
+}
+
 /// The postgres user of the postgres:15 image (Debian's).
 const POSTGRES_UID: u32 = 999;
 

@@ -470,14 +470,12 @@ pub fn service_spec(
         .binds
         .iter()
         .filter_map(|bind| {
-            let mut parts = bind.split(':');
-            let (source, target) = (parts.next()?, parts.next()?);
+            let (source, target, read_only) = bind_parts(bind)?;
             // A host file is a Swarm config; a secret's directory holds Swarm secrets.
             let secret_dir = spec.secrets.iter().any(|f| f.dir == target);
             if references.provides(role, target) || secret_dir {
                 return None;
             }
-            let read_only = parts.next() == Some("ro");
             let volume = !source.starts_with('/');
             Some(Mount {
                 target: Some(target.into()),
@@ -511,11 +509,7 @@ pub fn service_spec(
         ))),
         Role::Mc if flowgate_image => Some(probe(&format!("http://127.0.0.1:{MC_PORT}/health"))),
         _ => spec.healthcheck.as_ref().map(|command| HealthConfig {
-            test: Some(
-                std::iter::once("CMD".to_string())
-                    .chain(command.iter().cloned())
-                    .collect(),
-            ),
+            test: Some(super::settings::health_test(command)),
             ..probe_timing()
         }),
     };
@@ -645,6 +639,13 @@ pub fn service_spec(
     service
 }
 
+/// A bind in Docker's `SOURCE:TARGET[:ro]` form: source, target, read-only.
+fn bind_parts(bind: &str) -> Option<(&str, &str, bool)> {
+    let mut parts = bind.split(':');
+    let (source, target) = (parts.next()?, parts.next()?);
+    Some((source, target, parts.next() == Some("ro")))
+}
+
 /// A Swarm health check running flowgate's own probe.
 fn probe(url: &str) -> HealthConfig {
     HealthConfig {
@@ -672,13 +673,22 @@ pub enum Kind {
     Config,
 }
 
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Config => "config",
+        }
+    }
+}
+
 /// Where a file the tasks read comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Content {
     /// The proxy's admin token.
     AdminToken,
-    /// A spec's secret file (the database password): its name and text.
-    Secret { name: String, text: String },
+    /// A spec's secret file (the database password): its text.
+    Secret(String),
     /// A file on this machine that a spec binds read-only (proxy.toml, hazelcast.yml).
     HostFile(String),
 }
@@ -722,7 +732,7 @@ impl FileWanted {
     fn text(&self, token: &str) -> Result<String, DeployError> {
         match &self.content {
             Content::AdminToken => Ok(token.into()),
-            Content::Secret { text, .. } => Ok(text.clone()),
+            Content::Secret(text) => Ok(text.clone()),
             Content::HostFile(path) => std::fs::read_to_string(path).map_err(|source| DeployError::Read {
                 path: path.clone(),
                 source,
@@ -802,15 +812,11 @@ pub fn files_wanted(specs: &[ContainerSpec]) -> Vec<FileWanted> {
                 target: secret.path(),
                 uid: secret.uid.to_string(),
                 mode: 0o400,
-                content: Content::Secret {
-                    name: secret.name.clone(),
-                    text: secret.content.clone(),
-                },
+                content: Content::Secret(secret.content.clone()),
             });
         }
         for bind in &spec.binds {
-            let mut parts = bind.split(':');
-            let (Some(source), Some(target), Some("ro")) = (parts.next(), parts.next(), parts.next()) else {
+            let Some((source, target, true)) = bind_parts(bind) else {
                 continue;
             };
             let host_path = source.starts_with('/') || source.starts_with("./");
@@ -844,33 +850,39 @@ async fn references(
         let text = file.text(token)?;
         let name = format!("{}-{}-{}", names.project, file.stem(), short_digest(text.as_bytes()));
         let data = Some(crate::websocket::base64(text.as_bytes()));
-        let id = match file.kind {
-            Kind::Secret => match docker.inspect_secret(&name).await {
-                Ok(secret) => secret.id,
-                Err(_) => docker
-                    .create_secret(SecretSpec {
-                        name: Some(name.clone()),
-                        labels: Some(labels.clone()),
-                        data,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| Some(r.id))
-                    .map_err(DeployError::docker(format!("cannot create the Swarm secret {name}")))?,
-            },
-            Kind::Config => match docker.inspect_config(&name).await {
-                Ok(config) => config.id,
-                Err(_) => docker
-                    .create_config(ConfigSpec {
-                        name: Some(name.clone()),
-                        labels: Some(labels.clone()),
-                        data,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| Some(r.id))
-                    .map_err(DeployError::docker(format!("cannot create the Swarm config {name}")))?,
-            },
+        let found = match file.kind {
+            Kind::Secret => docker.inspect_secret(&name).await.ok().map(|s| s.id),
+            Kind::Config => docker.inspect_config(&name).await.ok().map(|c| c.id),
+        };
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let labels = Some(labels.clone());
+                let made = match file.kind {
+                    Kind::Secret => docker
+                        .create_secret(SecretSpec {
+                            name: Some(name.clone()),
+                            labels,
+                            data,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| r.id),
+                    Kind::Config => docker
+                        .create_config(ConfigSpec {
+                            name: Some(name.clone()),
+                            labels,
+                            data,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| r.id),
+                };
+                Some(made.map_err(DeployError::docker(format!(
+                    "cannot create the Swarm {} {name}",
+                    file.kind.word()
+                )))?)
+            }
         };
         made.push(Reference {
             wanted: file,

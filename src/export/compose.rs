@@ -144,9 +144,7 @@ pub fn render(header: &str, project: &str, services: &[Service], volumes: &[Stri
             }
         }
         if let Some(check) = &s.healthcheck {
-            let test: Vec<String> = std::iter::once("CMD".to_string())
-                .chain(check.iter().cloned())
-                .collect();
+            let test = settings::health_test(check);
             out.push_str(&format!(
                 "    healthcheck:\n      test: {}\n      interval: 5s\n      timeout: 5s\n      retries: 20\n",
                 serde_json::to_string(&test).unwrap_or_default()

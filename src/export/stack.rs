@@ -23,7 +23,10 @@ use crate::deploy::swarm::{self, Content, Kind, Reference, References};
 fn local_file(reference: &Reference) -> String {
     match &reference.wanted.content {
         Content::AdminToken => "./admin-token".into(),
-        Content::Secret { name, .. } => format!("./{name}"),
+        Content::Secret(_) => {
+            let name = Path::new(&reference.wanted.target).file_name();
+            format!("./{}", name.and_then(|n| n.to_str()).unwrap_or("secret"))
+        }
         Content::HostFile(path) => path.clone(),
     }
 }
