@@ -176,10 +176,8 @@ pub fn check_upgrade_framing(headers: &HeaderMap) -> Result<(), BadRequest> {
 /// X-Forwarded-* set says what the client used.
 pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) {
     remove_hop_by_hop(headers);
-    if has(headers, &header::UPGRADE) {
-        headers.remove(header::UPGRADE);
-    }
-    if !has(headers, &header::HOST) {
+    headers.remove(header::UPGRADE);
+    if !headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in the :authority pseudo-header.
         if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             headers.insert(header::HOST, value);
@@ -270,11 +268,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "trailer"
             | "transfer-encoding"
     )
-}
-
-/// Whether `headers` has `name`, by a scan of its names (see `remove_hop_by_hop`).
-fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.keys().any(|k| k == name)
 }
 
 /// The headers of a WebSocket handshake as written to the backend by hand:
