@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpSocket};
 
 /// The body type every handler returns.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Any error a body may end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

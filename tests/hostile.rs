@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::raw::{Raw, RawBackend};
+use common::raw::{After, Raw, RawBackend, ScriptedBackend};
 use common::*;
 
 /// A proxy over the raw backend, no health checks (the raw backend answers
@@ -207,6 +207,272 @@ fn heads_with_bare_lf_line_ends_are_answered_at_once() {
     );
     assert!(r.status == 200 || r.status == 400, "{}", r.status);
     still_serves(&fx, &proxy, "/after");
+}
+
+// ---------------------------------------------------------------------------
+// What backends send back
+
+/// A response with both framings, or two lengths, or a head past the
+/// limit, is a 502; the connection it came on is never used again, so bytes
+/// the backend meant as a second answer cannot reach another client.
+#[test]
+fn ambiguous_backend_framing_gets_502_and_the_connection_is_dropped() {
+    let mut fx = Fixture::new("hostile-backend-framing");
+    let backend = ScriptedBackend::start(|line| {
+        let answer: Vec<u8> = if line.contains("/both ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+                .to_vec()
+        } else if line.contains("/two-lengths ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 10\r\n\r\nok".to_vec()
+        } else if line.contains("/huge-head ") {
+            let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..1200 {
+                a.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(50)).as_bytes());
+            }
+            a.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            a
+        } else if line.contains("/not-http ") {
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()
+        } else {
+            let body = line.as_bytes();
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                body,
+            ]
+            .concat()
+        };
+        (answer, After::KeepAlive)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    for path in ["/both", "/two-lengths", "/huge-head", "/not-http"] {
+        let r = get(proxy.addr, path, None);
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(!r.text().contains("smuggled"), "{path}: {}", r.text());
+        let next = format!("/next{}", &path[1..]);
+        let r = get(proxy.addr, &next, None);
+        assert_eq!(r.text(), format!("GET {next} HTTP/1.1"), "after {path}");
+        assert_ne!(
+            backend.connection_of(&format!("{path} ")),
+            backend.connection_of(&next),
+            "the connection that answered {path} was used again"
+        );
+    }
+    let log = fx.log("proxy");
+    assert!(log.contains("Transfer-Encoding and Content-Length"), "{log}");
+    still_serves_any(&fx, &proxy);
+}
+
+/// Bytes after a complete answer are not the next answer: the connection is
+/// closed, not pooled, and the next request gets its own response.
+#[test]
+fn bytes_after_a_backend_answer_are_never_read_as_the_next_one() {
+    let mut fx = Fixture::new("hostile-backend-extra");
+    let backend = ScriptedBackend::start(|line| {
+        let answer: Vec<u8> = if line.contains("/extra") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+                .to_vec()
+        } else {
+            let body = line.as_bytes();
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                body,
+            ]
+            .concat()
+        };
+        (answer, After::KeepAlive)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"GET /extra HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "ok");
+    for i in 0..3 {
+        client.send(format!("GET /next-{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(client.response().text(), format!("GET /next-{i} HTTP/1.1"));
+    }
+    assert_ne!(backend.connection_of("/extra"), backend.connection_of("/next-0"));
+    // Without the extra bytes, the connection is pooled and used again.
+    assert_eq!(backend.connection_of("/next-0"), backend.connection_of("/next-2"));
+}
+
+/// A chunked answer that breaks after its head went out cannot be turned
+/// into an error page: the client's connection is cut without the last
+/// chunk, so the client sees a truncated body (or no answer), never a
+/// complete one.
+#[test]
+fn a_broken_chunked_answer_cuts_the_client_connection() {
+    let mut fx = Fixture::new("hostile-backend-chunks");
+    let backend = ScriptedBackend::start(|line| {
+        let answer: Vec<u8> = if line.contains("/bad-size") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n".to_vec()
+        } else if line.contains("/bad-end") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n".to_vec()
+        } else {
+            let body = line.as_bytes();
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                body,
+            ]
+            .concat()
+        };
+        (answer, After::KeepAlive)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    for path in ["/bad-size", "/bad-end"] {
+        let mut client = Raw::connect(proxy.addr);
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        // Either nothing (the head was still in the proxy's buffer) or a
+        // head and a body without its last chunk, then the end.
+        let mut got = Vec::new();
+        let read = client.stream.read_to_end(&mut got);
+        if let Err(e) = &read {
+            let hung = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            assert!(!hung, "{path}: the connection was left open");
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{path}: {got:?}");
+        assert!(
+            !got.ends_with("0\r\n\r\n"),
+            "{path}: the client got a complete body: {got:?}"
+        );
+        assert!(!got.contains("more"), "{path}: {got:?}");
+    }
+    still_serves_any(&fx, &proxy);
+}
+
+/// What RFC 9112 frames without a length: 1xx before the answer, HEAD,
+/// 204 and 304 (no body whatever their headers say), and a body that ends
+/// when the backend closes.
+#[test]
+fn interim_bodiless_and_close_delimited_answers_are_relayed() {
+    let mut fx = Fixture::new("hostile-backend-forms");
+    let backend = ScriptedBackend::start(|line| {
+        if line.starts_with("HEAD") {
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                After::KeepAlive,
+            )
+        } else if line.contains("/interim") {
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    .to_vec(),
+                After::KeepAlive,
+            )
+        } else if line.contains("/no-content") {
+            (
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                After::KeepAlive,
+            )
+        } else if line.contains("/not-modified") {
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                After::KeepAlive,
+            )
+        } else if line.contains("/until-close") {
+            (
+                b"HTTP/1.1 200 OK\r\n\r\nthe body ends when the backend closes".to_vec(),
+                After::Close,
+            )
+        } else {
+            let body = line.as_bytes();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            ([head.as_bytes(), body].concat(), After::KeepAlive)
+        }
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"GET /interim HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = client.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    for (request, status) in [
+        ("HEAD /head HTTP/1.1", 200),
+        ("GET /no-content HTTP/1.1", 204),
+        ("GET /not-modified HTTP/1.1", 304),
+    ] {
+        client.send(format!("{request}\r\nHost: a\r\n\r\n").as_bytes());
+        // Nothing but the head comes: the next request's answer follows it.
+        let head = read_head(&mut client.stream);
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{request}: {head}");
+    }
+    client.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "GET /after HTTP/1.1");
+    // All of that went over one backend connection.
+    let first = backend.connection_of("/interim");
+    assert!(
+        backend.requests().iter().all(|(c, _)| *c == first),
+        "{:?}",
+        backend.requests()
+    );
+    let r = get(proxy.addr, "/until-close", None);
+    assert_eq!(r.text(), "the body ends when the backend closes");
+    still_serves_any(&fx, &proxy);
+}
+
+/// A pooled connection the backend closed while idle is not handed a
+/// request: the request goes out on a fresh connection and is answered.
+#[test]
+fn connections_the_backend_closed_while_pooled_are_not_used() {
+    let mut fx = Fixture::new("hostile-backend-stale");
+    let backend = ScriptedBackend::start(|line| {
+        let body = line.as_bytes();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        // Answers as if keeping the connection, then closes it anyway
+        // (as a backend does when its own idle timeout is shorter).
+        let after = if line.contains("/then-close") {
+            After::Close
+        } else {
+            After::KeepAlive
+        };
+        ([head.as_bytes(), body].concat(), after)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    for i in 0..5 {
+        assert_eq!(get(proxy.addr, &format!("/then-close-{i}"), None).status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+        let r = get(proxy.addr, &format!("/after-{i}"), None);
+        assert_eq!((r.status, r.text()), (200, format!("GET /after-{i} HTTP/1.1")));
+    }
+    let log = fx.log("proxy");
+    assert!(!log.contains("502"), "{log}");
+}
+
+/// A backend may answer before it has read the body (413, 401) and close.
+/// The client gets that answer while it is still sending, not a 502, and
+/// not after a timeout.
+#[test]
+fn an_early_answer_reaches_the_client_before_its_body_is_sent() {
+    let mut fx = Fixture::new("hostile-backend-early");
+    let backend = ScriptedBackend::start(|_| {
+        (
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo long".to_vec(),
+            After::Close,
+        )
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n");
+    client.send(&[b'x'; 16 * 1024]);
+    let started = Instant::now();
+    let r = client.response();
+    assert_eq!((r.status, r.text().as_str()), (413, "too long"));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The rest of the body will never be read: the connection closes.
+    assert!(client.closed_within(Duration::from_secs(5)));
+    still_serves_any(&fx, &proxy);
+}
+
+/// still_serves for a backend that answers any path with 200.
+fn still_serves_any(fx: &Fixture, proxy: &Proxy) {
+    let log = fx.log("proxy");
+    assert!(!log.contains("panicked"), "the proxy panicked:\n{log}");
+    assert!(try_get(proxy.addr, "/still").is_some(), "the proxy stopped answering");
 }
 
 // ---------------------------------------------------------------------------

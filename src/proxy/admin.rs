@@ -419,9 +419,12 @@ struct EventBody {
 
 impl hyper::body::Body for EventBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::serve::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::serve::BoxError>>> {
         self.rx
             .poll_recv(cx)
             .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
+use bytes::BytesMut;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::histogram::Histogram;
-use crate::serve::RequestBody;
 
 /// A backend's health as the proxy sees it: the admin API's `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -302,20 +302,40 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per backend.
 const MAX_IDLE: usize = 512;
 
-/// A keep-alive connection to a backend, with the timer its exchanges use
-/// for the response-head deadline: one timer per connection, moved forward
-/// for each request (a cheap update), not one made and dropped per request.
+/// A keep-alive connection to a backend: its socket, the bytes read from
+/// it and not yet used, the buffer request heads are written into, the
+/// timer its exchanges use for the response-head deadline (one per
+/// connection, moved forward for each request rather than made and dropped
+/// each time), and its place under the backend's connection cap.
 pub struct Pooled {
-    pub sender: SendRequest<RequestBody>,
+    pub stream: TcpStream,
+    pub read: BytesMut,
+    pub write: Vec<u8>,
     pub deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Pooled {
-    pub fn new(sender: SendRequest<RequestBody>) -> Self {
+    pub fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
         Pooled {
-            sender,
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
             deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            _permit: permit,
         }
+    }
+
+    /// Whether the connection can carry a request: not closed by the
+    /// backend while idle, and nothing arrived unasked (which would be
+    /// taken for the next answer). Reads nothing unless the socket was seen
+    /// readable, so an idle connection costs no system call here.
+    fn is_usable(&self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -339,14 +359,16 @@ impl IdlePool {
     pub fn take(&self) -> Option<Pooled> {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((conn, since)) = stack.pop() {
-            if conn.sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, conn: Pooled) {
+    /// Keeps a connection whose exchange ended cleanly (request and answer
+    /// framed to their ends) for the next request.
+    pub fn put(&self, conn: Pooled) {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         if stack.len() < MAX_IDLE {
             stack.push((conn, Instant::now()));
@@ -358,42 +380,6 @@ impl IdlePool {
     /// Closes every idle connection (the backend is going away).
     pub fn clear(&self) {
         self.stack.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// A pooled connection lent to one exchange. Dropped, it goes back to its
-/// backend's pool only once the connection is ready for another request:
-/// the request and the response were both framed to their end. A
-/// connection that ends otherwise is closed, never reused.
-pub struct Lease {
-    conn: Option<Pooled>,
-    backend: Arc<Backend>,
-}
-
-impl Lease {
-    pub fn new(conn: Pooled, backend: Arc<Backend>) -> Self {
-        Lease {
-            conn: Some(conn),
-            backend,
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        if conn.sender.is_ready() {
-            self.backend.idle.put(conn);
-        } else if !conn.sender.is_closed() {
-            // The connection finishes its exchange in its own task first
-            // (a request body still being sent, say).
-            let backend = self.backend.clone();
-            tokio::spawn(async move {
-                if conn.sender.ready().await.is_ok() && !backend.removed.load(Ordering::Acquire) {
-                    backend.idle.put(conn);
-                }
-            });
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Request, Response, StatusCode, Version};
 use tokio::time::Sleep;
 
 use super::Proxy;
@@ -20,16 +20,9 @@ use super::backend::{Backend, InFlight};
 use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
 use super::headers::{origin_form, prepare_request_headers};
-use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts};
+use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts, is_idempotent};
 use crate::config::proxy::{Limits, Service};
 use crate::serve::{self, Body, BoxError};
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
 
 pub async fn forward(
     proxy: &Arc<Proxy>,
@@ -87,11 +80,10 @@ pub async fn forward(
             attempt.await
         };
         match result {
-            Ok((response, lease)) => {
+            Ok(response) => {
                 backend.record_connect_success();
                 let answered = Answered {
                     response,
-                    lease,
                     in_flight,
                     started,
                 };

@@ -112,11 +112,10 @@ async fn probe(proxy: &Proxy, backend: &Arc<Backend>, check: &HealthCheck) -> Re
         response: check.timeout,
     };
     let exchange = async {
-        let (response, lease) = super::upstream::send(backend, request, timeouts).await?;
+        let response = super::upstream::send(backend, request, timeouts).await?;
         let status = response.status();
         // Reading the (small) body lets the connection be used again.
         let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-        drop(lease);
         Ok::<_, super::upstream::UpstreamError>(status)
     };
     match tokio::time::timeout(check.timeout, exchange).await {

@@ -105,12 +105,12 @@ struct Counted {
 
 impl hyper::body::Body for Counted {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::serve::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, crate::serve::BoxError>>> {
         std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod discover;
 pub mod events;
 pub mod forward;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod health;

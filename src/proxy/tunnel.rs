@@ -131,10 +131,9 @@ pub async fn upgrade(
                 let in_flight = InFlight::start(&backend);
                 let started = std::time::Instant::now();
                 return match upstream::send(&backend, request, timeouts).await {
-                    Ok((response, lease)) => {
+                    Ok(response) => {
                         let answered = Answered {
                             response,
-                            lease,
                             in_flight,
                             started,
                         };

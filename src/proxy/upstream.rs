@@ -7,7 +7,6 @@
 //! is none (in words; addresses and OS errors go to the log and events).
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,22 +14,22 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Proxy;
-use super::backend::{Backend, InFlight, Lease, Pooled};
+use super::backend::{Backend, InFlight, Pooled};
 use super::balance::sticky_value;
 use super::events::ProxyEvent;
+use super::h1::{self, ChunkedDecoder, Decoded, Malformed, Parsed, RequestFraming, ResponseFraming, ResponseHead};
 use super::headers::{remove_hop_by_hop, sticky_cookie};
 use crate::config::proxy::Service;
-use crate::serve::{self, Body, RequestBody};
+use crate::serve::{self, Body, BoxError, RequestBody};
 
 /// Requests are tried on at most this many backends.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -55,8 +54,8 @@ pub enum UpstreamError {
     Connect(io::Error),
     /// Every connection the backend may have was in use for the whole wait.
     Busy,
-    /// The connection failed while the request was sent or answered.
-    Request(hyper::Error),
+    /// The exchange failed once the request was on its way.
+    Request(ExchangeError),
     /// No response head within the upstream timeout.
     Timeout(Duration),
     /// The WebSocket handshake failed after connecting.
@@ -73,15 +72,7 @@ impl UpstreamError {
 
     /// The client's own request body stalled (see `forward::TimedBody`).
     pub fn is_body_timeout(&self) -> bool {
-        let UpstreamError::Request(e) = self else { return false };
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            if cause.is::<BodyTimeout>() {
-                return true;
-            }
-            source = cause.source();
-        }
-        false
+        matches!(self, UpstreamError::Request(ExchangeError::Body(e)) if e.is::<BodyTimeout>())
     }
 
     /// What the client is told: what happened, in words, and nothing about
@@ -117,6 +108,22 @@ impl UpstreamError {
     }
 }
 
+/// How an exchange failed once its request was on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Before any byte of an answer: the backend closed a kept-alive
+    /// connection (or reset it) as the request went out.
+    #[error("the backend closed the connection before answering")]
+    Closed,
+    #[error("the connection failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the backend's answer is not valid HTTP/1.1: {0}")]
+    Malformed(#[from] Malformed),
+    /// The client's request body failed (stalled, or the client went).
+    #[error("the request body failed: {0}")]
+    Body(BoxError),
+}
+
 /// The error a stalled request body ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body in time")]
@@ -130,15 +137,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Timeout(limit) => write!(f, "no response head within {}s", limit.as_secs_f64()),
             UpstreamError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
             UpstreamError::WentDown => write!(f, "the instance failed its health check while the request waited"),
-            UpstreamError::Request(e) => {
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(cause) = source {
-                    write!(f, ": {cause}")?;
-                    source = cause.source();
-                }
-                Ok(())
-            }
+            UpstreamError::Request(e) => write!(f, "{e}"),
         }
     }
 }
@@ -194,16 +193,8 @@ async fn wait_for_connection(backend: &Backend, timeout: Duration) -> Result<(Po
                 let Ok(permit) = permit else { return Err(UpstreamError::Busy) };
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let stream = connect_tcp(backend, left.max(Duration::from_millis(1))).await?;
-                let (sender, connection) = http1::Builder::new()
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| UpstreamError::Connect(io::Error::other(e)))?;
                 // The permit lives as long as the connection does.
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    drop(permit);
-                });
-                return Ok((Pooled::new(sender), false));
+                return Ok((Pooled::new(stream, permit), false));
             }
             _ = returned => {
                 if let Some(conn) = backend.idle.take() {
@@ -215,14 +206,31 @@ async fn wait_for_connection(backend: &Backend, timeout: Duration) -> Result<(Po
     }
 }
 
+/// Methods whose request may be sent twice with the effect of once.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Bytes asked of the kernel per read from a backend.
+const READ_CHUNK: usize = 8 * 1024;
+/// Reads of a long body ask for at most this much at once.
+const READ_CHUNK_MAX: usize = 64 * 1024;
+
 /// Sends `request` (origin-form URI) to `backend` over a pooled connection,
-/// or a new one. A request refused by a stale pooled connection before it
-/// was sent goes out again on a fresh connection.
+/// or a new one, and reads the answer's head; the body follows as the
+/// response's body is read. A bodyless idempotent request that a kept-alive
+/// connection closed under goes out again on a fresh connection.
 pub async fn send(
     backend: &Arc<Backend>,
-    mut request: Request<RequestBody>,
+    request: Request<RequestBody>,
     timeouts: Timeouts,
-) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let (parts, body) = request.into_parts();
+    let bodyless = body.is_end_stream();
+    let mut body = (!bodyless).then_some(body);
     loop {
         let (mut conn, pooled) = match backend.idle.take() {
             Some(conn) => (conn, true),
@@ -232,25 +240,168 @@ pub async fn send(
         conn.deadline
             .as_mut()
             .reset(tokio::time::Instant::now() + timeouts.response);
-        let Pooled { sender, deadline } = &mut conn;
-        let exchange = sender.try_send_request(request);
-        tokio::pin!(exchange);
-        let answered = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
+        let framing = h1::encode_request_head(&mut conn.write, &parts.method, &parts.uri, &parts.headers, bodyless);
+        match exchange(&mut conn, framing, body.take(), &parts.method, timeouts.response).await {
+            Ok((head, sent)) => {
+                let keep_alive = head.keep_alive && sent;
+                let mut response = Response::new(UpstreamBody::new(conn, backend, head.framing, keep_alive));
+                *response.status_mut() = head.status;
+                *response.version_mut() = Version::HTTP_11;
+                *response.headers_mut() = head.headers;
+                return Ok(response);
             }
-            deadline.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
-        match answered {
-            // The connection is dropped with its unfinished exchange: closed.
-            None => return Err(UpstreamError::Timeout(timeouts.response)),
-            Some(Ok(response)) => return Ok((response, Lease::new(conn, backend.clone()))),
-            Some(Err(mut error)) => match error.take_message() {
-                // Not sent: a pooled connection closed under us. Try a new one.
-                Some(unsent) if pooled => request = unsent,
-                _ => return Err(UpstreamError::Request(error.into_error())),
-            },
+            // Closed as it was reused (the backend's keep-alive ran out): try a new one.
+            Err(UpstreamError::Request(ExchangeError::Closed))
+                if pooled && bodyless && is_idempotent(&parts.method) => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Writes the request (head, then body) and reads the answer's head, both
+/// at once: a backend may answer before it has read the whole body (a 413,
+/// say), and its answer is what the client gets. Returns the head and
+/// whether the request went out whole (else the connection is not reused).
+async fn exchange(
+    conn: &mut Pooled,
+    framing: RequestFraming,
+    body: Option<RequestBody>,
+    method: &Method,
+    limit: Duration,
+) -> Result<(ResponseHead, bool), UpstreamError> {
+    let Pooled {
+        stream,
+        read,
+        write,
+        deadline,
+        ..
+    } = conn;
+    let (mut reader, mut writer) = stream.split();
+    let send = async {
+        writer.write_all(write).await?;
+        if let Some(body) = body {
+            send_body(&mut writer, body, framing).await?;
+        }
+        Ok::<(), ExchangeError>(())
+    };
+    let answer = read_head(&mut reader, read, method);
+    tokio::pin!(send, answer);
+    let mut sent = false;
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            biased;
+            head = &mut answer => return Ok((head.map_err(UpstreamError::Request)?, sent)),
+            result = &mut send, if sending => {
+                sending = false;
+                match result {
+                    Ok(()) => sent = true,
+                    Err(ExchangeError::Body(e)) => return Err(UpstreamError::Request(ExchangeError::Body(e))),
+                    // The backend stopped reading: its answer may still come.
+                    Err(_) => {}
+                }
+            }
+            () = deadline.as_mut() => return Err(UpstreamError::Timeout(limit)),
+        }
+    }
+}
+
+/// Copies the client's request body to the backend with the framing the
+/// head announced; a body that ends short of (or runs past) its
+/// Content-Length is an error, never sent as something else.
+async fn send_body(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    mut body: RequestBody,
+    framing: RequestFraming,
+) -> Result<(), ExchangeError> {
+    let mut left = match framing {
+        RequestFraming::Length(n) => Some(n),
+        RequestFraming::Chunked => None,
+        RequestFraming::Empty => Some(0),
+    };
+    let mut line = Vec::with_capacity(20);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ExchangeError::Body)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        match &mut left {
+            Some(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or_else(|| ExchangeError::Body("the request body is longer than its Content-Length".into()))?;
+                writer.write_all(&data).await?;
+            }
+            None => {
+                line.clear();
+                h1::chunk_header(data.len(), &mut line);
+                let mut slices = [
+                    io::IoSlice::new(&line),
+                    io::IoSlice::new(&data),
+                    io::IoSlice::new(b"\r\n"),
+                ];
+                write_all_vectored(writer, &mut slices).await?;
+            }
+        }
+    }
+    match left {
+        Some(0) => Ok(()),
+        Some(_) => Err(ExchangeError::Body(
+            "the request body ended before its Content-Length".into(),
+        )),
+        None => Ok(writer.write_all(h1::LAST_CHUNK).await?),
+    }
+}
+
+async fn write_all_vectored(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    mut slices: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = writer.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// Reads up to the answer's final head, skipping interim (1xx) ones; the
+/// bytes after it stay in `read` for the body.
+async fn read_head(
+    reader: &mut tokio::net::tcp::ReadHalf<'_>,
+    read: &mut BytesMut,
+    method: &Method,
+) -> Result<ResponseHead, ExchangeError> {
+    let mut answered = false;
+    loop {
+        if !read.is_empty() {
+            answered = true;
+            match h1::scan_response_head(read)? {
+                Parsed::Interim(n) => {
+                    read.advance(n);
+                    continue;
+                }
+                Parsed::Complete(n) => return Ok(h1::parse_response_head(&read.split_to(n).freeze(), method)?),
+                Parsed::Partial => {}
+            }
+        }
+        read.reserve(READ_CHUNK);
+        match reader.read_buf(read).await {
+            Ok(0) if !answered => return Err(ExchangeError::Closed),
+            Ok(0) => {
+                return Err(ExchangeError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the backend closed the connection within the answer's head",
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if !answered && matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
+                return Err(ExchangeError::Closed);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -353,8 +504,7 @@ pub async fn websocket_handshake(
 
 /// A backend's answer, with what keeps it counted until its body is sent.
 pub struct Answered {
-    pub response: Response<Incoming>,
-    pub lease: Lease,
+    pub response: Response<UpstreamBody>,
     pub in_flight: InFlight,
     pub started: Instant,
 }
@@ -386,7 +536,6 @@ pub fn relay(
     let body = TrackedBody {
         inner: incoming,
         _in_flight: answered.in_flight,
-        _lease: answered.lease,
     };
     Response::from_parts(head, body.boxed())
 }
@@ -416,17 +565,15 @@ pub fn eject(proxy: &Proxy, backend: &Backend, now_ms: u64, error: &UpstreamErro
 /// A response body that keeps its backend's in-flight count until the body
 /// has been sent (or dropped), so a drain waits for streaming responses too.
 struct TrackedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     _in_flight: InFlight,
-    /// Returns the connection to the pool once the body is done (dropped after `inner`).
-    _lease: Lease,
 }
 
 impl hyper::body::Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -436,5 +583,184 @@ impl hyper::body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A backend's answer's body, read from its connection as the client takes
+/// it. The connection goes back to the backend's idle pool the moment the
+/// body has been read to its end (when both sides may keep it alive); a
+/// body dropped before its end closes the connection.
+pub struct UpstreamBody {
+    state: BodyState,
+}
+
+enum BodyState {
+    Done,
+    /// The whole body, read with the head (the connection is back already).
+    Whole(Bytes),
+    Streaming(Streaming),
+}
+
+struct Streaming {
+    conn: Pooled,
+    backend: Arc<Backend>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+impl UpstreamBody {
+    fn new(mut conn: Pooled, backend: &Arc<Backend>, framing: ResponseFraming, keep_alive: bool) -> Self {
+        let framing = match framing {
+            ResponseFraming::Empty => {
+                release(conn, backend, keep_alive);
+                return UpstreamBody { state: BodyState::Done };
+            }
+            ResponseFraming::Length(n) if n <= conn.read.len() as u64 => {
+                let whole = conn.read.split_to(n as usize).freeze();
+                release(conn, backend, keep_alive);
+                return UpstreamBody {
+                    state: BodyState::Whole(whole),
+                };
+            }
+            ResponseFraming::Length(n) => Framing::Length(n),
+            ResponseFraming::Chunked => Framing::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::UntilClose => Framing::UntilClose,
+        };
+        UpstreamBody {
+            state: BodyState::Streaming(Streaming {
+                conn,
+                backend: backend.clone(),
+                framing,
+                keep_alive,
+            }),
+        }
+    }
+}
+
+/// Keeps a connection whose exchange ended cleanly for the next request;
+/// closes it otherwise (or when bytes beyond the answer came with it).
+fn release(conn: Pooled, backend: &Backend, keep_alive: bool) {
+    if keep_alive && conn.read.is_empty() && !backend.removed.load(Ordering::Acquire) {
+        backend.idle.put(conn);
+    }
+}
+
+impl Streaming {
+    /// The next frame's data, or None at the body's end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, ExchangeError>> {
+        loop {
+            let read = &mut self.conn.read;
+            let want = match &mut self.framing {
+                Framing::Length(left) => {
+                    if !read.is_empty() {
+                        let take = usize::try_from(*left).unwrap_or(usize::MAX).min(read.len());
+                        *left -= take as u64;
+                        return Poll::Ready(Ok(Some(read.split_to(take).freeze())));
+                    }
+                    if *left == 0 {
+                        return Poll::Ready(Ok(None));
+                    }
+                    usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .clamp(READ_CHUNK, READ_CHUNK_MAX)
+                }
+                Framing::Chunked(decoder) => match decoder.decode(read)? {
+                    Decoded::Data(data) => return Poll::Ready(Ok(Some(data))),
+                    Decoded::End => return Poll::Ready(Ok(None)),
+                    Decoded::NeedMore => READ_CHUNK,
+                },
+                Framing::UntilClose => {
+                    if !read.is_empty() {
+                        return Poll::Ready(Ok(Some(read.split().freeze())));
+                    }
+                    READ_CHUNK_MAX
+                }
+            };
+            read.reserve(want);
+            let got = loop {
+                match self.conn.stream.try_read_buf(read) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::task::ready!(self.conn.stream.poll_read_ready(cx))?;
+                    }
+                    result => break result?,
+                }
+            };
+            if got == 0 {
+                if let Framing::UntilClose = self.framing {
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Err(ExchangeError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the backend closed the connection before the body's end",
+                ))));
+            }
+        }
+    }
+
+    /// The body is read: whether its connection may be used again.
+    fn reusable(&self) -> bool {
+        self.keep_alive && !matches!(self.framing, Framing::UntilClose)
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let state = &mut self.state;
+        match state {
+            BodyState::Done => Poll::Ready(None),
+            BodyState::Whole(_) => {
+                let BodyState::Whole(data) = std::mem::replace(state, BodyState::Done) else {
+                    unreachable!("matched just above")
+                };
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            BodyState::Streaming(body) => {
+                let result = std::task::ready!(body.poll_data(cx));
+                let ended = match &result {
+                    Ok(None) => true,
+                    Ok(Some(_)) => matches!(body.framing, Framing::Length(0)),
+                    Err(_) => false,
+                };
+                if ended || result.is_err() {
+                    if let BodyState::Streaming(body) = std::mem::replace(state, BodyState::Done) {
+                        if ended {
+                            let keep = body.reusable();
+                            release(body.conn, &body.backend, keep);
+                        }
+                    }
+                }
+                match result {
+                    Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(None) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(Err(e.into()))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Whole(data) => SizeHint::with_exact(data.len() as u64),
+            BodyState::Streaming(Streaming {
+                framing: Framing::Length(left),
+                ..
+            }) => SizeHint::with_exact(*left),
+            BodyState::Streaming(_) => SizeHint::default(),
+        }
     }
 }

@@ -273,3 +273,99 @@ fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
         sin_zero: [0; 8],
     }
 }
+
+/// What a scripted backend does after writing its answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Reads the body the request declared and waits for the next request.
+    KeepAlive,
+    /// Closes the connection without reading the request's body.
+    Close,
+}
+
+/// A backend whose answers are written by the test, byte for byte, per
+/// request line: for what a broken or hostile backend sends back.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    /// (connection number, request line) for every request, in order.
+    requests: Arc<Mutex<Vec<(usize, String)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+type Script = dyn Fn(&str) -> (Vec<u8>, After) + Send + Sync;
+
+impl ScriptedBackend {
+    pub fn start(script: impl Fn(&str) -> (Vec<u8>, After) + Send + Sync + 'static) -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<Script> = Arc::new(script);
+        let (r, st) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for (number, stream) in listener.incoming().enumerate() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (requests, script) = (r.clone(), script.clone());
+                std::thread::spawn(move || answer_scripted(stream, number, &requests, &*script));
+            }
+        });
+        ScriptedBackend { addr, requests, stop }
+    }
+
+    pub fn requests(&self) -> Vec<(usize, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The connection the request with this line arrived on.
+    pub fn connection_of(&self, line_part: &str) -> usize {
+        self.requests()
+            .iter()
+            .find(|(_, line)| line.contains(line_part))
+            .unwrap_or_else(|| panic!("no request {line_part:?} reached the backend: {:?}", self.requests()))
+            .0
+    }
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn answer_scripted(stream: TcpStream, number: usize, requests: &Mutex<Vec<(usize, String)>>, script: &Script) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let request_line = line.trim_end().to_string();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim_end().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = h.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        requests.lock().unwrap().push((number, request_line.clone()));
+        let (answer, after) = script(&request_line);
+        if writer.write_all(&answer).is_err() || after == After::Close {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if reader.read_exact(&mut vec![0u8; length]).is_err() {
+            return;
+        }
+    }
+}
