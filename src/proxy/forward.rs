@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Request, Response, StatusCode};
 use tokio::time::Sleep;
 
 use super::Proxy;
 use super::backend::{Backend, InFlight};
 use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
+use super::h1::RequestHead;
 use super::headers::{origin_form, prepare_request_headers};
 use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts, is_idempotent};
 use crate::config::proxy::{Limits, Service};
@@ -34,7 +35,7 @@ pub async fn forward(
     sticky: Option<&str>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
+    let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
     let uri = origin_form(&parts.uri);
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
@@ -43,6 +44,12 @@ pub async fn forward(
     let timeouts = Timeouts {
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,
+    };
+    let head = RequestHead {
+        method: &parts.method,
+        uri: &uri,
+        headers: &parts.headers,
+        forwarded: Some(&forwarded),
     };
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     loop {
@@ -55,20 +62,15 @@ pub async fn forward(
             };
         };
         let outgoing_body = match (bodyless, body.take()) {
-            (false, Some(b)) => TimedBody::new(b, limits).boxed(),
-            _ => serve::empty_request(),
+            (false, Some(b)) => Some(TimedBody::new(b, limits).boxed()),
+            _ => None,
         };
-        let mut upstream = Request::new(outgoing_body);
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri.clone();
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = parts.headers.clone();
 
         let in_flight = InFlight::start(&backend);
         let started = Instant::now();
         // An answer that may be asked for again is not waited for on an
         // instance found down meanwhile: it would never come (a lost node).
-        let attempt = upstream::send(&backend, upstream, timeouts);
+        let attempt = upstream::send_parts(&backend, &head, outgoing_body, timeouts);
         let result = if bodyless && is_idempotent(&parts.method) {
             // Subscribed before the attempt is first polled: nothing is missed.
             let mut went_down = backend.went_down.subscribe();

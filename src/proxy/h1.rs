@@ -16,6 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 
+use super::headers::Forwarded;
+
 /// The most a response head may take (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a response head may have (hyper's own default).
@@ -62,27 +64,45 @@ pub enum RequestFraming {
     Chunked,
 }
 
+/// A request as it goes to a backend, borrowed from the client's request
+/// (so a request tried on a second backend is not copied).
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Origin-form.
+    pub uri: &'a Uri,
+    /// Already without hop-by-hop fields.
+    pub headers: &'a HeaderMap,
+    /// X-Forwarded-* written after the headers (None when `headers` has them).
+    pub forwarded: Option<&'a Forwarded>,
+}
+
 /// Writes a request head into `out`: origin-form target, the headers as
-/// they are (already without hop-by-hop fields), and the framing header the
-/// body needs. `headers` carries no Transfer-Encoding (hop-by-hop); a
-/// Content-Length in it is the one the client sent, already checked.
-pub fn encode_request_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    bodyless: bool,
-) -> RequestFraming {
+/// they are, the forwarded fields, and the framing header the body needs.
+/// `headers` carries no Transfer-Encoding (hop-by-hop); a Content-Length in
+/// it is the one the client sent, already checked.
+pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: bool) -> RequestFraming {
+    fn field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let RequestHead {
+        method,
+        uri,
+        headers,
+        forwarded,
+    } = *head;
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name.as_str(), value);
+    }
+    for (name, value) in forwarded.into_iter().flat_map(Forwarded::fields) {
+        field(out, name, value);
     }
     let length = headers.get(header::CONTENT_LENGTH).map(content_length);
     let framing = match (bodyless, length) {
@@ -135,56 +155,73 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// What `parse_response_head` found at the start of the buffer.
-#[derive(Debug)]
-pub enum Parsed {
-    /// More bytes are needed.
-    Partial,
-    /// An interim (1xx) answer of this many bytes, to be skipped.
-    Interim(usize),
-    /// The final head, of this many bytes.
-    Complete(usize),
+/// Where one header field lies in the head's bytes.
+#[derive(Clone, Copy, Default)]
+struct FieldAt {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
-/// Finds whether `buf` starts with a whole response head, without building
-/// anything: the cheap first look, made on every read.
-pub fn scan_response_head(buf: &[u8]) -> Result<Parsed, Malformed> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields);
-    match parsed {
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(Malformed::HeadTooLong),
-        Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
-        Ok(httparse::Status::Complete(_)) if response.code == Some(101) => Err(Malformed::UnaskedSwitch),
-        Ok(httparse::Status::Complete(n)) if response.code.is_some_and(|c| c < 200) => Ok(Parsed::Interim(n)),
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(Malformed::HeadTooLong),
-        Ok(httparse::Status::Complete(n)) => Ok(Parsed::Complete(n)),
-        Err(httparse::Error::TooManyHeaders) => Err(Malformed::TooManyHeaders),
-        Err(e) => Err(Malformed::Head(e.to_string())),
+/// Takes the answer's head from the start of `buf` when it is all there
+/// (skipping interim 1xx answers); None while more bytes are needed. The
+/// head is parsed once: field positions are noted during the parse, and
+/// the values then share the head's memory rather than being copied.
+pub fn take_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Malformed> {
+    let mut at = [FieldAt::default(); MAX_HEADERS];
+    loop {
+        let (n, code, http10, count) = {
+            let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut []);
+            let parsed =
+                httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields);
+            let n = match parsed {
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Malformed::HeadTooLong),
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(Malformed::HeadTooLong),
+                Ok(httparse::Status::Complete(n)) => n,
+                Err(httparse::Error::TooManyHeaders) => return Err(Malformed::TooManyHeaders),
+                Err(e) => return Err(Malformed::Head(e.to_string())),
+            };
+            let base = buf.as_ptr() as usize;
+            let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
+            for (slot, field) in at.iter_mut().zip(response.headers.iter()) {
+                *slot = FieldAt {
+                    name: span(field.name.as_bytes()),
+                    value: span(field.value),
+                };
+            }
+            let code = response.code.unwrap_or(0);
+            (n, code, response.version == Some(0), response.headers.len())
+        };
+        match code {
+            101 => return Err(Malformed::UnaskedSwitch),
+            100..=199 => buf.advance(n),
+            _ => {
+                let head = buf.split_to(n).freeze();
+                return build_head(&head, code, http10, &at[..count], method).map(Some);
+            }
+        }
     }
 }
 
-/// Builds the head `scan_response_head` found complete in `head` (exactly
-/// its bytes). Field values share `head`'s memory rather than being copied.
-pub fn parse_response_head(head: &Bytes, method: &Method) -> Result<ResponseHead, Malformed> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut response, head, &mut fields)
-        .map_err(|e| Malformed::Head(e.to_string()))?;
-    let status = response
-        .code
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or_else(|| Malformed::Head("no status".into()))?;
-    let http10 = response.version == Some(0);
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+/// The head's status, fields and framing, from the positions the parse noted.
+fn build_head(
+    head: &Bytes,
+    code: u16,
+    http10: bool,
+    fields: &[FieldAt],
+    method: &Method,
+) -> Result<ResponseHead, Malformed> {
+    let status = StatusCode::from_u16(code).map_err(|_| Malformed::Head("no status".into()))?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut length: Option<u64> = None;
     let mut close = http10;
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Malformed::Field)?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).map_err(|_| Malformed::Field)?;
+    let part = |(start, len): (u32, u32)| start as usize..(start + len) as usize;
+    for field in fields {
+        let name = HeaderName::from_bytes(&head[part(field.name)]).map_err(|_| Malformed::Field)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(part(field.value))).map_err(|_| Malformed::Field)?;
         if name == header::CONTENT_LENGTH {
             let n = content_length(&value).ok_or(Malformed::ContentLength)?;
             if length.is_some_and(|earlier| earlier != n) {
@@ -390,11 +427,11 @@ mod tests {
     use super::*;
 
     fn head(text: &str, method: &Method) -> Result<ResponseHead, Malformed> {
-        let bytes = Bytes::copy_from_slice(text.as_bytes());
-        match scan_response_head(&bytes)? {
-            Parsed::Complete(n) => parse_response_head(&bytes.slice(..n), method),
-            other => panic!("{other:?}"),
-        }
+        take(text.as_bytes(), method).map(|h| h.expect("a whole head"))
+    }
+
+    fn take(bytes: &[u8], method: &Method) -> Result<Option<ResponseHead>, Malformed> {
+        take_response_head(&mut BytesMut::from(bytes), method)
     }
 
     #[test]
@@ -404,26 +441,79 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("flow.example"));
         let uri: Uri = "/api/x?y=1".parse().unwrap();
         assert_eq!(
-            encode_request_head(&mut out, &Method::GET, &uri, &headers, true),
+            encode_request_head(
+                &mut out,
+                &RequestHead {
+                    method: &Method::GET,
+                    uri: &uri,
+                    headers: &headers,
+                    forwarded: None
+                },
+                true
+            ),
             RequestFraming::Empty
         );
         assert_eq!(out, b"GET /api/x?y=1 HTTP/1.1\r\nhost: flow.example\r\n\r\n");
         assert_eq!(
-            encode_request_head(&mut out, &Method::POST, &uri, &headers, true),
+            encode_request_head(
+                &mut out,
+                &RequestHead {
+                    method: &Method::POST,
+                    uri: &uri,
+                    headers: &headers,
+                    forwarded: None
+                },
+                true
+            ),
             RequestFraming::Empty
         );
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
         assert_eq!(
-            encode_request_head(&mut out, &Method::POST, &uri, &headers, false),
+            encode_request_head(
+                &mut out,
+                &RequestHead {
+                    method: &Method::POST,
+                    uri: &uri,
+                    headers: &headers,
+                    forwarded: None
+                },
+                false
+            ),
             RequestFraming::Chunked
         );
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         assert_eq!(
-            encode_request_head(&mut out, &Method::PUT, &uri, &headers, false),
+            encode_request_head(
+                &mut out,
+                &RequestHead {
+                    method: &Method::PUT,
+                    uri: &uri,
+                    headers: &headers,
+                    forwarded: None
+                },
+                false
+            ),
             RequestFraming::Length(12)
         );
         assert!(!String::from_utf8_lossy(&out).contains("transfer-encoding"));
+        let forwarded = Forwarded {
+            for_: HeaderValue::from_static("10.0.0.1"),
+            proto: HeaderValue::from_static("https"),
+            port: HeaderValue::from_static("443"),
+            host: None,
+        };
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &HeaderMap::new(),
+            forwarded: Some(&forwarded),
+        };
+        encode_request_head(&mut out, &head, true);
+        assert_eq!(
+            out,
+            b"GET /api/x?y=1 HTTP/1.1\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: https\r\nx-forwarded-port: 443\r\n\r\n"
+        );
     }
 
     #[test]
@@ -495,38 +585,44 @@ mod tests {
             assert_eq!(head(text, &get).unwrap_err(), want, "{text:?}");
         }
         assert_eq!(
-            scan_response_head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").unwrap_err(),
+            take(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", &get).unwrap_err(),
             Malformed::UnaskedSwitch
         );
         assert!(matches!(
-            scan_response_head(b"HTTP/1.1 200 OK\r\nFoo : bar\r\n\r\n"),
+            take(b"HTTP/1.1 200 OK\r\nFoo : bar\r\n\r\n", &get),
             Err(Malformed::Head(_))
         ));
         assert!(matches!(
-            scan_response_head(b"HTTP/1.1 200 OK\r\nFoo: bar\r\n baz\r\n\r\n"),
+            take(b"HTTP/1.1 200 OK\r\nFoo: bar\r\n baz\r\n\r\n", &get),
             Err(Malformed::Head(_))
         ));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: y\r\n")).collect();
         assert_eq!(
-            scan_response_head(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes()).unwrap_err(),
+            take(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes(), &get).unwrap_err(),
             Malformed::TooManyHeaders
         );
         let long = vec![b'a'; MAX_HEAD + 1];
         let mut text = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
         text.extend_from_slice(&long);
-        assert_eq!(scan_response_head(&text).unwrap_err(), Malformed::HeadTooLong);
+        assert_eq!(take(&text, &get).unwrap_err(), Malformed::HeadTooLong);
     }
 
     #[test]
     fn interim_answers_are_skipped_and_partial_heads_wait() {
-        assert!(matches!(
-            scan_response_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
-            Ok(Parsed::Interim(25))
-        ));
-        assert!(matches!(
-            scan_response_head(b"HTTP/1.1 200 OK\r\nContent-Len"),
-            Ok(Parsed::Partial)
-        ));
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200"[..],
+        );
+        assert!(take_response_head(&mut buf, &Method::GET).unwrap().is_none());
+        assert_eq!(&buf[..], b"HTTP/1.1 200");
+        buf.extend_from_slice(b" OK\r\nContent-Length: 2\r\n\r\nok");
+        let head = take_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.framing),
+            (StatusCode::OK, ResponseFraming::Length(2))
+        );
+        assert_eq!(head.headers["content-length"], "2");
+        assert_eq!(&buf[..], b"ok");
+        assert!(take(b"HTTP/1.1 200 OK\r\nContent-Len", &Method::GET).unwrap().is_none());
     }
 
     fn decode_all(decoder: &mut ChunkedDecoder, input: &[u8]) -> Result<(Vec<u8>, bool), Malformed> {

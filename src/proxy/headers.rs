@@ -170,11 +170,47 @@ pub fn check_upgrade_framing(headers: &HeaderMap) -> Result<(), BadRequest> {
     Ok(())
 }
 
+/// The X-Forwarded-* fields a request carries to its backend: what the
+/// client used, as the proxy saw it.
+pub struct Forwarded {
+    pub for_: HeaderValue,
+    pub proto: HeaderValue,
+    pub port: HeaderValue,
+    /// The request's Host, when it has one.
+    pub host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// The fields as written on the wire (the HTTP/1.1 request writer
+    /// appends these to the head rather than hashing them into the map).
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        [
+            ("x-forwarded-for", Some(&self.for_)),
+            ("x-forwarded-proto", Some(&self.proto)),
+            ("x-forwarded-port", Some(&self.port)),
+            ("x-forwarded-host", self.host.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// The fields added to a header map (for a request built as a map).
+    pub fn insert_into(self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR, self.for_);
+        headers.insert(X_FORWARDED_PROTO, self.proto);
+        headers.insert(X_FORWARDED_PORT, self.port);
+        if let Some(host) = self.host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+}
+
 /// Rewrites request headers for the backend: hop-by-hop headers go (and
 /// whatever the Connection header names, unless protected), Host stays, the
-/// client's own forwarded headers go unless its address is trusted, and the
-/// X-Forwarded-* set says what the client used.
-pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) {
+/// client's own forwarded headers go unless its address is trusted (a
+/// trusted proxy's X-Forwarded-For is extended, its other X-Forwarded-*
+/// replaced), and the X-Forwarded-* set returned says what the client used.
+pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnInfo, settings: &Service) -> Forwarded {
     remove_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
     if !headers.contains_key(header::HOST) {
@@ -183,14 +219,18 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
             headers.insert(header::HOST, value);
         }
     }
-    let forwarded_for = if conn.trusted {
-        match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let for_ = if conn.trusted {
+        let chained = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(previous) if !previous.trim().is_empty() => {
                 let client_ip = conn.client_ip.to_str().unwrap_or("unknown");
                 HeaderValue::from_str(&format!("{previous}, {client_ip}")).unwrap_or_else(|_| conn.client_ip.clone())
             }
             _ => conn.client_ip.clone(),
+        };
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST] {
+            headers.remove(name);
         }
+        chained
     } else {
         remove_client_forwarding(headers);
         conn.client_ip.clone()
@@ -203,13 +243,12 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
         Some(port) => HeaderValue::from(port),
         None => conn.port_value.clone(),
     };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, proto);
-    headers.insert(X_FORWARDED_PORT, port);
-    match headers.get(header::HOST).cloned() {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    Forwarded {
+        for_,
+        proto,
+        port,
+        host: headers.get(header::HOST).cloned(),
+    }
 }
 
 /// Removes what a client may claim about earlier hops: only a trusted
@@ -460,7 +499,8 @@ mod tests {
         let mut settings = Service::new("flow");
         settings.forwarded_proto = Some("https".into());
         settings.forwarded_port = Some(443);
-        prepare_request_headers(&mut headers, &Uri::from_static("/"), &untrusted(), &settings);
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &untrusted(), &settings)
+            .insert_into(&mut headers);
         assert_eq!(headers["x-forwarded-for"], "127.0.0.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-port"], "443");
@@ -478,7 +518,8 @@ mod tests {
         headers.insert("x-real-ip", "203.0.113.9".parse().unwrap());
         let mut conn = untrusted();
         conn.trusted = true;
-        prepare_request_headers(&mut headers, &Uri::from_static("/"), &conn, &Service::new("flow"));
+        prepare_request_headers(&mut headers, &Uri::from_static("/"), &conn, &Service::new("flow"))
+            .insert_into(&mut headers);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.7");
         assert_eq!(headers["x-real-ip"], "203.0.113.9");
     }
@@ -498,7 +539,8 @@ mod tests {
             &Uri::from_static("/"),
             &untrusted(),
             &Service::new("flow"),
-        );
+        )
+        .insert_into(&mut headers);
         assert_eq!(headers["host"], "flow.example.com");
         assert_eq!(headers["content-length"], "5");
         assert_eq!(headers["x-forwarded-for"], "127.0.0.7");

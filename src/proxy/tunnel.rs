@@ -92,7 +92,7 @@ pub async fn upgrade(
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();
-    prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &settings);
+    prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &settings).insert_into(&mut parts.headers);
     prepare_handshake_headers(&mut parts.headers);
 
     let mut tried: Vec<Arc<Backend>> = Vec::new();

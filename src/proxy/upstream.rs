@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
@@ -26,7 +26,7 @@ use super::Proxy;
 use super::backend::{Backend, InFlight, Pooled};
 use super::balance::sticky_value;
 use super::events::ProxyEvent;
-use super::h1::{self, ChunkedDecoder, Decoded, Malformed, Parsed, RequestFraming, ResponseFraming, ResponseHead};
+use super::h1::{self, ChunkedDecoder, Decoded, Malformed, RequestFraming, RequestHead, ResponseFraming, ResponseHead};
 use super::headers::{remove_hop_by_hop, sticky_cookie};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body, BoxError, RequestBody};
@@ -229,8 +229,25 @@ pub async fn send(
     timeouts: Timeouts,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let (parts, body) = request.into_parts();
-    let bodyless = body.is_end_stream();
-    let mut body = (!bodyless).then_some(body);
+    let body = (!body.is_end_stream()).then_some(body);
+    let head = RequestHead {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        forwarded: None,
+    };
+    send_parts(backend, &head, body, timeouts).await
+}
+
+/// `send` for a request given as its parts, borrowed: a request that may
+/// be tried again on another backend is not copied for each attempt.
+pub async fn send_parts(
+    backend: &Arc<Backend>,
+    head: &RequestHead<'_>,
+    mut body: Option<RequestBody>,
+    timeouts: Timeouts,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let bodyless = body.is_none();
     loop {
         let (mut conn, pooled) = match backend.idle.take() {
             Some(conn) => (conn, true),
@@ -240,8 +257,8 @@ pub async fn send(
         conn.deadline
             .as_mut()
             .reset(tokio::time::Instant::now() + timeouts.response);
-        let framing = h1::encode_request_head(&mut conn.write, &parts.method, &parts.uri, &parts.headers, bodyless);
-        match exchange(&mut conn, framing, body.take(), &parts.method, timeouts.response).await {
+        let framing = h1::encode_request_head(&mut conn.write, head, bodyless);
+        match exchange(&mut conn, framing, body.take(), head.method, timeouts.response).await {
             Ok((head, sent)) => {
                 let keep_alive = head.keep_alive && sent;
                 let mut response = Response::new(UpstreamBody::new(conn, backend, head.framing, keep_alive));
@@ -251,8 +268,7 @@ pub async fn send(
                 return Ok(response);
             }
             // Closed as it was reused (the backend's keep-alive ran out): try a new one.
-            Err(UpstreamError::Request(ExchangeError::Closed))
-                if pooled && bodyless && is_idempotent(&parts.method) => {}
+            Err(UpstreamError::Request(ExchangeError::Closed)) if pooled && bodyless && is_idempotent(head.method) => {}
             Err(error) => return Err(error),
         }
     }
@@ -379,13 +395,8 @@ async fn read_head(
     loop {
         if !read.is_empty() {
             answered = true;
-            match h1::scan_response_head(read)? {
-                Parsed::Interim(n) => {
-                    read.advance(n);
-                    continue;
-                }
-                Parsed::Complete(n) => return Ok(h1::parse_response_head(&read.split_to(n).freeze(), method)?),
-                Parsed::Partial => {}
+            if let Some(head) = h1::take_response_head(read, method)? {
+                return Ok(head);
             }
         }
         read.reserve(READ_CHUNK);
