@@ -468,6 +468,31 @@ fn an_early_answer_reaches_the_client_before_its_body_is_sent() {
     still_serves_any(&fx, &proxy);
 }
 
+/// A backend that answers first and keeps the connection (it reads or
+/// discards the body after answering, as nginx's `return` does) gets the
+/// whole body: the client's upload completes, its connection stays open,
+/// and the backend connection is used again.
+#[test]
+fn an_early_answer_that_keeps_the_connection_gets_the_whole_body() {
+    let mut fx = Fixture::new("hostile-backend-early-ok");
+    let backend = ScriptedBackend::start(|line| {
+        let body = line.as_bytes();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        ([head.as_bytes(), body].concat(), After::KeepAlive)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let mut client = Raw::connect(proxy.addr);
+    let size = 4 * 1024 * 1024;
+    client.send(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes());
+    client.send(&vec![b'x'; size]);
+    assert_eq!(client.response().text(), "POST /upload HTTP/1.1");
+    client.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "GET /next HTTP/1.1");
+    assert_eq!(backend.connection_of("/upload"), backend.connection_of("/next"));
+    still_serves_any(&fx, &proxy);
+}
+
 /// still_serves for a backend that answers any path with 200.
 fn still_serves_any(fx: &Fixture, proxy: &Proxy) {
     let log = fx.log("proxy");

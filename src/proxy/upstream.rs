@@ -307,7 +307,22 @@ async fn exchange(
     loop {
         tokio::select! {
             biased;
-            head = &mut answer => return Ok((head.map_err(UpstreamError::Request)?, sent)),
+            head = &mut answer => {
+                let head = head.map_err(UpstreamError::Request)?;
+                if sending && head.keep_alive {
+                    // An answer before the whole body that keeps the
+                    // connection (a backend that reads or discards the
+                    // rest): the rest goes out, or the client's upload
+                    // would be cut and both connections lost. One that
+                    // closes is relayed at once (RFC 9112, 9.5).
+                    match (&mut send).await {
+                        Ok(()) => sent = true,
+                        Err(ExchangeError::Body(e)) => return Err(UpstreamError::Request(ExchangeError::Body(e))),
+                        Err(_) => {}
+                    }
+                }
+                return Ok((head, sent));
+            }
             result = &mut send, if sending => {
                 sending = false;
                 match result {
