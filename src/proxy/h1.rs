@@ -238,12 +238,21 @@ fn build_head(
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or("");
+            let mut names_fields = false;
             for token in tokens.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
-                } else if http10 && token.eq_ignore_ascii_case("keep-alive") {
-                    close = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    close &= !http10;
+                } else if !token.is_empty() {
+                    names_fields = true;
                 }
+            }
+            // Hop-by-hop: kept only for the fields it names, which the
+            // relay removes with it; the usual `keep-alive` or `close`
+            // never reaches the map.
+            if !names_fields {
+                continue;
             }
         }
         headers.append(name, value);
@@ -545,6 +554,13 @@ mod tests {
         )
         .unwrap();
         assert!(h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONNECTION));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n",
+            &get,
+        )
+        .unwrap();
+        assert_eq!(h.headers[header::CONNECTION], "x-hop");
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
             &get,
