@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::raw::{After, Raw, RawBackend, ScriptedBackend};
+use common::raw::{After, Raw, RawBackend, ScriptedBackend, echo};
 use common::*;
 
 /// A proxy over the raw backend, no health checks (the raw backend answers
@@ -235,12 +235,7 @@ fn ambiguous_backend_framing_gets_502_and_the_connection_is_dropped() {
         } else if line.contains("/not-http ") {
             b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()
         } else {
-            let body = line.as_bytes();
-            [
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
-                body,
-            ]
-            .concat()
+            echo(line)
         };
         (answer, After::KeepAlive)
     });
@@ -274,12 +269,7 @@ fn bytes_after_a_backend_answer_are_never_read_as_the_next_one() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
                 .to_vec()
         } else {
-            let body = line.as_bytes();
-            [
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
-                body,
-            ]
-            .concat()
+            echo(line)
         };
         (answer, After::KeepAlive)
     });
@@ -310,12 +300,7 @@ fn a_broken_chunked_answer_cuts_the_client_connection() {
         } else if line.contains("/bad-end") {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n".to_vec()
         } else {
-            let body = line.as_bytes();
-            [
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
-                body,
-            ]
-            .concat()
+            echo(line)
         };
         (answer, After::KeepAlive)
     });
@@ -378,9 +363,7 @@ fn interim_bodiless_and_close_delimited_answers_are_relayed() {
                 After::Close,
             )
         } else {
-            let body = line.as_bytes();
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            ([head.as_bytes(), body].concat(), After::KeepAlive)
+            (echo(line), After::KeepAlive)
         }
     });
     let addr = backend.addr.to_string();
@@ -419,8 +402,6 @@ fn interim_bodiless_and_close_delimited_answers_are_relayed() {
 fn connections_the_backend_closed_while_pooled_are_not_used() {
     let mut fx = Fixture::new("hostile-backend-stale");
     let backend = ScriptedBackend::start(|line| {
-        let body = line.as_bytes();
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
         // Answers as if keeping the connection, then closes it anyway
         // (as a backend does when its own idle timeout is shorter).
         let after = if line.contains("/then-close") {
@@ -428,7 +409,7 @@ fn connections_the_backend_closed_while_pooled_are_not_used() {
         } else {
             After::KeepAlive
         };
-        ([head.as_bytes(), body].concat(), after)
+        (echo(line), after)
     });
     let addr = backend.addr.to_string();
     let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
@@ -475,11 +456,7 @@ fn an_early_answer_reaches_the_client_before_its_body_is_sent() {
 #[test]
 fn an_early_answer_that_keeps_the_connection_gets_the_whole_body() {
     let mut fx = Fixture::new("hostile-backend-early-ok");
-    let backend = ScriptedBackend::start(|line| {
-        let body = line.as_bytes();
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-        ([head.as_bytes(), body].concat(), After::KeepAlive)
-    });
+    let backend = ScriptedBackend::start(|line| (echo(line), After::KeepAlive));
     let addr = backend.addr.to_string();
     let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
     let mut client = Raw::connect(proxy.addr);

@@ -445,64 +445,29 @@ mod tests {
 
     #[test]
     fn request_heads_carry_the_framing_the_body_needs() {
+        fn encode(out: &mut Vec<u8>, method: Method, headers: &HeaderMap, bodyless: bool) -> RequestFraming {
+            let uri: Uri = "/api/x?y=1".parse().unwrap();
+            let head = RequestHead {
+                method: &method,
+                uri: &uri,
+                headers,
+                forwarded: None,
+            };
+            encode_request_head(out, &head, bodyless)
+        }
         let mut out = Vec::new();
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("flow.example"));
         let uri: Uri = "/api/x?y=1".parse().unwrap();
-        assert_eq!(
-            encode_request_head(
-                &mut out,
-                &RequestHead {
-                    method: &Method::GET,
-                    uri: &uri,
-                    headers: &headers,
-                    forwarded: None
-                },
-                true
-            ),
-            RequestFraming::Empty
-        );
+        assert_eq!(encode(&mut out, Method::GET, &headers, true), RequestFraming::Empty);
         assert_eq!(out, b"GET /api/x?y=1 HTTP/1.1\r\nhost: flow.example\r\n\r\n");
-        assert_eq!(
-            encode_request_head(
-                &mut out,
-                &RequestHead {
-                    method: &Method::POST,
-                    uri: &uri,
-                    headers: &headers,
-                    forwarded: None
-                },
-                true
-            ),
-            RequestFraming::Empty
-        );
+        assert_eq!(encode(&mut out, Method::POST, &headers, true), RequestFraming::Empty);
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
-        assert_eq!(
-            encode_request_head(
-                &mut out,
-                &RequestHead {
-                    method: &Method::POST,
-                    uri: &uri,
-                    headers: &headers,
-                    forwarded: None
-                },
-                false
-            ),
-            RequestFraming::Chunked
-        );
+        assert_eq!(encode(&mut out, Method::POST, &headers, false), RequestFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         assert_eq!(
-            encode_request_head(
-                &mut out,
-                &RequestHead {
-                    method: &Method::PUT,
-                    uri: &uri,
-                    headers: &headers,
-                    forwarded: None
-                },
-                false
-            ),
+            encode(&mut out, Method::PUT, &headers, false),
             RequestFraming::Length(12)
         );
         assert!(!String::from_utf8_lossy(&out).contains("transfer-encoding"));

@@ -87,6 +87,57 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<()> {
     }
 }
 
+/// A request head as the raw backends read it.
+struct Head {
+    line: String,
+    text: String,
+    length: usize,
+    chunked: bool,
+    upgrade: bool,
+}
+
+/// The next request head (empty lines before it skipped), or None at the
+/// connection's end.
+fn read_request_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if !line.trim_end().is_empty() {
+            break;
+        }
+    }
+    let mut head = Head {
+        line: line.trim_end().to_string(),
+        text: line,
+        length: 0,
+        chunked: false,
+        upgrade: false,
+    };
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        head.text.push_str(&h);
+        let t = h.trim_end();
+        if t.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = t.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => head.length = value.trim().parse().unwrap_or(0),
+                "transfer-encoding" => head.chunked = value.to_ascii_lowercase().contains("chunked"),
+                "upgrade" => head.upgrade = true,
+                _ => {}
+            }
+        }
+    }
+    Some(head)
+}
+
 fn serve(stream: TcpStream, seen: &Seen) {
     let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
     seen.peak_open.fetch_max(open, Ordering::SeqCst);
@@ -94,38 +145,14 @@ fn serve(stream: TcpStream, seen: &Seen) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let request_line = line.trim_end().to_string();
-        if request_line.is_empty() {
-            continue;
-        }
-        let mut head = line.clone();
-        let mut length = 0usize;
-        let mut chunked = false;
-        let mut upgrade = false;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                break;
-            }
-            head.push_str(&h);
-            let t = h.trim_end();
-            if t.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = t.split_once(':') {
-                match name.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                    "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-                    "upgrade" => upgrade = true,
-                    _ => {}
-                }
-            }
-        }
+    while let Some(Head {
+        line: request_line,
+        text: head,
+        length,
+        chunked,
+        upgrade,
+    }) = read_request_head(&mut reader)
+    {
         seen.lines.lock().unwrap().push(request_line.clone());
         seen.heads.lock().unwrap().push(head);
         if request_line.contains("/slow") {
@@ -274,6 +301,12 @@ fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
+/// 200 with the request line as its body: a scripted backend's usual answer.
+pub fn echo(line: &str) -> Vec<u8> {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len());
+    [head.as_bytes(), line.as_bytes()].concat()
+}
+
 /// What a scripted backend does after writing its answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -340,24 +373,12 @@ fn answer_scripted(stream: TcpStream, number: usize, requests: &Mutex<Vec<(usize
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let request_line = line.trim_end().to_string();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim_end().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = h.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
+    while let Some(Head {
+        line: request_line,
+        length,
+        ..
+    }) = read_request_head(&mut reader)
+    {
         requests.lock().unwrap().push((number, request_line.clone()));
         let (answer, after) = script(&request_line);
         if writer.write_all(&answer).is_err() || after == After::Close {
