@@ -315,25 +315,26 @@ async fn exchange(
                     // rest): the rest goes out, or the client's upload
                     // would be cut and both connections lost. One that
                     // closes is relayed at once (RFC 9112, 9.5).
-                    match (&mut send).await {
-                        Ok(()) => sent = true,
-                        Err(ExchangeError::Body(e)) => return Err(UpstreamError::Request(ExchangeError::Body(e))),
-                        Err(_) => {}
-                    }
+                    sent = sent_whole((&mut send).await)?;
                 }
                 return Ok((head, sent));
             }
             result = &mut send, if sending => {
                 sending = false;
-                match result {
-                    Ok(()) => sent = true,
-                    Err(ExchangeError::Body(e)) => return Err(UpstreamError::Request(ExchangeError::Body(e))),
-                    // The backend stopped reading: its answer may still come.
-                    Err(_) => {}
-                }
+                sent = sent_whole(result)?;
             }
             () = deadline.as_mut() => return Err(UpstreamError::Timeout(limit)),
         }
+    }
+}
+
+/// Whether the request went out whole. The client's body failing ends the
+/// exchange; the backend no longer reading does not: its answer may still come.
+fn sent_whole(result: Result<(), ExchangeError>) -> Result<bool, UpstreamError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(ExchangeError::Body(e)) => Err(UpstreamError::Request(ExchangeError::Body(e))),
+        Err(_) => Ok(false),
     }
 }
 
@@ -460,20 +461,16 @@ pub async fn websocket_handshake(
     uri: &hyper::Uri,
     headers: &hyper::HeaderMap,
 ) -> Result<Handshake, UpstreamError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = connect_tcp(backend, timeouts.connect).await?;
     let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    // A GET without framing headers: the writer adds none.
+    let request = RequestHead {
+        method,
+        uri,
+        headers,
+        forwarded: None,
+    };
+    h1::encode_request_head(&mut head, &request, true);
     let exchange = async {
         stream.write_all(&head).await?;
         let mut buf = Vec::with_capacity(1024);
@@ -631,6 +628,7 @@ struct Streaming {
     conn: Pooled,
     backend: Arc<Backend>,
     framing: Framing,
+    /// Both sides may keep the connection (never so for a body read to the close).
     keep_alive: bool,
 }
 
@@ -729,11 +727,6 @@ impl Streaming {
             }
         }
     }
-
-    /// The body is read: whether its connection may be used again.
-    fn reusable(&self) -> bool {
-        self.keep_alive && !matches!(self.framing, Framing::UntilClose)
-    }
 }
 
 impl hyper::body::Body for UpstreamBody {
@@ -760,8 +753,8 @@ impl hyper::body::Body for UpstreamBody {
                 if ended || result.is_err() {
                     if let BodyState::Streaming(body) = std::mem::replace(state, BodyState::Done) {
                         if ended {
-                            let keep = body.reusable();
-                            release(body.conn, &body.backend, keep);
+                            // keep_alive is false for a body read to the close.
+                            release(body.conn, &body.backend, body.keep_alive);
                         }
                     }
                 }
