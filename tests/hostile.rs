@@ -470,6 +470,42 @@ fn an_early_answer_that_keeps_the_connection_gets_the_whole_body() {
     still_serves_any(&fx, &proxy);
 }
 
+/// A backend that answers early, says it keeps the connection, and then
+/// reads nothing more cannot hold the client: once the body has made no
+/// progress toward it for the upstream timeout, the answer is relayed and
+/// the connection dropped.
+#[test]
+fn a_backend_that_answers_early_and_stops_reading_cannot_hold_the_client() {
+    let mut fx = Fixture::new("hostile-backend-early-stall");
+    let backend = ScriptedBackend::start(|line| (echo(line), After::Stall));
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy(
+        "proxy",
+        &["--backend", &addr, "--no-health-check", "--upstream-timeout", "1s"],
+    );
+    let mut client = Raw::connect(proxy.addr);
+    let size: usize = 256 * 1024 * 1024;
+    client.send(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes());
+    let mut writer = client.stream.try_clone().unwrap();
+    // Sends until the proxy stops taking bytes (and then closes).
+    let feeding = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let until = Instant::now() + Duration::from_secs(15);
+        for _ in 0..size / chunk.len() {
+            if Instant::now() > until || writer.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let r = client.response();
+    assert_eq!(r.text(), "POST /upload HTTP/1.1");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    drop(client);
+    feeding.join().unwrap();
+    still_serves_any(&fx, &proxy);
+}
+
 /// still_serves for a backend that answers any path with 200.
 fn still_serves_any(fx: &Fixture, proxy: &Proxy) {
     let log = fx.log("proxy");

@@ -296,7 +296,7 @@ async fn exchange(
     let send = async {
         writer.write_all(write).await?;
         if let Some(body) = body {
-            send_body(&mut writer, body, framing).await?;
+            send_body(&mut writer, body, framing, limit).await?;
         }
         Ok::<(), ExchangeError>(())
     };
@@ -345,6 +345,7 @@ async fn send_body(
     writer: &mut tokio::net::tcp::WriteHalf<'_>,
     mut body: RequestBody,
     framing: RequestFraming,
+    limit: Duration,
 ) -> Result<(), ExchangeError> {
     let mut left = match framing {
         RequestFraming::Length(n) => Some(n),
@@ -363,7 +364,7 @@ async fn send_body(
                 *left = left
                     .checked_sub(data.len() as u64)
                     .ok_or_else(|| ExchangeError::Body("the request body is longer than its Content-Length".into()))?;
-                writer.write_all(&data).await?;
+                within(limit, writer.write_all(&data)).await?;
             }
             None => {
                 line.clear();
@@ -373,7 +374,7 @@ async fn send_body(
                     io::IoSlice::new(&data),
                     io::IoSlice::new(b"\r\n"),
                 ];
-                write_all_vectored(writer, &mut slices).await?;
+                within(limit, write_all_vectored(writer, &mut slices)).await?;
             }
         }
     }
@@ -382,8 +383,20 @@ async fn send_body(
         Some(_) => Err(ExchangeError::Body(
             "the request body ended before its Content-Length".into(),
         )),
-        None => Ok(writer.write_all(h1::LAST_CHUNK).await?),
+        None => Ok(within(limit, writer.write_all(h1::LAST_CHUNK)).await?),
     }
+}
+
+/// A write of the request body that the backend does not take within
+/// `limit` fails: a backend that answered and then stopped reading cannot
+/// hold the exchange (and its client) for ever.
+async fn within(limit: Duration, write: impl std::future::Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the backend stopped reading the request body",
+        ))
+    })
 }
 
 async fn write_all_vectored(

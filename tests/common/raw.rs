@@ -314,6 +314,8 @@ pub enum After {
     KeepAlive,
     /// Closes the connection without reading the request's body.
     Close,
+    /// Keeps the connection open for 10 s without reading anything more.
+    Stall,
 }
 
 /// A backend whose answers are written by the test, byte for byte, per
@@ -383,6 +385,10 @@ fn answer_scripted(stream: TcpStream, number: usize, requests: &Mutex<Vec<(usize
         let (answer, after) = script(&request_line);
         if writer.write_all(&answer).is_err() || after == After::Close {
             let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if after == After::Stall {
+            std::thread::sleep(Duration::from_secs(10));
             return;
         }
         if reader.read_exact(&mut vec![0u8; length]).is_err() {
