@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use common::raw::{After, Raw, RawBackend, ScriptedBackend, echo};
 use common::*;
 
-/// A proxy over the raw backend, no health checks (the raw backend answers
-/// every path).
-fn over_raw(fx: &mut Fixture, backend: &RawBackend, extra: &[&str]) -> Proxy {
-    let addr = backend.addr.to_string();
+/// A proxy over a raw or scripted backend at `backend`, no health checks
+/// (those backends answer every path).
+fn over_raw(fx: &mut Fixture, backend: std::net::SocketAddr, extra: &[&str]) -> Proxy {
+    let addr = backend.to_string();
     let mut args = vec!["--backend", addr.as_str(), "--no-health-check"];
     args.extend_from_slice(extra);
     fx.proxy("proxy", &args)
@@ -50,7 +50,7 @@ fn still_serves(fx: &Fixture, proxy: &Proxy, path: &str) {
 fn upgrade_with_a_body_is_refused_and_smuggles_nothing_onto_pooled_connections() {
     let mut fx = Fixture::new("hostile-upgrade-cl");
     let backend = RawBackend::start();
-    let proxy = over_raw(&mut fx, &backend, &[]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     // Warm the pool so a smuggled body would land on a kept connection.
     assert_eq!(get(proxy.addr, "/warm", None).status, 200);
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -80,7 +80,7 @@ fn upgrade_with_a_body_is_refused_and_smuggles_nothing_onto_pooled_connections()
 fn upgrade_with_expect_continue_is_answered_not_hung() {
     let mut fx = Fixture::new("hostile-upgrade-expect");
     let backend = RawBackend::start();
-    let proxy = over_raw(&mut fx, &backend, &[]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let started = Instant::now();
     let mut client = Raw::connect(proxy.addr);
     client.send(handshake("/ws", "Expect: 100-continue\r\n").as_bytes());
@@ -103,7 +103,7 @@ fn upgrade_with_expect_continue_is_answered_not_hung() {
 fn ambiguous_framing_gets_400_and_the_connection_closes() {
     let mut fx = Fixture::new("hostile-framing");
     let backend = RawBackend::start();
-    let proxy = over_raw(&mut fx, &backend, &[]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let cases: [(&str, &str); 5] = [
         (
             "TE on HTTP/1.0",
@@ -169,7 +169,7 @@ fn ambiguous_framing_gets_400_and_the_connection_closes() {
 fn h2c_upgrade_requests_are_plain_requests_to_the_backend() {
     let mut fx = Fixture::new("hostile-h2c");
     let backend = RawBackend::start();
-    let proxy = over_raw(&mut fx, &backend, &[]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let mut client = Raw::connect(proxy.addr);
     client.send(
         b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
@@ -195,7 +195,7 @@ fn h2c_upgrade_requests_are_plain_requests_to_the_backend() {
 fn heads_with_bare_lf_line_ends_are_answered_at_once() {
     let mut fx = Fixture::new("hostile-bare-lf");
     let backend = RawBackend::start();
-    let proxy = over_raw(&mut fx, &backend, &["--header-timeout", "10s"]);
+    let proxy = over_raw(&mut fx, backend.addr, &["--header-timeout", "10s"]);
     let started = Instant::now();
     let mut client = Raw::connect(proxy.addr);
     client.send(b"GET /lf HTTP/1.1\nHost: flow.example.com\n\n");
@@ -239,8 +239,7 @@ fn ambiguous_backend_framing_gets_502_and_the_connection_is_dropped() {
         };
         (answer, After::KeepAlive)
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     for path in ["/both", "/two-lengths", "/huge-head", "/not-http"] {
         let r = get(proxy.addr, path, None);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
@@ -273,8 +272,7 @@ fn bytes_after_a_backend_answer_are_never_read_as_the_next_one() {
         };
         (answer, After::KeepAlive)
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let mut client = Raw::connect(proxy.addr);
     client.send(b"GET /extra HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(client.response().text(), "ok");
@@ -304,8 +302,7 @@ fn a_broken_chunked_answer_cuts_the_client_connection() {
         };
         (answer, After::KeepAlive)
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     for path in ["/bad-size", "/bad-end"] {
         let mut client = Raw::connect(proxy.addr);
         client.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
@@ -366,8 +363,7 @@ fn interim_bodiless_and_close_delimited_answers_are_relayed() {
             (echo(line), After::KeepAlive)
         }
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let mut client = Raw::connect(proxy.addr);
     client.send(b"GET /interim HTTP/1.1\r\nHost: a\r\n\r\n");
     let r = client.response();
@@ -411,8 +407,7 @@ fn connections_the_backend_closed_while_pooled_are_not_used() {
         };
         (echo(line), after)
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     for i in 0..5 {
         assert_eq!(get(proxy.addr, &format!("/then-close-{i}"), None).status, 200);
         std::thread::sleep(Duration::from_millis(50));
@@ -435,8 +430,7 @@ fn an_early_answer_reaches_the_client_before_its_body_is_sent() {
             After::Close,
         )
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let mut client = Raw::connect(proxy.addr);
     client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n");
     client.send(&[b'x'; 16 * 1024]);
@@ -457,8 +451,7 @@ fn an_early_answer_reaches_the_client_before_its_body_is_sent() {
 fn an_early_answer_that_keeps_the_connection_gets_the_whole_body() {
     let mut fx = Fixture::new("hostile-backend-early-ok");
     let backend = ScriptedBackend::start(|line| (echo(line), After::KeepAlive));
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy("proxy", &["--backend", &addr, "--no-health-check"]);
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
     let mut client = Raw::connect(proxy.addr);
     let size = 4 * 1024 * 1024;
     client.send(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes());
@@ -478,11 +471,7 @@ fn an_early_answer_that_keeps_the_connection_gets_the_whole_body() {
 fn a_backend_that_answers_early_and_stops_reading_cannot_hold_the_client() {
     let mut fx = Fixture::new("hostile-backend-early-stall");
     let backend = ScriptedBackend::start(|line| (echo(line), After::Stall));
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy(
-        "proxy",
-        &["--backend", &addr, "--no-health-check", "--upstream-timeout", "1s"],
-    );
+    let proxy = over_raw(&mut fx, backend.addr, &["--upstream-timeout", "1s"]);
     let mut client = Raw::connect(proxy.addr);
     let size: usize = 256 * 1024 * 1024;
     client.send(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes());
