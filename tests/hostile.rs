@@ -495,6 +495,79 @@ fn a_backend_that_answers_early_and_stops_reading_cannot_hold_the_client() {
     still_serves_any(&fx, &proxy);
 }
 
+/// Requests sent back to back on one connection are answered in order,
+/// whether the plain path serves them (bodiless GETs) or hyper does (the
+/// first request with a body hands it the connection and every byte
+/// after), and nothing of one request is read as part of another.
+#[test]
+fn pipelined_requests_are_answered_in_order_on_both_request_paths() {
+    let mut fx = Fixture::new("hostile-pipelined");
+    let backend = ScriptedBackend::start(|line| (echo(line), After::KeepAlive));
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n\
+          POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\n\
+          GET /four HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    for line in [
+        "GET /one HTTP/1.1",
+        "GET /two HTTP/1.1",
+        "POST /three HTTP/1.1",
+        "GET /four HTTP/1.1",
+    ] {
+        let r = client.response();
+        assert_eq!((r.status, r.text()), (200, line.to_string()));
+    }
+    let lines: Vec<String> = backend.requests().into_iter().map(|(_, line)| line).collect();
+    assert!(!lines.iter().any(|l| l.contains("smuggled")), "{lines:?}");
+    still_serves_any(&fx, &proxy);
+}
+
+/// A chunked answer reaches a plain-path client chunked and whole, with a
+/// Date, and the connection carries the next request.
+#[test]
+fn chunked_answers_are_relayed_whole_on_the_plain_path() {
+    let mut fx = Fixture::new("hostile-plain-chunked");
+    let backend = ScriptedBackend::start(|line| {
+        if line.contains("/chunked") {
+            let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+            (answer.to_vec(), After::KeepAlive)
+        } else {
+            (echo(line), After::KeepAlive)
+        }
+    });
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = read_head(&mut client.stream).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    let mut body = Vec::new();
+    let mut byte = [0u8; 1];
+    while !body.ends_with(b"0\r\n\r\n") {
+        assert_eq!(
+            client.stream.read(&mut byte).unwrap(),
+            1,
+            "the body ended early: {body:?}"
+        );
+        body.push(byte[0]);
+    }
+    let decoded: String = String::from_utf8(body)
+        .unwrap()
+        .split("\r\n")
+        .skip(1)
+        .step_by(2)
+        .collect();
+    assert_eq!(decoded, "hello world");
+    client.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "GET /next HTTP/1.1");
+    still_serves_any(&fx, &proxy);
+}
+
 /// still_serves for a backend that answers any path with 200.
 fn still_serves_any(fx: &Fixture, proxy: &Proxy) {
     let log = fx.log("proxy");

@@ -12,35 +12,40 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::{Request, Response, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
 use tokio::time::Sleep;
 
 use super::Proxy;
 use super::backend::{Backend, InFlight};
-use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
 use super::h1::RequestHead;
+use super::handler::Routed;
 use super::headers::{origin_form, prepare_request_headers};
 use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts, is_idempotent};
-use crate::config::proxy::{Limits, Service};
+use crate::config::proxy::Limits;
 use crate::serve::{self, Body, BoxError};
 
 pub async fn forward(
     proxy: &Arc<Proxy>,
     conn: &ConnInfo,
-    pool: &Pool,
-    settings: &Service,
-    limits: &Limits,
-    req: Request<Incoming>,
-    sticky: Option<&str>,
+    routed: &Routed,
+    mut parts: Parts,
+    body: Option<Incoming>,
 ) -> Response<Body> {
-    let (mut parts, body) = req.into_parts();
+    let Routed {
+        config,
+        pool,
+        settings,
+        sticky,
+    } = routed;
+    let (limits, sticky) = (&config.limits, sticky.as_deref());
     let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
     let uri = origin_form(&parts.uri);
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
-    let bodyless = body.is_end_stream();
-    let mut body = Some(body);
+    let bodyless = body.as_ref().is_none_or(Incoming::is_end_stream);
+    let mut body = body;
     let timeouts = Timeouts {
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,

@@ -9,63 +9,114 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Proxy;
+use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
 use super::headers::{check_framing, cookie_value, request_host};
-use crate::config::proxy::Route;
+use crate::config::proxy::{ProxyConfig, Route, Service};
 use crate::serve::{self, Body};
 
 pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    let routed = match route(&proxy, &conn, &req) {
+        Decision::Forward(routed) => routed,
+        Decision::Answer(answer) => return answer,
+    };
+    if crate::websocket::is_upgrade_request(req.headers()) {
+        // Boxed: the upgrade path is rare and its state large; unboxed it
+        // would make every request's future that large.
+        let Routed {
+            pool, settings, sticky, ..
+        } = routed;
+        return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
+    }
+    let (parts, body) = req.into_parts();
+    super::forward::forward(&proxy, &conn, &routed, parts, Some(body)).await
+}
+
+/// A request without a body, read by the plain HTTP/1.1 path (`plain`):
+/// the same checks and routing as `handle`, never an upgrade.
+pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Response<Body> {
+    match route(&proxy, &conn, &req) {
+        Decision::Forward(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
+        Decision::Answer(answer) => answer,
+    }
+}
+
+/// Where a request goes once it passed the checks.
+pub struct Routed {
+    pub config: Arc<ProxyConfig>,
+    pub pool: Arc<Pool>,
+    pub settings: Arc<Service>,
+    /// The sticky cookie's value the client sent, if any.
+    pub sticky: Option<String>,
+}
+
+/// What becomes of a request.
+enum Decision {
+    Forward(Routed),
+    /// The proxy's own answer: a refusal, an ACME challenge, a redirect.
+    Answer(Response<Body>),
+}
+
+/// Refuses what must not be routed, answers what the proxy answers itself
+/// (ACME challenges, HTTPS redirects, no route, no backend), and otherwise
+/// says where the request goes.
+fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Decision {
+    match decide(proxy, conn, req) {
+        Ok(routed) => Decision::Forward(routed),
+        Err(answer) => Decision::Answer(*answer),
+    }
+}
+
+fn decide<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Result<Routed, Box<Response<Body>>> {
     if req.method() == Method::CONNECT {
-        return serve::text(
+        return Err(Box::new(serve::text(
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not supported: flowgate is not a forward proxy",
-        );
+        )));
     }
     let config = proxy.config();
     let limit = config.limits.max_header_bytes;
     if header_bytes(req.headers()) > limit {
-        return serve::text(
+        return Err(Box::new(serve::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("the request headers are larger than {limit} bytes"),
-        );
+        )));
     }
-    if let Err(e) = check_framing(&req) {
-        return e.response();
-    }
-    let host = match request_host(&req) {
-        Ok(host) => host,
-        Err(e) => return e.response(),
-    };
+    check_framing(req).map_err(|e| Box::new(e.response()))?;
+    let host = request_host(req).map_err(|e| Box::new(e.response()))?;
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
-        return serve::text(StatusCode::NOT_FOUND, "no site is configured for this host name");
+        return Err(Box::new(serve::text(
+            StatusCode::NOT_FOUND,
+            "no site is configured for this host name",
+        )));
     };
     if conn.scheme == Scheme::Http {
         if let Some(tls) = &config.tls {
             if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PATH) {
-                return match proxy.certs.http_challenge(token) {
+                return Err(Box::new(match proxy.certs.http_challenge(token) {
                     Some(answer) => serve::text(StatusCode::OK, answer),
                     None => serve::text(StatusCode::NOT_FOUND, "no such ACME challenge"),
-                };
+                }));
             }
             if tls.redirect_http {
-                return redirect_to_https(&req, &host, tls);
+                return Err(Box::new(redirect_to_https(req, &host, tls)));
             }
         }
     }
     let Some(pool) = proxy.pool(&route.service) else {
-        return super::upstream::no_backend();
+        return Err(Box::new(super::upstream::no_backend()));
     };
     let settings = pool.settings();
     let sticky = settings
         .sticky_cookie
         .as_deref()
         .and_then(|name| cookie_value(req.headers(), name));
-    if crate::websocket::is_upgrade_request(req.headers()) {
-        // Boxed: the upgrade path is rare and its state large; unboxed it
-        // would make every request's future that large.
-        return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
-    }
-    super::forward::forward(&proxy, &conn, &pool, &settings, &config.limits, req, sticky.as_deref()).await
+    Ok(Routed {
+        config,
+        pool,
+        settings,
+        sticky,
+    })
 }
 
 /// The size of the headers as sent: name, ": ", value and CRLF each.

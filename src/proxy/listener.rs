@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
@@ -21,6 +23,7 @@ use super::Proxy;
 use super::conn::{Activity, ConnInfo, RequestGuard, Scheme};
 use super::handler;
 use super::io::{Guarded, Prefixed};
+use super::plain::Outcome;
 use crate::config::proxy::Limits;
 use crate::serve::Body;
 use crate::websocket::peer::find_head_end;
@@ -129,6 +132,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = proxy.config().limits.clone();
+    let (service_conn, conn_for_plain, idle_limits) = (conn.clone(), conn.clone(), limits.clone());
     let head = match read_first_head(&mut io, limits.max_header_bytes, limits.header_read_timeout).await {
         FirstHead::Ready(bytes) => bytes,
         FirstHead::Closed => return,
@@ -140,31 +144,38 @@ where
             return;
         }
     };
-    conn.activity
-        .http2
-        .store(head.starts_with(b"PRI * HTTP/2.0"), Ordering::Relaxed);
-    let io = Prefixed::new(head, io);
-    let service_conn = conn.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        let conn = service_conn.clone();
-        // Boxed: the handler's state is a few KiB, and hyper moves the
-        // future around (into its dispatcher, into a task for HTTP/2);
-        // moving a pointer is cheaper than copying that state each time.
-        Box::pin(async move {
-            let request = conn.start_request();
-            let response = handler::handle(proxy, conn, req).await;
-            Ok::<_, std::convert::Infallible>(response.map(|inner| Counted {
-                inner,
-                _request: request,
-            }))
-        })
-    });
-    let builder = builder(&limits);
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
+    let http2 = head.starts_with(b"PRI * HTTP/2.0");
+    conn.activity.http2.store(http2, Ordering::Relaxed);
     let served = async move {
+        // Plain HTTP/1.1 requests are served by `plain` until one is not;
+        // from there hyper serves the connection, from the bytes read.
+        let head = if http2 {
+            head
+        } else {
+            match super::plain::serve(&proxy, &conn_for_plain, &mut io, BytesMut::from(&head[..])).await {
+                Outcome::Closed => return,
+                Outcome::HandOver(rest) => rest.to_vec(),
+            }
+        };
+        let io = Prefixed::new(head, io);
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let conn = service_conn.clone();
+            // Boxed: the handler's state is a few KiB, and hyper moves the
+            // future around (into its dispatcher, into a task for HTTP/2);
+            // moving a pointer is cheaper than copying that state each time.
+            Box::pin(async move {
+                let request = conn.start_request();
+                let response = handler::handle(proxy, conn, req).await;
+                Ok::<_, std::convert::Infallible>(response.map(|inner| Counted {
+                    inner,
+                    _request: request,
+                }))
+            })
+        });
+        let connection = builder(&limits)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
         let result = match watcher {
             Some(watcher) => watcher.watch(connection).await,
             None => connection.await,
@@ -178,7 +189,7 @@ where
     let mut served = tokio::spawn(served);
     tokio::select! {
         _ = &mut served => {}
-        () = idle(&conn.activity, &limits) => {
+        () = idle(&conn.activity, &idle_limits) => {
             served.abort();
             tracing::debug!("closed an idle connection from {}", conn.client);
         }

@@ -26,6 +26,7 @@ pub mod health;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod plain;
 pub mod rebalance;
 pub mod run;
 pub mod tunnel;

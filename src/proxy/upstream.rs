@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Proxy;
@@ -399,8 +399,8 @@ async fn within(limit: Duration, write: impl std::future::Future<Output = io::Re
     })
 }
 
-async fn write_all_vectored(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     mut slices: &mut [io::IoSlice<'_>],
 ) -> io::Result<()> {
     while !slices.is_empty() {

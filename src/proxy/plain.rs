@@ -1,0 +1,451 @@
+//! The client side of plain keep-alive HTTP/1.1 requests, served without
+//! hyper: the request heads browsers and load generators send most (GET or
+//! HEAD, no body, no upgrade, nothing that changes the framing) are parsed
+//! here once with `httparse`, routed by the same handler, and answered
+//! with a head written straight from the response. The first head that is
+//! anything else (a body, `Expect`, an upgrade, HTTP/1.0, `Connection:
+//! close`, absolute-form, a head `httparse` refuses, too many fields) hands
+//! the connection, with every byte read so far, to hyper, which serves it
+//! from there on as it serves every connection that starts that way: the
+//! rules for framing and for refusing bad input are hyper's in both cases,
+//! because nothing this path does not fully understand is served by it.
+
+use std::future::poll_fn;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Proxy;
+use super::conn::ConnInfo;
+use super::h1::{LAST_CHUNK, chunk_header};
+use super::handler;
+use crate::serve::Body;
+
+/// How a connection left this path.
+pub enum Outcome {
+    /// It is closed (or due to be): nothing more to do.
+    Closed,
+    /// Its next request is one for hyper; these bytes of it were read.
+    HandOver(BytesMut),
+}
+
+/// The most header fields this path parses; a head with more goes to hyper,
+/// which applies `max_headers` (and answers 431 beyond it).
+const MAX_FIELDS: usize = 100;
+
+/// Serves requests from `buf` and `io` until the connection ends or a
+/// request needs hyper.
+pub async fn serve<IO>(proxy: &Arc<Proxy>, conn: &Arc<ConnInfo>, io: &mut IO, mut buf: BytesMut) -> Outcome
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = proxy.config().limits.clone();
+    let max_head = limits.max_header_bytes;
+    let fields = limits.max_headers.min(MAX_FIELDS);
+    // One wait for shutdown for the connection's life, not one per read.
+    let mut watch = proxy.shutting_down.subscribe();
+    let stopping = watch.changed();
+    tokio::pin!(stopping);
+    let shutting_down = || *proxy.shutting_down.borrow();
+    let mut out = Vec::with_capacity(1024);
+    let mut spans = Vec::new();
+    loop {
+        let request = loop {
+            match parse(&mut buf, fields, &mut spans) {
+                Parsed::Ready(request) => break request,
+                Parsed::Other => return Outcome::HandOver(buf),
+                Parsed::Partial if buf.len() >= max_head => return Outcome::HandOver(buf),
+                Parsed::Partial => {}
+            }
+            if buf.is_empty() && shutting_down() {
+                return Outcome::Closed;
+            }
+            buf.reserve(4096);
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut buf) => match read {
+                    // A partial head and then the end: nothing to answer.
+                    Ok(0) | Err(_) => return Outcome::Closed,
+                    Ok(_) => {}
+                },
+                _ = &mut stopping, if buf.is_empty() => return Outcome::Closed,
+            }
+        };
+        let head_only = request.method() == Method::HEAD;
+        let guard = conn.start_request();
+        let handling = handler::handle_bodyless(proxy.clone(), conn.clone(), request);
+        tokio::pin!(handling);
+        // The client is read meanwhile: its end cancels the request (as
+        // hyper does without half-close), and what it sends next waits in
+        // `buf`, up to one head's worth.
+        let response = loop {
+            tokio::select! {
+                biased;
+                response = &mut handling => break response,
+                read = io.read_buf(&mut buf), if buf.len() < max_head => match read {
+                    Ok(0) | Err(_) => return Outcome::Closed,
+                    Ok(_) => {}
+                },
+            }
+        };
+        let closing = shutting_down();
+        let keep_alive = write_response(io, &mut out, response, head_only, closing).await;
+        drop(guard);
+        if !keep_alive.unwrap_or(false) {
+            let _ = io.shutdown().await;
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// A field's name and value as (start, length) in its head.
+type Spans = ((usize, usize), (usize, usize));
+
+// Not boxed: one is made per request and moved once; a box would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Ready(Request<()>),
+    Partial,
+    /// Not a request for this path: hyper's to serve or refuse.
+    Other,
+}
+
+/// Takes one request head off `buf` if it is complete and one this path
+/// serves.
+/// `spans` is scratch space kept by the connection (where each field's name
+/// and value lie in the head), so no request allocates it again.
+fn parse(buf: &mut BytesMut, fields: usize, spans: &mut Vec<Spans>) -> Parsed {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut storage[..fields]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let method = match parsed.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Other,
+    };
+    let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else {
+        return Parsed::Other;
+    };
+    if parsed.version != Some(1) || !parsed.headers.iter().all(plain_field) {
+        return Parsed::Other;
+    }
+    // Where each part lies in the head, so the head is split off once and
+    // the URI and values share it.
+    let base = buf.as_ptr() as usize;
+    let span = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
+    let path = span(path.as_bytes());
+    spans.clear();
+    spans.extend(parsed.headers.iter().map(|f| (span(f.name.as_bytes()), span(f.value))));
+    let head = buf.split_to(len).freeze();
+    let part = |(start, len): (usize, usize)| head.slice(start..start + len);
+    let built = (|| {
+        let uri = Uri::from_maybe_shared(part(path)).ok()?;
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for &(name, value) in spans.iter() {
+            let name = HeaderName::from_bytes(&part(name)).ok()?;
+            headers.append(name, HeaderValue::from_maybe_shared(part(value)).ok()?);
+        }
+        Some((uri, headers))
+    })();
+    let Some((uri, headers)) = built else {
+        // hyper refuses it from the same bytes.
+        let mut whole = BytesMut::from(&head[..]);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+        return Parsed::Other;
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Parsed::Ready(request)
+}
+
+/// A field this path can serve a request with: none that brings a body,
+/// asks for an interim answer, an upgrade or the connection's end.
+fn plain_field(field: &httparse::Header<'_>) -> bool {
+    let name = field.name;
+    if name.eq_ignore_ascii_case("connection") {
+        return field.value.eq_ignore_ascii_case(b"keep-alive");
+    }
+    ![
+        "content-length",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "te",
+        "http2-settings",
+    ]
+    .iter()
+    .any(|framing| name.eq_ignore_ascii_case(framing))
+}
+
+/// Writes `response` to the client; whether the connection may carry
+/// another request.
+async fn write_response<IO>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    response: Response<Body>,
+    head_only: bool,
+    closing: bool,
+) -> io::Result<bool>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodyless = head_only || status.is_informational() || matches!(status.as_u16(), 204 | 304);
+    let stated = parts.headers.get(header::CONTENT_LENGTH).and_then(length);
+    let close = closing
+        || parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    out.clear();
+    status_line(out, status);
+    for (name, value) in &parts.headers {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        field(out, b"date", &http_date());
+    }
+    let framing = if bodyless {
+        Framing::None
+    } else if let Some(length) = stated {
+        Framing::Length(length)
+    } else if let Some(length) = body.size_hint().exact() {
+        let _ = write!(out, "content-length: {length}\r\n");
+        Framing::Length(length)
+    } else {
+        field(out, b"transfer-encoding", b"chunked");
+        Framing::Chunked
+    };
+    if close && !parts.headers.contains_key(header::CONNECTION) {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if matches!(framing, Framing::None) || body.is_end_stream() {
+        drop(body);
+        if matches!(framing, Framing::Chunked) {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        io.write_all(out).await?;
+        io.flush().await?;
+        return Ok(!close && !matches!(framing, Framing::Length(n) if n > 0));
+    }
+    let mut sent = 0u64;
+    let mut pending_head = true;
+    loop {
+        // Polled once before waiting, so an answer already read goes out
+        // with its head in one write, and a slow one's head goes first.
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if pending_head || !out.is_empty() {
+                    io.write_all(out).await?;
+                    io.flush().await?;
+                    out.clear();
+                    pending_head = false;
+                }
+                body.frame().await
+            }
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                // Trailers are not relayed (as hyper's server path did not).
+                let Ok(data) = frame.into_data() else { continue };
+                sent += data.len() as u64;
+                let chunk = matches!(framing, Framing::Chunked) && !data.is_empty();
+                if chunk {
+                    chunk_header(data.len(), out);
+                }
+                write_data(io, out, data).await?;
+                if chunk {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= FLUSH_AT {
+                    io.write_all(out).await?;
+                    out.clear();
+                    pending_head = false;
+                }
+            }
+            // The answer broke off: the client must see that it did, so
+            // the connection ends without a last chunk or the rest.
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => break,
+        }
+    }
+    match framing {
+        Framing::Chunked => out.extend_from_slice(LAST_CHUNK),
+        Framing::Length(length) if length != sent => {
+            return Err(io::Error::other("an answer's body did not match its length"));
+        }
+        _ => {}
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    out.clear();
+    Ok(!close)
+}
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What `out` may gather before it is written even though more is ready.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Small data joins what waits in `out`; large data goes out with it in
+/// one vectored write.
+async fn write_data<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
+    const COPY_BELOW: usize = 16 * 1024;
+    if data.len() < COPY_BELOW {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    let mut slices = [io::IoSlice::new(out), io::IoSlice::new(&data)];
+    super::upstream::write_all_vectored(io, &mut slices).await?;
+    out.clear();
+    Ok(())
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn length(value: &HeaderValue) -> Option<u64> {
+    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
+}
+
+/// Now as an HTTP date (RFC 9110 5.6.7), made once a second per thread.
+fn http_date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let (secs, text) = last.get();
+        if secs == now {
+            return text;
+        }
+        let text = format_http_date(now);
+        last.set((now, text));
+        text
+    })
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` for seconds since 1970.
+fn format_http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let (hour, minute, second) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let text = format!(
+        "{}, {day:02} {} {year:04} {hour:02}:{minute:02}:{second:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize]
+    );
+    let mut out = [b' '; 29];
+    let n = text.len().min(29);
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Parsed {
+        parse(&mut BytesMut::from(text), MAX_FIELDS, &mut Vec::new())
+    }
+
+    #[test]
+    fn plain_heads_are_parsed_with_their_fields_in_order() {
+        let mut buf = BytesMut::from("GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: 1\r\naccept: 2\r\n\r\nGET /next");
+        let Parsed::Ready(request) = parse(&mut buf, MAX_FIELDS, &mut Vec::new()) else {
+            panic!("a plain GET is this path's")
+        };
+        assert_eq!(request.uri(), "/a?b=c");
+        assert_eq!(request.headers()["host"], "x");
+        let accept: Vec<_> = request.headers().get_all("accept").iter().collect();
+        assert_eq!(accept, ["1", "2"]);
+        assert_eq!(&buf[..], b"GET /next", "the next request's bytes stay");
+        assert!(matches!(parse(&mut buf, MAX_FIELDS, &mut Vec::new()), Parsed::Partial));
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        for head in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(matches!(parse_text(head), Parsed::Other), "{head:?}");
+        }
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert!(matches!(
+            parse_text(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Parsed::Other
+        ));
+        let browser = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n";
+        assert!(matches!(parse_text(browser), Parsed::Ready(_)));
+    }
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        assert_eq!(&format_http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&format_http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&format_http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}
