@@ -123,36 +123,43 @@ pub fn request_host<B>(req: &Request<B>) -> Result<String, BadRequest> {
 /// `host[:port]` as (lower-case host, port): a DNS name, an IPv4 address or
 /// a bracketed IPv6 address; no user info, no path, nothing else.
 fn parse_authority(bytes: &[u8]) -> Option<(String, Option<u16>)> {
-    let text = std::str::from_utf8(bytes).ok()?.trim();
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']')?;
-        inside.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':')?),
+    // Bytes, not text: one pass each, and anything not ASCII is refused
+    // (an IPv6 literal is checked as text below).
+    let text = bytes.trim_ascii();
+    let (host, port) = if let Some(rest) = text.strip_prefix(b"[") {
+        let close = rest.iter().position(|&b| b == b']')?;
+        let inside = &rest[..close];
+        std::str::from_utf8(inside).ok()?.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match &rest[close + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return None,
         };
         (inside, port)
     } else {
-        match text.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        match text.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&text[..colon], Some(&text[colon + 1..])),
             None => (text, None),
         }
     };
     let port = match port {
         None => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) => {
+            let value = p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            Some(u16::try_from(value).ok()?)
+        }
         Some(_) => return None,
     };
-    let valid_name = |h: &str| {
+    let valid_name = |h: &[u8]| {
         !h.is_empty()
             && h.len() <= 253
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            && h.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     };
-    if !text.starts_with('[') && !valid_name(host) {
+    if !text.starts_with(b"[") && !valid_name(host) {
         return None;
     }
-    Some((host.to_ascii_lowercase(), port))
+    Some((std::str::from_utf8(host).ok()?.to_ascii_lowercase(), port))
 }
 
 /// A WebSocket handshake is a GET without a body (RFC 6455, 4.1). One that
