@@ -97,6 +97,9 @@ pub struct Swarm {
     engine: Option<Child>,
     joined: bool,
     managing: bool,
+    /// Docker makes `docker_gwbridge` when the engine joins a swarm and
+    /// leaves it after; removed at the end unless it was there before.
+    had_gwbridge: bool,
 }
 
 impl Swarm {
@@ -117,6 +120,12 @@ impl Swarm {
             "inactive",
             "the main Docker engine is in swarm mode already; these tests make their own swarm (docker swarm leave --force first)"
         );
+        let had_gwbridge = Command::new("docker")
+            .args(["network", "inspect", "docker_gwbridge"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         let name = format!("fgsw{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -127,6 +136,7 @@ impl Swarm {
             engine: None,
             joined: false,
             managing: false,
+            had_gwbridge,
         };
         let (host, peer) = (format!("{name}a"), format!("{name}b"));
         let ip = |args: &[&str]| ok(Command::new("ip").args(args), &format!("ip {}", args.join(" ")));
@@ -406,6 +416,9 @@ impl Drop for Swarm {
         }
         if self.managing {
             quiet(Command::new("docker").args(["swarm", "leave", "--force"]));
+        }
+        if !self.had_gwbridge {
+            quiet(Command::new("docker").args(["network", "rm", "docker_gwbridge"]));
         }
         if let Some(mut engine) = self.engine.take() {
             let _ = Command::new("kill").arg(engine.id().to_string()).status();
