@@ -31,7 +31,7 @@ pub async fn forward(
     conn: &ConnInfo,
     routed: &Routed,
     mut parts: Parts,
-    body: Option<Incoming>,
+    mut body: Option<Incoming>,
 ) -> Response<Body> {
     let Routed {
         config,
@@ -45,7 +45,6 @@ pub async fn forward(
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
     let bodyless = body.as_ref().is_none_or(Incoming::is_end_stream);
-    let mut body = body;
     let timeouts = Timeouts {
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,

@@ -1,6 +1,8 @@
 //! One request through the proxy: refuse what must not be routed, find the
 //! route by host and path, answer ACME challenges and HTTPS redirects, then
 //! hand the request to `forward` or, for a WebSocket upgrade, to `tunnel`.
+//! hyper's requests come through `handle`; the plain HTTP/1.1 path's
+//! bodiless ones through `handle_bodyless`, with the same checks.
 
 use std::sync::Arc;
 
