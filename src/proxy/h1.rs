@@ -81,12 +81,6 @@ pub struct RequestHead<'a> {
 /// `headers` carries no Transfer-Encoding (hop-by-hop); a Content-Length in
 /// it is the one the client sent, already checked.
 pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: bool) -> RequestFraming {
-    fn field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
     let RequestHead {
         method,
         uri,
@@ -99,10 +93,10 @@ pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: 
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        field(out, name.as_str(), value);
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     for (name, value) in forwarded.into_iter().flat_map(Forwarded::fields) {
-        field(out, name, value);
+        field(out, name.as_bytes(), value.as_bytes());
     }
     let length = headers.get(header::CONTENT_LENGTH).map(content_length);
     let framing = match (bodyless, length) {
@@ -123,8 +117,16 @@ pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: 
     framing
 }
 
+/// Appends one header field line: `name: value` and CRLF.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// One Content-Length value: digits only, no sign, no overflow.
-fn content_length(value: &HeaderValue) -> Option<u64> {
+pub fn content_length(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;

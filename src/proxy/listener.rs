@@ -154,7 +154,7 @@ where
         } else {
             match super::plain::serve(&proxy, &conn_for_plain, &mut io, BytesMut::from(&head[..])).await {
                 Outcome::Closed => return,
-                Outcome::HandOver(rest) => rest.to_vec(),
+                Outcome::HandOver(rest) => Vec::from(rest),
             }
         };
         let io = Prefixed::new(head, io);

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::h1::{LAST_CHUNK, chunk_header};
+use super::h1::{LAST_CHUNK, chunk_header, content_length, field};
 use super::handler;
 use crate::serve::Body;
 
@@ -211,7 +211,7 @@ where
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let bodyless = head_only || status.is_informational() || matches!(status.as_u16(), 204 | 304);
-    let stated = parts.headers.get(header::CONTENT_LENGTH).and_then(length);
+    let stated = parts.headers.get(header::CONTENT_LENGTH).and_then(content_length);
     let close = closing
         || parts
             .headers
@@ -333,17 +333,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn length(value: &HeaderValue) -> Option<u64> {
-    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
 }
 
 /// Now as an HTTP date (RFC 9110 5.6.7), made once a second per thread.
