@@ -584,8 +584,18 @@ fn duplicate_or_invalid_host_gets_400_and_connection_tokens_cannot_drop_host() {
     let proxy = over_sim(&mut fx, &["--domain", "flow.example.com"]);
     let two = "GET /api/sim/whoami HTTP/1.1\r\nHost: flow.example.com\r\nHost: evil.example\r\n\r\n";
     assert_eq!(Raw::connect(proxy.addr).send(two.as_bytes()).response().status, 400);
-    let bad = "GET /api/sim/whoami HTTP/1.1\r\nHost: flow.example.com@evil.example\r\n\r\n";
-    assert_eq!(Raw::connect(proxy.addr).send(bad.as_bytes()).response().status, 400);
+    for host in [
+        &b"flow.example.com@evil.example"[..],
+        // Not ASCII: refused, not trimmed to the name inside (U+00A0 twice).
+        b"\xc2\xa0flow.example.com\xc2\xa0",
+        b"flow.example.com:99999",
+        b"flow.example.com:",
+        b"[::1]x",
+    ] {
+        let head = [&b"GET /api/sim/whoami HTTP/1.1\r\nHost: "[..], host, b"\r\n\r\n"].concat();
+        let status = Raw::connect(proxy.addr).send(&head).response().status;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(host));
+    }
     let r = request(
         proxy.addr,
         "GET",
