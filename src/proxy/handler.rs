@@ -19,8 +19,8 @@ use crate::serve::{self, Body};
 
 pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let routed = match route(&proxy, &conn, &req) {
-        Decision::Forward(routed) => routed,
-        Decision::Answer(answer) => return answer,
+        Ok(routed) => routed,
+        Err(answer) => return *answer,
     };
     if crate::websocket::is_upgrade_request(req.headers()) {
         // Boxed: the upgrade path is rare and its state large; unboxed it
@@ -38,8 +38,8 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
 /// the same checks and routing as `handle`, never an upgrade.
 pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Response<Body> {
     match route(&proxy, &conn, &req) {
-        Decision::Forward(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
-        Decision::Answer(answer) => answer,
+        Ok(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
+        Err(answer) => *answer,
     }
 }
 
@@ -52,24 +52,11 @@ pub struct Routed {
     pub sticky: Option<String>,
 }
 
-/// What becomes of a request.
-enum Decision {
-    Forward(Routed),
-    /// The proxy's own answer: a refusal, an ACME challenge, a redirect.
-    Answer(Response<Body>),
-}
-
 /// Refuses what must not be routed, answers what the proxy answers itself
 /// (ACME challenges, HTTPS redirects, no route, no backend), and otherwise
-/// says where the request goes.
-fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Decision {
-    match decide(proxy, conn, req) {
-        Ok(routed) => Decision::Forward(routed),
-        Err(answer) => Decision::Answer(*answer),
-    }
-}
-
-fn decide<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Result<Routed, Box<Response<Body>>> {
+/// says where the request goes. The answer is boxed: it is the rare case,
+/// and the Ok side stays small.
+fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Result<Routed, Box<Response<Body>>> {
     if req.method() == Method::CONNECT {
         return Err(Box::new(serve::text(
             StatusCode::METHOD_NOT_ALLOWED,
