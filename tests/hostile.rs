@@ -721,6 +721,101 @@ fn a_slow_backend_gets_504_after_the_upstream_timeout() {
     assert!(!fx.log("proxy").contains("panicked"));
 }
 
+/// The two ways a request reaches the proxy's HTTP/1.1 side: a bodyless
+/// keep-alive GET (its own path) and a POST with a length (hyper's).
+const BOTH_PATHS: [&[u8]; 2] = [
+    b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST /stream HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+];
+
+#[test]
+fn a_backend_that_stalls_mid_body_is_cut_off_after_the_body_timeout() {
+    let mut fx = Fixture::new("hostile-body-stall");
+    // 10 of the 100 bytes promised, then silence for 10 s.
+    let backend = ScriptedBackend::start(|_| {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
+        (answer.to_vec(), After::Stall)
+    });
+    let addr = backend.addr.to_string();
+    let proxy = fx.proxy(
+        "proxy",
+        &["--backend", &addr, "--no-health-check", "--upstream-body-timeout", "1s"],
+    );
+    for request in BOTH_PATHS {
+        let started = Instant::now();
+        let mut client = Raw::connect(proxy.addr);
+        client.send(request);
+        let head = read_head(&mut client.stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = Vec::new();
+        // The read timeout is 10 s: a proxy that waits for ever fails here.
+        let end = client.stream.read_to_end(&mut body);
+        assert!(end.is_ok(), "the connection stayed open: {end:?}");
+        assert_eq!(
+            body, b"0123456789",
+            "only what came is relayed, then the connection closes"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+            "cut off after {took:?}"
+        );
+    }
+    let log = fx.log("proxy");
+    assert!(log.contains("the response body stalled: no byte for 1s"), "{log}");
+    still_serves_any(&fx, &proxy);
+}
+
+#[test]
+fn a_body_that_keeps_streaming_outlives_the_body_timeout() {
+    let mut fx = Fixture::new("hostile-body-steady");
+    // Six chunks 400 ms apart: 2.4 s in all, never silent for the 1 s limit.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let streamer = std::thread::spawn(move || {
+        for _ in 0..BOTH_PATHS.len() {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = read_head(&mut stream);
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap();
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(400));
+                stream.write_all(b"5\r\nhello\r\n").unwrap();
+            }
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        }
+    });
+    let proxy = fx.proxy(
+        "proxy",
+        &["--backend", &addr, "--no-health-check", "--upstream-body-timeout", "1s"],
+    );
+    for request in BOTH_PATHS {
+        let started = Instant::now();
+        let mut client = Raw::connect(proxy.addr);
+        client.send(request);
+        let head = read_head(&mut client.stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = Vec::new();
+        let mut buf = [0u8; 256];
+        while !body.ends_with(b"0\r\n\r\n") {
+            match client.stream.read(&mut buf) {
+                Ok(n) if n > 0 => body.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "the stream ended early ({other:?}) after {:?}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(text.matches("hello").count(), 6, "{text}");
+        assert!(started.elapsed() > Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    streamer.join().unwrap();
+    assert!(!fx.log("proxy").contains("stalled"), "{}", fx.log("proxy"));
+}
+
 #[test]
 fn error_pages_name_no_address_and_no_os_error() {
     let mut fx = Fixture::new("hostile-error-pages");

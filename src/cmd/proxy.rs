@@ -144,6 +144,11 @@ pub struct LimitArgs {
     /// How long a backend has to send a response head (504 after) [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     pub upstream_timeout: Option<Duration>,
+    /// A backend that sends no byte of a response body for this long: the
+    /// client's answer is cut off and the backend connection closed; a body
+    /// that keeps streaming runs on [default: 5m].
+    #[arg(long, value_parser = parse_duration)]
+    pub upstream_body_timeout: Option<Duration>,
     /// Close client connections with no request in flight after this long [default: 75s].
     #[arg(long, value_parser = parse_duration)]
     pub keepalive_timeout: Option<Duration>,
@@ -177,6 +182,7 @@ impl LimitArgs {
             body_min_rate: self.body_min_rate,
             write_timeout: self.write_timeout,
             upstream_timeout: self.upstream_timeout,
+            upstream_body_timeout: self.upstream_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
             max_upstream_connections: self.max_upstream_connections,

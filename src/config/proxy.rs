@@ -201,6 +201,11 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// How long a backend has to send a response head (504 after).
     pub upstream_timeout: Duration,
+    /// A backend that sends no byte of a response body for this long: the
+    /// client's answer is cut off (never passed off as whole) and the
+    /// backend connection closed. An inactivity limit, not a total: a body
+    /// that keeps streaming (Server-Sent Events, query results) runs on.
+    pub upstream_body_timeout: Duration,
     /// A client connection with no request in flight is closed after this long.
     pub keepalive_timeout: Duration,
     pub max_concurrent_streams: u32,
@@ -232,6 +237,7 @@ impl Default for Limits {
             body_min_rate: 500,
             write_timeout: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(60),
+            upstream_body_timeout: Duration::from_secs(300),
             keepalive_timeout: Duration::from_secs(75),
             max_concurrent_streams: 100,
             max_upstream_connections: 1_024,
@@ -585,6 +591,7 @@ struct FileLimits {
     body_min_rate: Option<u64>,
     write_timeout: Option<Dur>,
     upstream_timeout: Option<Dur>,
+    upstream_body_timeout: Option<Dur>,
     keepalive_timeout: Option<Dur>,
     max_concurrent_streams: Option<u32>,
     max_upstream_connections: Option<usize>,
@@ -815,6 +822,7 @@ fn limits_from_file(source: &Source<'_>, file: FileLimits) -> Result<Limits, Con
         body_min_rate: file.body_min_rate.unwrap_or(d.body_min_rate),
         write_timeout: dur(file.write_timeout, d.write_timeout),
         upstream_timeout: dur(file.upstream_timeout, d.upstream_timeout),
+        upstream_body_timeout: dur(file.upstream_body_timeout, d.upstream_body_timeout),
         keepalive_timeout: dur(file.keepalive_timeout, d.keepalive_timeout),
         max_concurrent_streams: file.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
         max_upstream_connections: file.max_upstream_connections.unwrap_or(d.max_upstream_connections),
@@ -845,6 +853,7 @@ impl Limits {
             ("body_read_timeout", self.body_read_timeout),
             ("write_timeout", self.write_timeout),
             ("upstream_timeout", self.upstream_timeout),
+            ("upstream_body_timeout", self.upstream_body_timeout),
             ("keepalive_timeout", self.keepalive_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, v)| v.is_zero()) {
@@ -1148,6 +1157,7 @@ idle_timeout = "10m"
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
         for bad in [
             "upstream_timeout = \"0s\"",
+            "upstream_body_timeout = \"0s\"",
             "write_timeout = \"999999d\"",
             "max_upstream_connections = 0",
         ] {

@@ -57,6 +57,7 @@ pub struct LimitOverrides {
     pub body_min_rate: Option<u64>,
     pub write_timeout: Option<Duration>,
     pub upstream_timeout: Option<Duration>,
+    pub upstream_body_timeout: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
     pub max_concurrent_streams: Option<u32>,
     pub max_upstream_connections: Option<usize>,
@@ -81,6 +82,7 @@ impl LimitOverrides {
         set(&self.body_min_rate, &mut limits.body_min_rate);
         set(&self.write_timeout, &mut limits.write_timeout);
         set(&self.upstream_timeout, &mut limits.upstream_timeout);
+        set(&self.upstream_body_timeout, &mut limits.upstream_body_timeout);
         set(&self.keepalive_timeout, &mut limits.keepalive_timeout);
         set(&self.max_concurrent_streams, &mut limits.max_concurrent_streams);
         set(&self.max_upstream_connections, &mut limits.max_upstream_connections);

@@ -48,6 +48,7 @@ pub async fn forward(
     let timeouts = Timeouts {
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,
+        body: limits.upstream_body_timeout,
     };
     let head = RequestHead {
         method: &parts.method,

@@ -110,6 +110,7 @@ async fn probe(proxy: &Proxy, backend: &Arc<Backend>, check: &HealthCheck) -> Re
     let timeouts = super::upstream::Timeouts {
         connect: proxy.config().limits.connect_timeout,
         response: check.timeout,
+        body: check.timeout,
     };
     let exchange = async {
         let response = super::upstream::send(backend, request, timeouts).await?;

@@ -101,6 +101,7 @@ pub async fn upgrade(
         let timeouts = Timeouts {
             connect: limits.connect_timeout,
             response: limits.upstream_timeout,
+            body: limits.upstream_body_timeout,
         };
         (timeouts, limits.write_timeout)
     };

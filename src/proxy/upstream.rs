@@ -45,6 +45,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// For the response head (or the WebSocket handshake's answer).
     pub response: Duration,
+    /// The longest silence within the response body.
+    pub body: Duration,
 }
 
 /// Why a request did not get a response.
@@ -119,6 +121,9 @@ pub enum ExchangeError {
     Io(#[from] io::Error),
     #[error("the backend's answer is not valid HTTP/1.1: {0}")]
     Malformed(#[from] Malformed),
+    /// The answer's body stopped arriving for the body timeout.
+    #[error("the backend sent no byte of the response body for {}", crate::config::duration::format(*.0))]
+    BodyStalled(Duration),
     /// The client's request body failed (stalled, or the client went).
     #[error("the request body failed: {0}")]
     Body(BoxError),
@@ -261,7 +266,8 @@ pub async fn send_parts(
         match exchange(&mut conn, framing, body.take(), head.method, timeouts.response).await {
             Ok((head, sent)) => {
                 let keep_alive = head.keep_alive && sent;
-                let mut response = Response::new(UpstreamBody::new(conn, backend, head.framing, keep_alive));
+                let body = UpstreamBody::new(conn, backend, head.framing, keep_alive, timeouts.body);
+                let mut response = Response::new(body);
                 *response.status_mut() = head.status;
                 *response.version_mut() = Version::HTTP_11;
                 *response.headers_mut() = head.headers;
@@ -643,6 +649,11 @@ struct Streaming {
     framing: Framing,
     /// Both sides may keep the connection (never so for a body read to the close).
     keep_alive: bool,
+    /// The longest silence allowed, timed by the connection's own timer
+    /// (the head's deadline, which has done its work by now).
+    idle: Duration,
+    /// The timer runs from the first wait after the last bytes that came.
+    waiting: bool,
 }
 
 enum Framing {
@@ -653,7 +664,13 @@ enum Framing {
 }
 
 impl UpstreamBody {
-    fn new(mut conn: Pooled, backend: &Arc<Backend>, framing: ResponseFraming, keep_alive: bool) -> Self {
+    fn new(
+        mut conn: Pooled,
+        backend: &Arc<Backend>,
+        framing: ResponseFraming,
+        keep_alive: bool,
+        idle: Duration,
+    ) -> Self {
         let framing = match framing {
             ResponseFraming::Empty => {
                 release(conn, backend, keep_alive);
@@ -676,6 +693,8 @@ impl UpstreamBody {
                 backend: backend.clone(),
                 framing,
                 keep_alive,
+                idle,
+                waiting: false,
             }),
         }
     }
@@ -724,11 +743,29 @@ impl Streaming {
             let got = loop {
                 match self.conn.stream.try_read_buf(read) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::task::ready!(self.conn.stream.poll_read_ready(cx))?;
+                        if !self.waiting {
+                            // Read from the clock only when the body pauses,
+                            // not for every piece of a body that flows.
+                            self.waiting = true;
+                            let deadline = tokio::time::Instant::now() + self.idle;
+                            self.conn.deadline.as_mut().reset(deadline);
+                        }
+                        if let Poll::Ready(ready) = self.conn.stream.poll_read_ready(cx) {
+                            ready?;
+                            continue;
+                        }
+                        std::task::ready!(self.conn.deadline.as_mut().poll(cx));
+                        tracing::warn!(
+                            backend = %self.backend.id,
+                            "the response body stalled: no byte for {}; the client's answer is cut off",
+                            crate::config::duration::format(self.idle)
+                        );
+                        return Poll::Ready(Err(ExchangeError::BodyStalled(self.idle)));
                     }
                     result => break result?,
                 }
             };
+            self.waiting = false;
             if got == 0 {
                 if let Framing::UntilClose = self.framing {
                     return Poll::Ready(Ok(None));
