@@ -49,7 +49,13 @@ impl Clock {
     }
     /// Never 0, so 0 can mean "never".
     pub fn now_ms(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64 + 1
+        self.ms_at(Instant::now())
+    }
+
+    /// `now_ms` for an instant already read from the clock (a request's
+    /// start, say), so one request reads the clock as few times as it can.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.0).as_millis() as u64 + 1
     }
 }
 
@@ -355,11 +361,11 @@ impl fmt::Debug for IdlePool {
 }
 
 impl IdlePool {
-    /// The most recently used connection that can take a request now.
-    pub fn take(&self) -> Option<Pooled> {
+    /// The most recently used connection that can take a request `now`.
+    pub fn take(&self, now: Instant) -> Option<Pooled> {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((conn, since)) = stack.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && conn.is_usable() {
                 return Some(conn);
             }
         }
@@ -367,11 +373,11 @@ impl IdlePool {
     }
 
     /// Keeps a connection whose exchange ended cleanly (request and answer
-    /// framed to their ends) for the next request.
-    pub fn put(&self, conn: Pooled) {
+    /// framed to their ends) `now` for the next request.
+    pub fn put(&self, conn: Pooled, now: Instant) {
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         if stack.len() < MAX_IDLE {
-            stack.push((conn, Instant::now()));
+            stack.push((conn, now));
             drop(stack);
             self.returned.notify_one();
         }

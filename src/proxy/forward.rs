@@ -58,7 +58,10 @@ pub async fn forward(
     };
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     loop {
-        let now = proxy.clock.now_ms();
+        // The one clock read before the answer: picking, the pool, the
+        // deadline and the latency all take their time from it.
+        let started = Instant::now();
+        let now = proxy.clock.ms_at(started);
         let Some(backend) = pool.pick(now, sticky, &tried) else {
             return if tried.is_empty() {
                 upstream::no_backend()
@@ -72,10 +75,9 @@ pub async fn forward(
         };
 
         let in_flight = InFlight::start(&backend);
-        let started = Instant::now();
         // An answer that may be asked for again is not waited for on an
         // instance found down meanwhile: it would never come (a lost node).
-        let attempt = upstream::send_parts(&backend, &head, outgoing_body, timeouts);
+        let attempt = upstream::send_parts(&backend, &head, outgoing_body, timeouts, started);
         let result = if bodyless && is_idempotent(&parts.method) {
             // Subscribed before the attempt is first polled: nothing is missed.
             let mut went_down = backend.went_down.subscribe();
@@ -87,12 +89,13 @@ pub async fn forward(
             attempt.await
         };
         match result {
-            Ok(response) => {
+            Ok((response, answered)) => {
                 backend.record_connect_success();
                 let answered = Answered {
                     response,
                     in_flight,
                     started,
+                    answered,
                 };
                 return upstream::relay(&backend, settings, sticky, conn.scheme == Scheme::Https, answered);
             }

@@ -137,6 +137,7 @@ pub async fn upgrade(
                             response,
                             in_flight,
                             started,
+                            answered: std::time::Instant::now(),
                         };
                         upstream::relay(
                             &backend,

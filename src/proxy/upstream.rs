@@ -202,7 +202,7 @@ async fn wait_for_connection(backend: &Backend, timeout: Duration) -> Result<(Po
                 return Ok((Pooled::new(stream, permit), false));
             }
             _ = returned => {
-                if let Some(conn) = backend.idle.take() {
+                if let Some(conn) = backend.idle.take(Instant::now()) {
                     return Ok((conn, true));
                 }
             }
@@ -241,37 +241,47 @@ pub async fn send(
         headers: &parts.headers,
         forwarded: None,
     };
-    send_parts(backend, &head, body, timeouts).await
+    let started = Instant::now();
+    Ok(send_parts(backend, &head, body, timeouts, started).await?.0)
 }
 
 /// `send` for a request given as its parts, borrowed: a request that may
 /// be tried again on another backend is not copied for each attempt.
+/// `started` is when the caller last read the clock (the request's start);
+/// the answer comes with the time its head arrived. The clock is read once
+/// here, not at each step that needs a time.
 pub async fn send_parts(
     backend: &Arc<Backend>,
     head: &RequestHead<'_>,
     mut body: Option<RequestBody>,
     timeouts: Timeouts,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
+    started: Instant,
+) -> Result<(Response<UpstreamBody>, Instant), UpstreamError> {
     let bodyless = body.is_none();
     loop {
-        let (mut conn, pooled) = match backend.idle.take() {
-            Some(conn) => (conn, true),
-            // Boxed: connecting is the rare path and its state is large.
-            None => Box::pin(wait_for_connection(backend, timeouts.connect)).await?,
+        let (mut conn, pooled, from) = match backend.idle.take(started) {
+            Some(conn) => (conn, true, started),
+            None => {
+                // Boxed: connecting is the rare path and its state is large.
+                let (conn, pooled) = Box::pin(wait_for_connection(backend, timeouts.connect)).await?;
+                // The answer is timed from when the connection came.
+                (conn, pooled, Instant::now())
+            }
         };
         conn.deadline
             .as_mut()
-            .reset(tokio::time::Instant::now() + timeouts.response);
+            .reset(tokio::time::Instant::from_std(from) + timeouts.response);
         let framing = h1::encode_request_head(&mut conn.write, head, bodyless);
         match exchange(&mut conn, framing, body.take(), head.method, timeouts.response).await {
             Ok((head, sent)) => {
+                let answered = Instant::now();
                 let keep_alive = head.keep_alive && sent;
-                let body = UpstreamBody::new(conn, backend, head.framing, keep_alive, timeouts.body);
+                let body = UpstreamBody::new(conn, backend, head.framing, keep_alive, timeouts.body, answered);
                 let mut response = Response::new(body);
                 *response.status_mut() = head.status;
                 *response.version_mut() = Version::HTTP_11;
                 *response.headers_mut() = head.headers;
-                return Ok(response);
+                return Ok((response, answered));
             }
             // Closed as it was reused (the backend's keep-alive ran out): try a new one.
             Err(UpstreamError::Request(ExchangeError::Closed)) if pooled && bodyless && is_idempotent(head.method) => {}
@@ -548,7 +558,9 @@ pub async fn websocket_handshake(
 pub struct Answered {
     pub response: Response<UpstreamBody>,
     pub in_flight: InFlight,
+    /// The request's start and its answer head's arrival.
     pub started: Instant,
+    pub answered: Instant,
 }
 
 /// The client's response from a backend's answer: latency and 5xx counted,
@@ -561,7 +573,9 @@ pub fn relay(
     tls: bool,
     answered: Answered,
 ) -> Response<Body> {
-    backend.latency.record(answered.started.elapsed());
+    backend
+        .latency
+        .record(answered.answered.saturating_duration_since(answered.started));
     if answered.response.status().is_server_error() {
         backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
     }
@@ -670,15 +684,16 @@ impl UpstreamBody {
         framing: ResponseFraming,
         keep_alive: bool,
         idle: Duration,
+        now: Instant,
     ) -> Self {
         let framing = match framing {
             ResponseFraming::Empty => {
-                release(conn, backend, keep_alive);
+                release(conn, backend, keep_alive, now);
                 return UpstreamBody { state: BodyState::Done };
             }
             ResponseFraming::Length(n) if n <= conn.read.len() as u64 => {
                 let whole = conn.read.split_to(n as usize).freeze();
-                release(conn, backend, keep_alive);
+                release(conn, backend, keep_alive, now);
                 return UpstreamBody {
                     state: BodyState::Whole(whole),
                 };
@@ -702,9 +717,9 @@ impl UpstreamBody {
 
 /// Keeps a connection whose exchange ended cleanly for the next request;
 /// closes it otherwise (or when bytes beyond the answer came with it).
-fn release(conn: Pooled, backend: &Backend, keep_alive: bool) {
+fn release(conn: Pooled, backend: &Backend, keep_alive: bool, now: Instant) {
     if keep_alive && conn.read.is_empty() && !backend.removed.load(Ordering::Acquire) {
-        backend.idle.put(conn);
+        backend.idle.put(conn, now);
     }
 }
 
@@ -804,7 +819,7 @@ impl hyper::body::Body for UpstreamBody {
                     if let BodyState::Streaming(body) = std::mem::replace(state, BodyState::Done) {
                         if ended {
                             // keep_alive is false for a body read to the close.
-                            release(body.conn, &body.backend, body.keep_alive);
+                            release(body.conn, &body.backend, body.keep_alive, Instant::now());
                         }
                     }
                 }
