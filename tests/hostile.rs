@@ -568,6 +568,47 @@ fn chunked_answers_are_relayed_whole_on_the_plain_path() {
     still_serves_any(&fx, &proxy);
 }
 
+/// An answer's hop-by-hop fields (and those its Connection names) never
+/// reach the client, on either request path; everything else does, in
+/// full: both cookies, one Content-Length for two equal ones, one Date.
+#[test]
+fn hop_by_hop_answer_fields_stop_at_the_proxy_on_both_request_paths() {
+    let mut fx = Fixture::new("hostile-answer-hops");
+    let backend = ScriptedBackend::start(|_| {
+        let answer = b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: secret\r\n\
+            Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\n\
+            Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Kept: yes\r\nContent-Length: 2\r\n\
+            Content-Length: 2\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\n\r\nok";
+        (answer.to_vec(), After::KeepAlive)
+    });
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
+    for request in BOTH_PATHS {
+        let mut client = Raw::connect(proxy.addr);
+        client.send(request);
+        let r = client.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        let head: String = r
+            .headers
+            .iter()
+            .map(|(name, value)| format!("\r\n{name}: {value}").to_ascii_lowercase())
+            .chain(["\r\n".to_string()])
+            .collect();
+        for gone in ["x-hop", "keep-alive:", "proxy-connection", "trailer"] {
+            assert!(!head.contains(gone), "{gone} reached the client:\n{head}");
+        }
+        let count = |line: &str| head.matches(line).count();
+        assert_eq!(count("\r\nset-cookie: "), 2, "{head}");
+        assert_eq!(count("\r\nx-kept: yes\r\n"), 1, "{head}");
+        assert_eq!(count("\r\ncontent-length: 2\r\n"), 1, "{head}");
+        assert_eq!(count("\r\ndate: tue, 01 dec 2026 10:00:00 gmt\r\n"), 1, "{head}");
+        assert_eq!(count("\r\ndate: "), 1, "{head}");
+        // The connection carries the next request.
+        client.send(request);
+        assert_eq!(client.response().status, 200);
+    }
+    still_serves_any(&fx, &proxy);
+}
+
 /// still_serves for a backend that answers any path with 200.
 fn still_serves_any(fx: &Fixture, proxy: &Proxy) {
     let log = fx.log("proxy");

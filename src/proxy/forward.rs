@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::StatusCode;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::http::request::Parts;
-use hyper::{Response, StatusCode};
 use tokio::time::Sleep;
 
 use super::Proxy;
@@ -22,9 +22,9 @@ use super::conn::{ConnInfo, Scheme};
 use super::h1::RequestHead;
 use super::handler::Routed;
 use super::headers::{origin_form, prepare_request_headers};
-use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Timeouts, is_idempotent};
+use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Reply, Timeouts, is_idempotent};
 use crate::config::proxy::Limits;
-use crate::serve::{self, Body, BoxError};
+use crate::serve::{self, BoxError};
 
 pub async fn forward(
     proxy: &Arc<Proxy>,
@@ -32,7 +32,7 @@ pub async fn forward(
     routed: &Routed,
     mut parts: Parts,
     mut body: Option<Incoming>,
-) -> Response<Body> {
+) -> Reply {
     let Routed {
         config,
         pool,
@@ -63,11 +63,11 @@ pub async fn forward(
         let started = Instant::now();
         let now = proxy.clock.ms_at(started);
         let Some(backend) = pool.pick(now, sticky, &tried) else {
-            return if tried.is_empty() {
+            return Reply::Made(if tried.is_empty() {
                 upstream::no_backend()
             } else {
                 serve::text(StatusCode::BAD_GATEWAY, "no healthy Flow instance answered")
-            };
+            });
         };
         let outgoing_body = match (bodyless, body.take()) {
             (false, Some(b)) => Some(TimedBody::new(b, limits).boxed()),
@@ -89,13 +89,12 @@ pub async fn forward(
             attempt.await
         };
         match result {
-            Ok((response, answered)) => {
+            Ok(answer) => {
                 backend.record_connect_success();
                 let answered = Answered {
-                    response,
+                    answer,
                     in_flight,
                     started,
-                    answered,
                 };
                 return upstream::relay(&backend, settings, sticky, conn.scheme == Scheme::Https, answered);
             }
@@ -109,7 +108,7 @@ pub async fn forward(
                 tried.push(backend.clone());
                 if error.is_body_timeout() {
                     tracing::debug!(client = %conn.client, "request body timed out");
-                    return error.client_response();
+                    return error.client_response().into();
                 }
                 tracing::warn!(backend = %backend.id, retry, "upstream request failed: {error}");
                 if retry && tried.len() < MAX_ATTEMPTS && !matches!(error, upstream::UpstreamError::Timeout(_)) {
@@ -117,7 +116,7 @@ pub async fn forward(
                     continue;
                 }
                 backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
-                return error.client_response();
+                return error.client_response().into();
             }
         }
     }

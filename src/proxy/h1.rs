@@ -36,8 +36,6 @@ pub enum Malformed {
     TooManyHeaders,
     #[error("the response head is not HTTP/1.x ({0})")]
     Head(String),
-    #[error("a header field is not valid")]
-    Field,
     #[error("101 Switching Protocols answered a request that asked for no upgrade")]
     UnaskedSwitch,
     #[error("Content-Length is not one number")]
@@ -127,7 +125,11 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// One Content-Length value: digits only, no sign, no overflow.
 pub fn content_length(value: &HeaderValue) -> Option<u64> {
-    let bytes = value.as_bytes();
+    content_length_bytes(value.as_bytes())
+}
+
+/// `content_length` for a value as it was sent.
+pub fn content_length_bytes(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -151,27 +153,93 @@ pub enum ResponseFraming {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub fields: Fields,
     pub framing: ResponseFraming,
     /// The connection may carry another request once the body is read.
     pub keep_alive: bool,
 }
 
 /// Where one header field lies in the head's bytes.
-#[derive(Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct FieldAt {
     name: (u32, u32),
     value: (u32, u32),
 }
 
+/// An answer's header fields as the backend sent them: its head's bytes
+/// and where each field lies, in order. The plain HTTP/1.1 path writes the
+/// client's head from these directly; a `HeaderMap` is made only for
+/// hyper's side (`to_map`), so most answers never hash a name.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    head: Bytes,
+    at: Vec<FieldAt>,
+}
+
+fn span((start, len): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..(start + len) as usize
+}
+
+impl Fields {
+    /// Each field's name and value, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at
+            .iter()
+            .map(|field| (&self.head[span(field.name)], &self.head[span(field.value)]))
+    }
+
+    /// The fields as a map whose values share the head's memory. A
+    /// `Connection` field is left out unless it names other fields (which
+    /// the relay removes with it). httparse admits exactly the names and
+    /// values `HeaderName` and `HeaderValue` do, so nothing is lost; a field
+    /// either refused anyway is left out rather than passed on unchecked.
+    pub fn to_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(self.at.len());
+        for field in &self.at {
+            let name = &self.head[span(field.name)];
+            let value = &self.head[span(field.value)];
+            if name.eq_ignore_ascii_case(b"connection") && !names_fields(value) {
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(self.head.slice(span(field.value))),
+            ) else {
+                tracing::debug!("a backend's header field was refused when relayed");
+                continue;
+            };
+            headers.append(name, value);
+        }
+        headers
+    }
+}
+
+/// The tokens of a `Connection` value, trimmed, when it is visible ASCII
+/// (a value that is not says nothing: `HeaderValue::to_str` refuses it).
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let text = value.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b));
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(move |token| text && !token.is_empty())
+}
+
+/// Whether a `Connection` value names fields besides `close` and `keep-alive`.
+pub fn names_fields(value: &[u8]) -> bool {
+    // The usual values, told at once.
+    if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+        return false;
+    }
+    connection_tokens(value).any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
 /// Takes the answer's head from the start of `buf` when it is all there
 /// (skipping interim 1xx answers); None while more bytes are needed. The
 /// head is parsed once: field positions are noted during the parse, and
-/// the values then share the head's memory rather than being copied.
+/// nothing is copied or hashed.
 pub fn take_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Malformed> {
-    let mut at = [FieldAt::default(); MAX_HEADERS];
     loop {
-        let (n, code, http10, count) = {
+        let (n, code, http10, at) = {
             let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut []);
             let parsed =
@@ -186,78 +254,63 @@ pub fn take_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<
             };
             let base = buf.as_ptr() as usize;
             let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
-            for (slot, field) in at.iter_mut().zip(response.headers.iter()) {
-                *slot = FieldAt {
-                    name: span(field.name.as_bytes()),
-                    value: span(field.value),
-                };
-            }
             let code = response.code.unwrap_or(0);
-            (n, code, response.version == Some(0), response.headers.len())
+            let at: Vec<FieldAt> = if (100..200).contains(&code) {
+                Vec::new()
+            } else {
+                response
+                    .headers
+                    .iter()
+                    .map(|field| FieldAt {
+                        name: span(field.name.as_bytes()),
+                        value: span(field.value),
+                    })
+                    .collect()
+            };
+            (n, code, response.version == Some(0), at)
         };
         match code {
             101 => return Err(Malformed::UnaskedSwitch),
             100..=199 => buf.advance(n),
             _ => {
                 let head = buf.split_to(n).freeze();
-                return build_head(&head, code, http10, &at[..count], method).map(Some);
+                return build_head(Fields { head, at }, code, http10, method).map(Some);
             }
         }
     }
 }
 
-/// The head's status, fields and framing, from the positions the parse noted.
-fn build_head(
-    head: &Bytes,
-    code: u16,
-    http10: bool,
-    fields: &[FieldAt],
-    method: &Method,
-) -> Result<ResponseHead, Malformed> {
+/// The head's status and framing, read from its fields (RFC 9112, 6.3).
+fn build_head(fields: Fields, code: u16, http10: bool, method: &Method) -> Result<ResponseHead, Malformed> {
     let status = StatusCode::from_u16(code).map_err(|_| Malformed::Head("no status".into()))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut length: Option<u64> = None;
     let mut close = http10;
-    let part = |(start, len): (u32, u32)| start as usize..(start + len) as usize;
-    for field in fields {
-        let name = HeaderName::from_bytes(&head[part(field.name)]).map_err(|_| Malformed::Field)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(part(field.value))).map_err(|_| Malformed::Field)?;
-        if name == header::CONTENT_LENGTH {
-            let n = content_length(&value).ok_or(Malformed::ContentLength)?;
+    for (name, value) in fields.iter() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length_bytes(value).ok_or(Malformed::ContentLength)?;
             if length.is_some_and(|earlier| earlier != n) {
                 return Err(Malformed::ContentLength);
             }
             length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
             // Only a final "chunked" frames the body; anything else reads to the close.
-            chunked = value
-                .to_str()
+            chunked = std::str::from_utf8(value)
                 .ok()
+                .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..0x7f).contains(&b)))
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name == header::CONNECTION {
-            let tokens = value.to_str().unwrap_or("");
-            let mut names_fields = false;
-            for token in tokens.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in connection_tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     close &= !http10;
-                } else if !token.is_empty() {
-                    names_fields = true;
                 }
             }
-            // Hop-by-hop: kept only for the fields it names, which the
-            // relay removes with it; the usual `keep-alive` or `close`
-            // never reaches the map.
-            if !names_fields {
-                continue;
-            }
         }
-        headers.append(name, value);
     }
     let bodyless = *method == Method::HEAD || matches!(status.as_u16(), 204 | 304);
     let framing = if bodyless {
@@ -283,7 +336,7 @@ fn build_head(
     };
     Ok(ResponseHead {
         status,
-        headers,
+        fields,
         framing,
         keep_alive: !close && framing != ResponseFraming::UntilClose,
     })
@@ -521,13 +574,13 @@ mod tests {
         )
         .unwrap();
         assert!(h.keep_alive);
-        assert!(!h.headers.contains_key(header::CONNECTION));
+        assert!(!h.fields.to_map().contains_key(header::CONNECTION));
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n",
             &get,
         )
         .unwrap();
-        assert_eq!(h.headers[header::CONNECTION], "x-hop");
+        assert_eq!(h.fields.to_map()[header::CONNECTION], "x-hop");
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
             &get,
@@ -603,7 +656,7 @@ mod tests {
             (head.status, head.framing),
             (StatusCode::OK, ResponseFraming::Length(2))
         );
-        assert_eq!(head.headers["content-length"], "2");
+        assert_eq!(head.fields.to_map()["content-length"], "2");
         assert_eq!(&buf[..], b"ok");
         assert!(take(b"HTTP/1.1 200 OK\r\nContent-Len", &Method::GET).unwrap().is_none());
     }

@@ -14,6 +14,7 @@ use super::Proxy;
 use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
 use super::headers::{check_framing, cookie_value, request_host};
+use super::upstream::Reply;
 use crate::config::proxy::{ProxyConfig, Route, Service};
 use crate::serve::{self, Body};
 
@@ -31,15 +32,18 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
     }
     let (parts, body) = req.into_parts();
-    super::forward::forward(&proxy, &conn, &routed, parts, Some(body)).await
+    super::forward::forward(&proxy, &conn, &routed, parts, Some(body))
+        .await
+        .into_response()
 }
 
 /// A request without a body, read by the plain HTTP/1.1 path (`plain`):
-/// the same checks and routing as `handle`, never an upgrade.
-pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Response<Body> {
+/// the same checks and routing as `handle`, never an upgrade. A backend's
+/// answer comes back with its fields as the backend wrote them.
+pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Reply {
     match route(&proxy, &conn, &req) {
         Ok(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
-        Err(answer) => *answer,
+        Err(answer) => Reply::Made(*answer),
     }
 }
 

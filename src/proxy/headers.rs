@@ -7,6 +7,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Uri, Version};
 
 use super::conn::ConnInfo;
+use super::h1::{Fields, connection_tokens, names_fields};
 use crate::config::proxy::Service;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -17,11 +18,18 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// Headers a `Connection` token can never remove: what routes and frames the
 /// message, and what the proxy sets itself.
 fn protected(name: &HeaderName) -> bool {
-    name == header::HOST
-        || name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || is_forwarding(name)
+    protected_name(name.as_str().as_bytes())
+}
+
+/// `protected` for a name as it was sent, in any case.
+fn protected_name(name: &[u8]) -> bool {
+    const ROUTING: [&[u8]; 4] = [b"host", b"content-length", b"transfer-encoding", b"upgrade"];
+    const FORWARDING: [&[u8]; 2] = [b"forwarded", b"x-real-ip"];
+    let prefix = b"x-forwarded-";
+    ROUTING.iter().chain(&FORWARDING).any(|p| name.eq_ignore_ascii_case(p))
+        || name
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// A header that says what earlier hops saw: only the proxy, or a trusted
@@ -301,19 +309,61 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The headers removed from every message in both directions (RFC 9110,
-/// 7.6.1) besides those `Connection` names, told by their text.
+/// 7.6.1) besides those `Connection` names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// A hop-by-hop header, told by its text.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// A backend's answer fields that go on to the client, as the backend wrote
+/// them: `remove_hop_by_hop` for fields not in a map, with the same rules
+/// (the hop-by-hop ones, and those a `Connection` field names unless
+/// protected or named `keep-alive`).
+pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
+    // Connection fields that name others are rare: only then is each field
+    // looked for among their tokens.
+    let naming = fields
+        .iter()
+        .any(|(name, value)| name.eq_ignore_ascii_case(b"connection") && names_fields(value));
+    fields
+        .iter()
+        .filter(move |(name, _)| !(is_hop_by_hop_name(name) || naming && named_by_connection(fields, name)))
+}
+
+/// `is_hop_by_hop` for a name as it was sent, in any case: told by its
+/// length first, so most names are compared with nothing.
+fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        19 => &["proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+}
+
+fn named_by_connection(fields: &Fields, name: &[u8]) -> bool {
+    !protected_name(name)
+        && fields
+            .iter()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(b"connection"))
+            .flat_map(|(_, value)| connection_tokens(value))
+            .any(|token| !token.eq_ignore_ascii_case(b"keep-alive") && token.eq_ignore_ascii_case(name))
 }
 
 /// The headers of a WebSocket handshake as written to the backend by hand:
@@ -364,6 +414,58 @@ pub fn sticky_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_told_in_any_case() {
+        for name in super::HOP_BY_HOP {
+            assert!(is_hop_by_hop_name(name.as_bytes()), "{name}");
+            assert!(is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()), "{name}");
+        }
+        for name in [
+            "t",
+            "tee",
+            "trailers",
+            "connections",
+            "content-length",
+            "proxy-connectio",
+            "upgrade",
+        ] {
+            assert!(!is_hop_by_hop_name(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn answer_fields_written_as_sent_are_those_the_map_keeps() {
+        let heads: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-HOP: 1\r\nx-other: 2\r\nTransfer-Encoding: chunked\r\n\
+              Trailer: x\r\nProxy-Connection: k\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, HOST, x-forwarded-for, upgrade, keep-alive, forwarded\r\n\
+              Keep-Alive: 1\r\nContent-Length: 1\r\nX-Forwarded-For: a\r\nUpgrade: h2c\r\nHost: h\r\nForwarded: f\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: a\r\nconnection: b ,, c\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nTE: trailers\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: \xe9, a\r\nA: 1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nProxy-Authenticate: x\r\nDate: d\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: 1\r\nProxy-Authorization: p\r\nContent-Length: 0\r\n\r\n",
+        ];
+        for text in heads {
+            let head = super::super::h1::take_response_head(&mut bytes::BytesMut::from(text), &hyper::Method::GET)
+                .unwrap()
+                .unwrap();
+            let mut raw: Vec<(String, Vec<u8>)> = end_to_end(&head.fields)
+                .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), value.to_vec()))
+                .collect();
+            let mut map = head.fields.to_map();
+            remove_hop_by_hop(&mut map);
+            let mut mapped: Vec<(String, Vec<u8>)> = map
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect();
+            raw.sort();
+            mapped.sort();
+            assert_eq!(raw, mapped, "{}", String::from_utf8_lossy(text));
+            assert!(raw.iter().all(|(name, _)| !super::HOP_BY_HOP.contains(&name.as_str())));
+        }
+    }
 
     /// What `is_hop_by_hop` must match.
     const HOP_BY_HOP: [HeaderName; 8] = [

@@ -113,11 +113,10 @@ async fn probe(proxy: &Proxy, backend: &Arc<Backend>, check: &HealthCheck) -> Re
         body: check.timeout,
     };
     let exchange = async {
-        let response = super::upstream::send(backend, request, timeouts).await?;
-        let status = response.status();
+        let answer = super::upstream::send(backend, request, timeouts).await?;
         // Reading the (small) body lets the connection be used again.
-        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-        Ok::<_, super::upstream::UpstreamError>(status)
+        let _ = http_body_util::BodyExt::collect(answer.body).await;
+        Ok::<_, super::upstream::UpstreamError>(answer.status)
     };
     match tokio::time::timeout(check.timeout, exchange).await {
         Err(_) => Err(format!("{} did not answer within {:?}", check.path, check.timeout)),

@@ -27,8 +27,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::h1::{LAST_CHUNK, chunk_header, content_length, field};
+use super::h1::{LAST_CHUNK, chunk_header, content_length, content_length_bytes, field};
 use super::handler;
+use super::upstream::{Relayed, Reply};
 use crate::serve::Body;
 
 /// How a connection left this path.
@@ -196,35 +197,30 @@ fn plain_field(field: &httparse::Header<'_>) -> bool {
     .any(|framing| name.eq_ignore_ascii_case(framing))
 }
 
-/// Writes `response` to the client; whether the connection may carry
-/// another request.
+/// Writes `reply` to the client; whether the connection may carry another
+/// request.
 async fn write_response<IO>(
     io: &mut IO,
     out: &mut Vec<u8>,
-    response: Response<Body>,
+    reply: Reply,
     head_only: bool,
     closing: bool,
 ) -> io::Result<bool>
 where
     IO: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let bodyless = head_only || status.is_informational() || matches!(status.as_u16(), 204 | 304);
-    let stated = parts.headers.get(header::CONTENT_LENGTH).and_then(content_length);
-    let close = closing
-        || parts
-            .headers
-            .get(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     out.clear();
-    status_line(out, status);
-    for (name, value) in &parts.headers {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        field(out, b"date", &http_date());
-    }
+    let Head {
+        status,
+        mut body,
+        stated,
+        close,
+        says_close,
+    } = match reply {
+        Reply::Made(response) => made_head(out, response, closing),
+        Reply::Relayed(relayed) => relayed_head(out, relayed, closing),
+    };
+    let bodyless = head_only || status.is_informational() || matches!(status.as_u16(), 204 | 304);
     let framing = if bodyless {
         Framing::None
     } else if let Some(length) = stated {
@@ -236,7 +232,7 @@ where
         field(out, b"transfer-encoding", b"chunked");
         Framing::Chunked
     };
-    if close && !parts.headers.contains_key(header::CONNECTION) {
+    if close && !says_close {
         field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
@@ -308,6 +304,76 @@ enum Framing {
     None,
     Length(u64),
     Chunked,
+}
+
+/// A reply's head, its fields written to `out` but for the framing and
+/// `Connection: close`.
+struct Head {
+    status: StatusCode,
+    body: Body,
+    /// The Content-Length the fields state.
+    stated: Option<u64>,
+    /// The connection ends after this reply.
+    close: bool,
+    /// The fields said so already.
+    says_close: bool,
+}
+
+/// The head of an answer the proxy made: its map's fields, and a Date.
+fn made_head(out: &mut Vec<u8>, response: Response<Body>, closing: bool) -> Head {
+    let (parts, body) = response.into_parts();
+    let connection = parts.headers.get(header::CONNECTION);
+    let close = closing || connection.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    status_line(out, parts.status);
+    for (name, value) in &parts.headers {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        field(out, b"date", &http_date());
+    }
+    Head {
+        status: parts.status,
+        body,
+        stated: parts.headers.get(header::CONTENT_LENGTH).and_then(content_length),
+        close,
+        says_close: connection.is_some(),
+    }
+}
+
+/// The head of a backend's answer, from its fields as the backend wrote
+/// them (no map): the end-to-end ones in order and case, one
+/// Content-Length however many equal ones came, the sticky cookie, and a
+/// Date when the backend sent none.
+fn relayed_head(out: &mut Vec<u8>, relayed: Relayed, closing: bool) -> Head {
+    status_line(out, relayed.status);
+    let mut stated = None;
+    let mut dated = false;
+    for (name, value) in relayed.end_to_end() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if stated.is_none() {
+                // The head was refused unless every one was a number, and the same.
+                stated = content_length_bytes(value);
+                field(out, name, value);
+            }
+            continue;
+        }
+        dated |= name.eq_ignore_ascii_case(b"date");
+        field(out, name, value);
+    }
+    if let Some(cookie) = &relayed.cookie {
+        field(out, b"set-cookie", cookie.as_bytes());
+    }
+    if !dated {
+        field(out, b"date", &http_date());
+    }
+    Head {
+        status: relayed.status,
+        body: relayed.body,
+        stated,
+        // Its own Connection field was hop-by-hop: only a shutdown closes.
+        close: closing,
+        says_close: false,
+    }
 }
 
 /// What `out` may gather before it is written even though more is ready.

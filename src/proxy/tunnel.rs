@@ -132,12 +132,11 @@ pub async fn upgrade(
                 let in_flight = InFlight::start(&backend);
                 let started = std::time::Instant::now();
                 return match upstream::send(&backend, request, timeouts).await {
-                    Ok(response) => {
+                    Ok(answer) => {
                         let answered = Answered {
-                            response,
+                            answer,
                             in_flight,
                             started,
-                            answered: std::time::Instant::now(),
                         };
                         upstream::relay(
                             &backend,
@@ -146,6 +145,7 @@ pub async fn upgrade(
                             conn.scheme == Scheme::Https,
                             answered,
                         )
+                        .into_response()
                     }
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, "WebSocket handshake refused ({status}), then: {error}");

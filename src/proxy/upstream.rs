@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,7 +26,9 @@ use super::Proxy;
 use super::backend::{Backend, InFlight, Pooled};
 use super::balance::sticky_value;
 use super::events::ProxyEvent;
-use super::h1::{self, ChunkedDecoder, Decoded, Malformed, RequestFraming, RequestHead, ResponseFraming, ResponseHead};
+use super::h1::{
+    self, ChunkedDecoder, Decoded, Fields, Malformed, RequestFraming, RequestHead, ResponseFraming, ResponseHead,
+};
 use super::headers::{remove_hop_by_hop, sticky_cookie};
 use crate::config::proxy::Service;
 use crate::serve::{self, Body, BoxError, RequestBody};
@@ -232,7 +234,7 @@ pub async fn send(
     backend: &Arc<Backend>,
     request: Request<RequestBody>,
     timeouts: Timeouts,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
+) -> Result<Answer, UpstreamError> {
     let (parts, body) = request.into_parts();
     let body = (!body.is_end_stream()).then_some(body);
     let head = RequestHead {
@@ -241,14 +243,22 @@ pub async fn send(
         headers: &parts.headers,
         forwarded: None,
     };
-    let started = Instant::now();
-    Ok(send_parts(backend, &head, body, timeouts, started).await?.0)
+    send_parts(backend, &head, body, timeouts, Instant::now()).await
+}
+
+/// A backend's answer: its status, its fields as the backend sent them, its
+/// body still to be read, and when its head arrived.
+pub struct Answer {
+    pub status: StatusCode,
+    pub fields: Fields,
+    pub body: UpstreamBody,
+    pub at: Instant,
 }
 
 /// `send` for a request given as its parts, borrowed: a request that may
 /// be tried again on another backend is not copied for each attempt.
 /// `started` is when the caller last read the clock (the request's start);
-/// the answer comes with the time its head arrived. The clock is read once
+/// the answer carries the time its head arrived. The clock is read once
 /// here, not at each step that needs a time.
 pub async fn send_parts(
     backend: &Arc<Backend>,
@@ -256,7 +266,7 @@ pub async fn send_parts(
     mut body: Option<RequestBody>,
     timeouts: Timeouts,
     started: Instant,
-) -> Result<(Response<UpstreamBody>, Instant), UpstreamError> {
+) -> Result<Answer, UpstreamError> {
     let bodyless = body.is_none();
     loop {
         let (mut conn, pooled, from) = match backend.idle.take(started) {
@@ -274,14 +284,14 @@ pub async fn send_parts(
         let framing = h1::encode_request_head(&mut conn.write, head, bodyless);
         match exchange(&mut conn, framing, body.take(), head.method, timeouts.response).await {
             Ok((head, sent)) => {
-                let answered = Instant::now();
+                let at = Instant::now();
                 let keep_alive = head.keep_alive && sent;
-                let body = UpstreamBody::new(conn, backend, head.framing, keep_alive, timeouts.body, answered);
-                let mut response = Response::new(body);
-                *response.status_mut() = head.status;
-                *response.version_mut() = Version::HTTP_11;
-                *response.headers_mut() = head.headers;
-                return Ok((response, answered));
+                return Ok(Answer {
+                    status: head.status,
+                    fields: head.fields,
+                    body: UpstreamBody::new(conn, backend, head.framing, keep_alive, timeouts.body, at),
+                    at,
+                });
             }
             // Closed as it was reused (the backend's keep-alive ran out): try a new one.
             Err(UpstreamError::Request(ExchangeError::Closed)) if pooled && bodyless && is_idempotent(head.method) => {}
@@ -556,44 +566,95 @@ pub async fn websocket_handshake(
 
 /// A backend's answer, with what keeps it counted until its body is sent.
 pub struct Answered {
-    pub response: Response<UpstreamBody>,
+    pub answer: Answer,
     pub in_flight: InFlight,
-    /// The request's start and its answer head's arrival.
+    /// When the request started (its latency runs to the answer's head).
     pub started: Instant,
-    pub answered: Instant,
 }
 
-/// The client's response from a backend's answer: latency and 5xx counted,
-/// hop-by-hop headers removed, the sticky cookie set (Secure over TLS), the
-/// backend's in-flight count and connection held until the body is done.
-pub fn relay(
-    backend: &Backend,
-    settings: &Service,
-    sticky: Option<&str>,
-    tls: bool,
-    answered: Answered,
-) -> Response<Body> {
-    backend
-        .latency
-        .record(answered.answered.saturating_duration_since(answered.started));
-    if answered.response.status().is_server_error() {
-        backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+/// What the client gets: an answer the proxy made itself, or a backend's.
+pub enum Reply {
+    Made(Response<Body>),
+    Relayed(Relayed),
+}
+
+impl From<Response<Body>> for Reply {
+    fn from(response: Response<Body>) -> Self {
+        Reply::Made(response)
     }
-    let (mut head, incoming) = answered.response.into_parts();
-    remove_hop_by_hop(&mut head.headers);
-    if let Some(name) = settings.sticky_cookie.as_deref() {
-        let value = sticky_value(&backend.id);
-        if sticky != Some(value.as_str()) {
-            if let Some(cookie) = sticky_cookie(name, &value, tls) {
-                head.headers.append(header::SET_COOKIE, cookie);
-            }
+}
+
+impl Reply {
+    /// The reply as hyper's response.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Reply::Made(response) => response,
+            Reply::Relayed(relayed) => relayed.into_response(),
         }
     }
+}
+
+/// A backend's answer on its way to the client, its fields still as the
+/// backend wrote them: the plain HTTP/1.1 path writes them out as they are
+/// (`end_to_end`); hyper's side gets them as a map (`into_response`).
+pub struct Relayed {
+    pub status: StatusCode,
+    pub fields: Fields,
+    /// The sticky cookie to set: the client did not send this backend's.
+    pub cookie: Option<HeaderValue>,
+    pub body: Body,
+}
+
+impl Relayed {
+    /// The fields that go on to the client (no hop-by-hop ones).
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        super::headers::end_to_end(&self.fields)
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut headers = self.fields.to_map();
+        remove_hop_by_hop(&mut headers);
+        if let Some(cookie) = self.cookie {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// The client's reply from a backend's answer: latency and 5xx counted,
+/// the sticky cookie chosen (Secure over TLS), the backend's in-flight
+/// count and connection held until the body is done. Hop-by-hop headers
+/// are left out as the head is written (`Relayed`).
+pub fn relay(backend: &Backend, settings: &Service, sticky: Option<&str>, tls: bool, answered: Answered) -> Reply {
+    let Answered {
+        answer,
+        in_flight,
+        started,
+    } = answered;
+    backend.latency.record(answer.at.saturating_duration_since(started));
+    if answer.status.is_server_error() {
+        backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let cookie = settings.sticky_cookie.as_deref().and_then(|name| {
+        let value = sticky_value(&backend.id);
+        if sticky == Some(value.as_str()) {
+            return None;
+        }
+        sticky_cookie(name, &value, tls)
+    });
     let body = TrackedBody {
-        inner: incoming,
-        _in_flight: answered.in_flight,
+        inner: answer.body,
+        _in_flight: in_flight,
     };
-    Response::from_parts(head, body.boxed())
+    Reply::Relayed(Relayed {
+        status: answer.status,
+        fields: answer.fields,
+        cookie,
+        body: body.boxed(),
+    })
 }
 
 /// Records a failed connect: the backend is skipped for a backoff.
