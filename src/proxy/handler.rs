@@ -19,7 +19,7 @@ use crate::config::proxy::{ProxyConfig, Route, Service};
 use crate::serve::{self, Body};
 
 pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-    let routed = match route(&proxy, &conn, &req) {
+    let routed = match route(&proxy, &conn, &req, Framing::Unchecked) {
         Ok(routed) => routed,
         Err(answer) => return *answer,
     };
@@ -41,7 +41,7 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
 /// the same checks and routing as `handle`, never an upgrade. A backend's
 /// answer comes back with its fields as the backend wrote them.
 pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Reply {
-    match route(&proxy, &conn, &req) {
+    match route(&proxy, &conn, &req, Framing::NoneAdmitted) {
         Ok(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
         Err(answer) => Reply::Made(*answer),
     }
@@ -56,11 +56,21 @@ pub struct Routed {
     pub sticky: Option<String>,
 }
 
+/// What is known of a request's framing fields before `route`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// hyper's: they are checked here.
+    Unchecked,
+    /// The plain path's: it serves no request with Content-Length or
+    /// Transfer-Encoding (`plain::plain_field`), so there is nothing to check.
+    NoneAdmitted,
+}
+
 /// Refuses what must not be routed, answers what the proxy answers itself
 /// (ACME challenges, HTTPS redirects, no route, no backend), and otherwise
 /// says where the request goes. The answer is boxed: it is the rare case,
 /// and the Ok side stays small.
-fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Result<Routed, Box<Response<Body>>> {
+fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>, framing: Framing) -> Result<Routed, Box<Response<Body>>> {
     if req.method() == Method::CONNECT {
         return Err(Box::new(serve::text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -75,7 +85,14 @@ fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>) -> Result<Routed, 
             format!("the request headers are larger than {limit} bytes"),
         )));
     }
-    check_framing(req).map_err(|e| Box::new(e.response()))?;
+    if framing == Framing::Unchecked {
+        check_framing(req).map_err(|e| Box::new(e.response()))?;
+    } else {
+        debug_assert!(
+            !req.headers().contains_key(header::CONTENT_LENGTH)
+                && !req.headers().contains_key(header::TRANSFER_ENCODING)
+        );
+    }
     let host = request_host(req).map_err(|e| Box::new(e.response()))?;
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return Err(Box::new(serve::text(

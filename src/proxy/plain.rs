@@ -158,7 +158,7 @@ fn parse(buf: &mut BytesMut, fields: usize, spans: &mut Vec<Spans>) -> Parsed {
         let uri = Uri::from_maybe_shared(part(path)).ok()?;
         let mut headers = HeaderMap::with_capacity(spans.len());
         for &(name, value) in spans.iter() {
-            let name = HeaderName::from_bytes(&part(name)).ok()?;
+            let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
             headers.append(name, HeaderValue::from_maybe_shared(part(value)).ok()?);
         }
         Some((uri, headers))
@@ -394,6 +394,11 @@ async fn write_data<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut Vec<u8>, data
 }
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    if status == StatusCode::OK {
+        // Most answers: no lookup of the reason.
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
