@@ -769,6 +769,30 @@ const BOTH_PATHS: [&[u8]; 2] = [
     b"POST /stream HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 ];
 
+/// A proxy over `backend` with a 1 s body timeout.
+fn with_body_timeout(fx: &mut Fixture, backend: &str) -> Proxy {
+    fx.proxy(
+        "proxy",
+        &[
+            "--backend",
+            backend,
+            "--no-health-check",
+            "--upstream-body-timeout",
+            "1s",
+        ],
+    )
+}
+
+/// Sends `request` on a new connection and reads a 200 head; when it was sent.
+fn answered_200(proxy: &Proxy, request: &[u8]) -> (Instant, Raw) {
+    let started = Instant::now();
+    let mut client = Raw::connect(proxy.addr);
+    client.send(request);
+    let head = read_head(&mut client.stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (started, client)
+}
+
 #[test]
 fn a_backend_that_stalls_mid_body_is_cut_off_after_the_body_timeout() {
     let mut fx = Fixture::new("hostile-body-stall");
@@ -777,17 +801,9 @@ fn a_backend_that_stalls_mid_body_is_cut_off_after_the_body_timeout() {
         let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
         (answer.to_vec(), After::Stall)
     });
-    let addr = backend.addr.to_string();
-    let proxy = fx.proxy(
-        "proxy",
-        &["--backend", &addr, "--no-health-check", "--upstream-body-timeout", "1s"],
-    );
+    let proxy = with_body_timeout(&mut fx, &backend.addr.to_string());
     for request in BOTH_PATHS {
-        let started = Instant::now();
-        let mut client = Raw::connect(proxy.addr);
-        client.send(request);
-        let head = read_head(&mut client.stream);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (started, mut client) = answered_200(&proxy, request);
         let mut body = Vec::new();
         // The read timeout is 10 s: a proxy that waits for ever fails here.
         let end = client.stream.read_to_end(&mut body);
@@ -828,16 +844,9 @@ fn a_body_that_keeps_streaming_outlives_the_body_timeout() {
             stream.write_all(b"0\r\n\r\n").unwrap();
         }
     });
-    let proxy = fx.proxy(
-        "proxy",
-        &["--backend", &addr, "--no-health-check", "--upstream-body-timeout", "1s"],
-    );
+    let proxy = with_body_timeout(&mut fx, &addr);
     for request in BOTH_PATHS {
-        let started = Instant::now();
-        let mut client = Raw::connect(proxy.addr);
-        client.send(request);
-        let head = read_head(&mut client.stream);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (started, mut client) = answered_200(&proxy, request);
         let mut body = Vec::new();
         let mut buf = [0u8; 256];
         while !body.ends_with(b"0\r\n\r\n") {
