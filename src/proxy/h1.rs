@@ -214,10 +214,15 @@ impl Fields {
     }
 }
 
-/// The tokens of a `Connection` value, trimmed, when it is visible ASCII
-/// (a value that is not says nothing: `HeaderValue::to_str` refuses it).
+/// Whether a value is text that `HeaderValue::to_str` accepts: visible
+/// ASCII, spaces and tabs. A field whose value is not says nothing.
+fn visible_ascii(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+}
+
+/// The tokens of a `Connection` value, trimmed, when it is visible ASCII.
 pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let text = value.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b));
+    let text = visible_ascii(value);
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -297,11 +302,11 @@ fn build_head(fields: Fields, code: u16, http10: bool, method: &Method) -> Resul
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
             // Only a final "chunked" frames the body; anything else reads to the close.
-            chunked = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..0x7f).contains(&b)))
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            chunked = visible_ascii(value)
+                && value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in connection_tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {

@@ -24,19 +24,23 @@ fn protected(name: &HeaderName) -> bool {
 /// `protected` for a name as it was sent, in any case.
 fn protected_name(name: &[u8]) -> bool {
     const ROUTING: [&[u8]; 4] = [b"host", b"content-length", b"transfer-encoding", b"upgrade"];
-    const FORWARDING: [&[u8]; 2] = [b"forwarded", b"x-real-ip"];
-    let prefix = b"x-forwarded-";
-    ROUTING.iter().chain(&FORWARDING).any(|p| name.eq_ignore_ascii_case(p))
-        || name
-            .get(..prefix.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    ROUTING.iter().any(|p| name.eq_ignore_ascii_case(p)) || is_forwarding_name(name)
 }
 
 /// A header that says what earlier hops saw: only the proxy, or a trusted
 /// proxy before it, may set these.
 fn is_forwarding(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+    is_forwarding_name(name.as_str().as_bytes())
+}
+
+/// `is_forwarding` for a name as it was sent, in any case.
+fn is_forwarding_name(name: &[u8]) -> bool {
+    let prefix = b"x-forwarded-";
+    name.eq_ignore_ascii_case(b"forwarded")
+        || name.eq_ignore_ascii_case(b"x-real-ip")
+        || name
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// Why a request is refused with 400 before it is routed.
@@ -323,7 +327,7 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// A hop-by-hop header, told by its text.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// A backend's answer fields that go on to the client, as the backend wrote
@@ -341,20 +345,10 @@ pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
         .filter(move |(name, _)| !(is_hop_by_hop_name(name) || naming && named_by_connection(fields, name)))
 }
 
-/// `is_hop_by_hop` for a name as it was sent, in any case: told by its
-/// length first, so most names are compared with nothing.
+/// `is_hop_by_hop` for a name as it was sent, in any case (each compare
+/// looks at the lengths first, so most names cost eight of those).
 fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    let candidates: &[&str] = match name.len() {
-        2 => &["te"],
-        7 => &["trailer"],
-        10 => &["connection", "keep-alive"],
-        16 => &["proxy-connection"],
-        17 => &["transfer-encoding"],
-        18 => &["proxy-authenticate"],
-        19 => &["proxy-authorization"],
-        _ => return false,
-    };
-    candidates.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
 fn named_by_connection(fields: &Fields, name: &[u8]) -> bool {
