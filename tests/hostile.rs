@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::raw::{After, Raw, RawBackend, ScriptedBackend, echo};
@@ -660,33 +660,87 @@ fn forwarded_headers_from_clients_are_replaced_unless_the_peer_is_trusted() {
         ("Host", "flow.example.com"),
         ("X-Forwarded-Host", "evil.example"),
         ("X-Forwarded-For", "203.0.113.66"),
+        ("x-forwarded-for", "203.0.113.67"),
         ("X-Forwarded-Proto", "gopher"),
+        ("X-FORWARDED-PORT", "1"),
         ("X-Forwarded-Prefix", "/admin"),
         ("Forwarded", "for=203.0.113.66;host=evil.example"),
         ("X-Real-IP", "203.0.113.66"),
     ];
     let mut fx = Fixture::new("hostile-forwarded");
     let proxy = over_sim(&mut fx, &[]);
-    let headers = request(proxy.addr, "GET", "/api/sim/whoami", &spoofed, b"").json()["headers"].clone();
-    assert_eq!(headers["x-forwarded-host"], "flow.example.com");
-    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(headers["x-forwarded-proto"], "http");
-    for gone in ["x-forwarded-prefix", "forwarded", "x-real-ip"] {
-        assert!(headers.get(gone).is_none(), "{gone} reached Flow: {headers}");
+    for send in BOTH_WAYS {
+        let headers = send(proxy.addr, "/api/sim/whoami", &spoofed).json()["headers"].clone();
+        assert_eq!(headers["x-forwarded-host"], "flow.example.com");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-port"], proxy.addr.port().to_string());
+        for gone in ["x-forwarded-prefix", "forwarded", "x-real-ip"] {
+            assert!(headers.get(gone).is_none(), "{gone} reached Flow: {headers}");
+        }
     }
     still_serves(&fx, &proxy, "/api/sim/whoami");
 
     // A proxy in front that the operator trusts: its chain is appended to.
     let mut fx = Fixture::new("hostile-forwarded-trusted");
     let proxy = over_sim(&mut fx, &["--trusted-proxy", "127.0.0.0/8"]);
-    let headers = request(proxy.addr, "GET", "/api/sim/whoami", &spoofed, b"").json()["headers"].clone();
-    assert_eq!(headers["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
-    assert_eq!(headers["x-real-ip"], "203.0.113.66");
-    assert_eq!(
-        headers["x-forwarded-host"], "flow.example.com",
-        "the proxy sets it itself"
-    );
+    for send in BOTH_WAYS {
+        let headers = send(proxy.addr, "/api/sim/whoami", &spoofed).json()["headers"].clone();
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
+        assert_eq!(headers["x-real-ip"], "203.0.113.66");
+        assert_eq!(headers["x-forwarded-prefix"], "/admin");
+        assert_eq!(
+            headers["x-forwarded-host"], "flow.example.com",
+            "the proxy sets it itself"
+        );
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
     still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+#[test]
+fn hop_by_hop_request_fields_stop_at_the_proxy_on_both_request_paths() {
+    let sent = [
+        ("Host", "flow.example.com"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic c2VjcmV0"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Trailer", "X-Checksum"),
+        ("X-Kept", "yes"),
+        ("x-kept", "too"),
+        ("Cookie", "a=1"),
+    ];
+    let mut fx = Fixture::new("hostile-hop-request");
+    let proxy = over_sim(&mut fx, &[]);
+    for send in BOTH_WAYS {
+        let headers = send(proxy.addr, "/api/sim/whoami", &sent).json()["headers"].clone();
+        for gone in ["keep-alive", "proxy-authorization", "proxy-connection", "trailer"] {
+            assert!(headers.get(gone).is_none(), "{gone} reached Flow: {headers}");
+        }
+        assert_eq!(headers["x-kept"], "yes, too");
+        assert_eq!(headers["cookie"], "a=1");
+        assert_eq!(headers["host"], "flow.example.com");
+    }
+    still_serves(&fx, &proxy, "/api/sim/whoami");
+}
+
+/// The two ways a GET reaches the proxy: hyper's (a body length and
+/// `Connection: close` send it there) and the plain keep-alive path's.
+const BOTH_WAYS: [fn(SocketAddr, &str, &[(&str, &str)]) -> Response; 2] = [closing_get, kept_alive_get];
+
+fn closing_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers, b"")
+}
+
+/// A GET with no body and no Connection field, on a connection left open.
+fn kept_alive_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let fields: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    Raw::connect(addr)
+        .send(format!("GET {path} HTTP/1.1\r\n{fields}\r\n").as_bytes())
+        .response()
 }
 
 // ---------------------------------------------------------------------------

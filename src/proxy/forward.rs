@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::http::request::Parts;
 use tokio::time::Sleep;
 
 use super::Proxy;
@@ -21,16 +20,17 @@ use super::backend::{Backend, InFlight};
 use super::conn::{ConnInfo, Scheme};
 use super::h1::RequestHead;
 use super::handler::Routed;
-use super::headers::{origin_form, prepare_request_headers};
 use super::upstream::{self, Answered, BodyTimeout, MAX_ATTEMPTS, Reply, Timeouts, is_idempotent};
 use crate::config::proxy::Limits;
 use crate::serve::{self, BoxError};
 
+/// Sends `head` (the request as it goes to a backend: its fields already
+/// rid of what stops at the proxy) and `body` to a backend of the route.
 pub async fn forward(
     proxy: &Arc<Proxy>,
     conn: &ConnInfo,
     routed: &Routed,
-    mut parts: Parts,
+    head: &RequestHead<'_>,
     mut body: Option<Incoming>,
 ) -> Reply {
     let Routed {
@@ -40,8 +40,6 @@ pub async fn forward(
         sticky,
     } = routed;
     let (limits, sticky) = (&config.limits, sticky.as_deref());
-    let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, conn, settings);
-    let uri = origin_form(&parts.uri);
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
     let bodyless = body.as_ref().is_none_or(Incoming::is_end_stream);
@@ -49,12 +47,6 @@ pub async fn forward(
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,
         body: limits.upstream_body_timeout,
-    };
-    let head = RequestHead {
-        method: &parts.method,
-        uri: &uri,
-        headers: &parts.headers,
-        forwarded: Some(&forwarded),
     };
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     loop {
@@ -77,8 +69,8 @@ pub async fn forward(
         let in_flight = InFlight::start(&backend);
         // An answer that may be asked for again is not waited for on an
         // instance found down meanwhile: it would never come (a lost node).
-        let attempt = upstream::send_parts(&backend, &head, outgoing_body, timeouts, started);
-        let result = if bodyless && is_idempotent(&parts.method) {
+        let attempt = upstream::send_parts(&backend, head, outgoing_body, timeouts, started);
+        let result = if bodyless && is_idempotent(head.method) {
             // Subscribed before the attempt is first polled: nothing is missed.
             let mut went_down = backend.went_down.subscribe();
             tokio::select! {
@@ -104,7 +96,7 @@ pub async fn forward(
                 if connect {
                     upstream::eject(proxy, &backend, now, &error);
                 }
-                let retry = bodyless && (connect || is_idempotent(&parts.method));
+                let retry = bodyless && (connect || is_idempotent(head.method));
                 tried.push(backend.clone());
                 if error.is_body_timeout() {
                     tracing::debug!(client = %conn.client, "request body timed out");

@@ -68,21 +68,31 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     /// Origin-form.
     pub uri: &'a Uri,
-    /// Already without hop-by-hop fields.
-    pub headers: &'a HeaderMap,
-    /// X-Forwarded-* written after the headers (None when `headers` has them).
+    pub fields: Outgoing<'a>,
+    /// X-Forwarded-* written after the fields (None when the fields have them).
     pub forwarded: Option<&'a Forwarded>,
 }
 
-/// Writes a request head into `out`: origin-form target, the headers as
-/// they are, the forwarded fields, and the framing header the body needs.
-/// `headers` carries no Transfer-Encoding (hop-by-hop); a Content-Length in
-/// it is the one the client sent, already checked.
+/// The fields a request carries to its backend.
+#[derive(Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// hyper's request (or the proxy's own): already without hop-by-hop
+    /// fields; a Content-Length in it is the one the client sent, checked.
+    Map(&'a HeaderMap),
+    /// A bodiless request of the plain path, its fields as the client sent
+    /// them: those that go no further are left out as the head is written
+    /// (`headers::to_backend`), framing fields among them, so the request
+    /// goes without a body whatever the client wrote.
+    Sent { fields: &'a Fields, trusted: bool },
+}
+
+/// Writes a request head into `out`: origin-form target, the fields, the
+/// forwarded fields, and the framing field the body needs.
 pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: bool) -> RequestFraming {
     let RequestHead {
         method,
         uri,
-        headers,
+        fields,
         forwarded,
     } = *head;
     out.clear();
@@ -90,13 +100,24 @@ pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>, bodyless: 
     out.push(b' ');
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    let length = match fields {
+        Outgoing::Map(headers) => {
+            for (name, value) in headers {
+                field(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            headers.get(header::CONTENT_LENGTH).map(content_length)
+        }
+        Outgoing::Sent { fields, trusted } => {
+            debug_assert!(bodyless, "the plain path sends no body");
+            for (name, value) in super::headers::to_backend(fields, trusted) {
+                field(out, name, value);
+            }
+            None
+        }
+    };
     for (name, value) in forwarded.into_iter().flat_map(Forwarded::fields) {
         field(out, name.as_bytes(), value.as_bytes());
     }
-    let length = headers.get(header::CONTENT_LENGTH).map(content_length);
     let framing = match (bodyless, length) {
         (_, Some(Some(n))) => RequestFraming::Length(n),
         (true, _) => {
@@ -161,15 +182,15 @@ pub struct ResponseHead {
 
 /// Where one header field lies in the head's bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct FieldAt {
+pub struct FieldAt {
     name: (u32, u32),
     value: (u32, u32),
 }
 
-/// An answer's header fields as the backend sent them: its head's bytes
-/// and where each field lies, in order. The plain HTTP/1.1 path writes the
-/// client's head from these directly; a `HeaderMap` is made only for
-/// hyper's side (`to_map`), so most answers never hash a name.
+/// A message's header fields as they were sent: its head's bytes and where
+/// each field lies, in order. The plain HTTP/1.1 path reads a request's
+/// fields and writes an answer's from these directly; a `HeaderMap` is made
+/// only for hyper's side (`to_map`), so most messages never hash a name.
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
     head: Bytes,
@@ -180,7 +201,49 @@ fn span((start, len): (u32, u32)) -> std::ops::Range<usize> {
     start as usize..(start + len) as usize
 }
 
+/// Where each field httparse read from `buf` lies in it: `buf` is the head
+/// the fields borrow from, under 4 GiB (heads are limited far below that).
+pub fn locate(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Vec<FieldAt> {
+    let base = buf.as_ptr() as usize;
+    let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
+    parsed
+        .iter()
+        .map(|field| FieldAt {
+            name: span(field.name.as_bytes()),
+            value: span(field.value),
+        })
+        .collect()
+}
+
 impl Fields {
+    /// `head`'s fields, found where `locate` said while it was being parsed.
+    pub fn new(head: Bytes, at: Vec<FieldAt>) -> Fields {
+        Fields { head, at }
+    }
+
+    /// The first value of a field named `name` (lower-case), sharing the head.
+    pub fn first(&self, name: &str) -> Option<Bytes> {
+        self.at
+            .iter()
+            .find(|field| self.head[span(field.name)].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|field| self.head.slice(span(field.value)))
+    }
+
+    /// The values of every field named `name` (lower-case), in order.
+    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.iter()
+            .filter(move |(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+
+    /// The fields' size as sent: name, ": ", value and CRLF each.
+    pub fn len_as_sent(&self) -> usize {
+        self.at
+            .iter()
+            .map(|field| (field.name.1 + field.value.1) as usize + 4)
+            .sum()
+    }
+
     /// Each field's name and value, in the order they came.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.at
@@ -216,7 +279,7 @@ impl Fields {
 
 /// Whether a value is text that `HeaderValue::to_str` accepts: visible
 /// ASCII, spaces and tabs. A field whose value is not says nothing.
-fn visible_ascii(value: &[u8]) -> bool {
+pub fn visible_ascii(value: &[u8]) -> bool {
     value.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
 }
 
@@ -257,20 +320,11 @@ pub fn take_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<
                 Err(httparse::Error::TooManyHeaders) => return Err(Malformed::TooManyHeaders),
                 Err(e) => return Err(Malformed::Head(e.to_string())),
             };
-            let base = buf.as_ptr() as usize;
-            let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
             let code = response.code.unwrap_or(0);
-            let at: Vec<FieldAt> = if (100..200).contains(&code) {
+            let at = if (100..200).contains(&code) {
                 Vec::new()
             } else {
-                response
-                    .headers
-                    .iter()
-                    .map(|field| FieldAt {
-                        name: span(field.name.as_bytes()),
-                        value: span(field.value),
-                    })
-                    .collect()
+                locate(buf, response.headers)
             };
             (n, code, response.version == Some(0), at)
         };
@@ -510,7 +564,7 @@ mod tests {
             let head = RequestHead {
                 method: &method,
                 uri: &uri,
-                headers,
+                fields: Outgoing::Map(headers),
                 forwarded: None,
             };
             encode_request_head(out, &head, bodyless)
@@ -540,7 +594,7 @@ mod tests {
         let head = RequestHead {
             method: &Method::GET,
             uri: &uri,
-            headers: &HeaderMap::new(),
+            fields: Outgoing::Map(&HeaderMap::new()),
             forwarded: Some(&forwarded),
         };
         encode_request_head(&mut out, &head, true);

@@ -7,19 +7,23 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Proxy;
 use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
-use super::headers::{check_framing, cookie_value, request_host};
+use super::h1::{Outgoing, RequestHead};
+use super::headers::{
+    ClientHead, cookie_value, forwarded_for_sent, origin_form, prepare_request_headers, request_host,
+};
+use super::plain::Bodiless;
 use super::upstream::Reply;
 use crate::config::proxy::{ProxyConfig, Route, Service};
 use crate::serve::{self, Body};
 
 pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-    let routed = match route(&proxy, &conn, &req, Framing::Unchecked) {
+    let routed = match route(&proxy, &conn, &req) {
         Ok(routed) => routed,
         Err(answer) => return *answer,
     };
@@ -31,20 +35,40 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         } = routed;
         return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
     }
-    let (parts, body) = req.into_parts();
-    super::forward::forward(&proxy, &conn, &routed, parts, Some(body))
+    let (mut parts, body) = req.into_parts();
+    let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &routed.settings);
+    let uri = origin_form(&parts.uri);
+    let head = RequestHead {
+        method: &parts.method,
+        uri: &uri,
+        fields: Outgoing::Map(&parts.headers),
+        forwarded: Some(&forwarded),
+    };
+    super::forward::forward(&proxy, &conn, &routed, &head, Some(body))
         .await
         .into_response()
 }
 
 /// A request without a body, read by the plain HTTP/1.1 path (`plain`):
-/// the same checks and routing as `handle`, never an upgrade. A backend's
-/// answer comes back with its fields as the backend wrote them.
-pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<()>) -> Reply {
-    match route(&proxy, &conn, &req, Framing::NoneAdmitted) {
-        Ok(routed) => super::forward::forward(&proxy, &conn, &routed, req.into_parts().0, None).await,
-        Err(answer) => Reply::Made(*answer),
-    }
+/// the same checks and routing as `handle`, never an upgrade; its fields
+/// go on as the client sent them, less those that stop at the proxy. A
+/// backend's answer comes back with its fields as the backend wrote them.
+pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Bodiless) -> Reply {
+    let routed = match route(&proxy, &conn, &req) {
+        Ok(routed) => routed,
+        Err(answer) => return Reply::Made(*answer),
+    };
+    let forwarded = forwarded_for_sent(&req.fields, &conn, &routed.settings);
+    let head = RequestHead {
+        method: &req.method,
+        uri: &req.uri,
+        fields: Outgoing::Sent {
+            fields: &req.fields,
+            trusted: conn.trusted,
+        },
+        forwarded: Some(&forwarded),
+    };
+    super::forward::forward(&proxy, &conn, &routed, &head, None).await
 }
 
 /// Where a request goes once it passed the checks.
@@ -56,21 +80,11 @@ pub struct Routed {
     pub sticky: Option<String>,
 }
 
-/// What is known of a request's framing fields before `route`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// hyper's: they are checked here.
-    Unchecked,
-    /// The plain path's: it serves no request with Content-Length or
-    /// Transfer-Encoding (`plain::plain_field`), so there is nothing to check.
-    NoneAdmitted,
-}
-
 /// Refuses what must not be routed, answers what the proxy answers itself
 /// (ACME challenges, HTTPS redirects, no route, no backend), and otherwise
 /// says where the request goes. The answer is boxed: it is the rare case,
 /// and the Ok side stays small.
-fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>, framing: Framing) -> Result<Routed, Box<Response<Body>>> {
+fn route(proxy: &Proxy, conn: &ConnInfo, req: &impl ClientHead) -> Result<Routed, Box<Response<Body>>> {
     if req.method() == Method::CONNECT {
         return Err(Box::new(serve::text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -79,20 +93,13 @@ fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>, framing: Framing) 
     }
     let config = proxy.config();
     let limit = config.limits.max_header_bytes;
-    if header_bytes(req.headers()) > limit {
+    if req.fields_len() > limit {
         return Err(Box::new(serve::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("the request headers are larger than {limit} bytes"),
         )));
     }
-    if framing == Framing::Unchecked {
-        check_framing(req).map_err(|e| Box::new(e.response()))?;
-    } else {
-        debug_assert!(
-            !req.headers().contains_key(header::CONTENT_LENGTH)
-                && !req.headers().contains_key(header::TRANSFER_ENCODING)
-        );
-    }
+    req.check_framing().map_err(|e| Box::new(e.response()))?;
     let host = request_host(req).map_err(|e| Box::new(e.response()))?;
     let Some(route) = find_route(&config.routes, &host, req.uri().path()) else {
         return Err(Box::new(serve::text(
@@ -120,7 +127,7 @@ fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>, framing: Framing) 
     let sticky = settings
         .sticky_cookie
         .as_deref()
-        .and_then(|name| cookie_value(req.headers(), name));
+        .and_then(|name| cookie_value(req.values(&header::COOKIE), name));
     Ok(Routed {
         config,
         pool,
@@ -129,19 +136,11 @@ fn route<B>(proxy: &Proxy, conn: &ConnInfo, req: &Request<B>, framing: Framing) 
     })
 }
 
-/// The size of the headers as sent: name, ": ", value and CRLF each.
-fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
-}
-
 /// Where ACME HTTP-01 validation asks for its token (RFC 8555, 8.3).
 pub const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// 308 to the same host and path over HTTPS (308 keeps the method and body).
-fn redirect_to_https<B>(req: &Request<B>, host: &str, tls: &crate::config::proxy::TlsSettings) -> Response<Body> {
+fn redirect_to_https(req: &impl ClientHead, host: &str, tls: &crate::config::proxy::TlsSettings) -> Response<Body> {
     let port = tls
         .redirect_port
         .or_else(|| tls.listen.first().map(|a| a.port()))

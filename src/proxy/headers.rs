@@ -4,10 +4,10 @@
 //! (or a trusted proxy before it) may set, and the sticky cookie.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Uri, Version};
+use hyper::{Method, Request, Uri, Version};
 
 use super::conn::ConnInfo;
-use super::h1::{Fields, connection_tokens, names_fields};
+use super::h1::{Fields, connection_tokens, names_fields, visible_ascii};
 use crate::config::proxy::Service;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -74,6 +74,49 @@ impl BadRequest {
     }
 }
 
+/// What the checks before routing read of a client's request: hyper's
+/// request, its fields in a map, or the plain path's, its fields as sent.
+pub trait ClientHead {
+    fn method(&self) -> &Method;
+    fn uri(&self) -> &Uri;
+    fn version(&self) -> Version;
+    /// The values of every field named `name`, in order.
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]>;
+    /// The fields' size as sent: name, ": ", value and CRLF each.
+    fn fields_len(&self) -> usize;
+    /// The framing rules hyper leaves to the proxy (`check_framing`).
+    fn check_framing(&self) -> Result<(), BadRequest>;
+}
+
+impl<B> ClientHead for Request<B> {
+    fn method(&self) -> &Method {
+        Request::method(self)
+    }
+
+    fn uri(&self) -> &Uri {
+        Request::uri(self)
+    }
+
+    fn version(&self) -> Version {
+        Request::version(self)
+    }
+
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.headers().get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+
+    fn fields_len(&self) -> usize {
+        self.headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum()
+    }
+
+    fn check_framing(&self) -> Result<(), BadRequest> {
+        check_framing(self)
+    }
+}
+
 /// The framing rules hyper leaves to the proxy (RFC 9112, 6.1 and 6.3):
 /// Content-Length beside Transfer-Encoding, Transfer-Encoding on HTTP/1.0,
 /// a coding other than one `chunked`, and differing lengths are refused,
@@ -100,14 +143,14 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
 /// header, a valid authority; on HTTP/2 (and for absolute-form targets) it
 /// must name the same host as the target, so the proxy never routes by one
 /// name and forwards another.
-pub fn request_host<B>(req: &Request<B>) -> Result<String, BadRequest> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+pub fn request_host(req: &impl ClientHead) -> Result<String, BadRequest> {
+    let mut hosts = req.values(&header::HOST);
     let header = hosts.next();
     if hosts.next().is_some() {
         return Err(BadRequest::SeveralHosts);
     }
     let header = match header {
-        Some(value) => Some(parse_authority(value.as_bytes()).ok_or(BadRequest::InvalidHost)?),
+        Some(value) => Some(parse_authority(value).ok_or(BadRequest::InvalidHost)?),
         None => None,
     };
     let target = match req.uri().authority() {
@@ -238,21 +281,45 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
             headers.insert(header::HOST, value);
         }
     }
-    let for_ = if conn.trusted {
-        let chained = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) if !previous.trim().is_empty() => {
-                let client_ip = conn.client_ip.to_str().unwrap_or("unknown");
-                HeaderValue::from_str(&format!("{previous}, {client_ip}")).unwrap_or_else(|_| conn.client_ip.clone())
-            }
-            _ => conn.client_ip.clone(),
-        };
+    let previous = if conn.trusted {
+        let previous = headers.get(X_FORWARDED_FOR).cloned();
         for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST] {
             headers.remove(name);
         }
-        chained
+        previous
     } else {
         remove_client_forwarding(headers);
-        conn.client_ip.clone()
+        None
+    };
+    let host = headers.get(header::HOST).cloned();
+    forwarded(previous.as_ref().map(HeaderValue::as_bytes), host, conn, settings)
+}
+
+/// `prepare_request_headers` for the plain path's request, its fields as
+/// sent: the X-Forwarded-* set for it. Which of its fields go on is
+/// `to_backend`'s to say, as the head is written.
+pub fn forwarded_for_sent(fields: &Fields, conn: &ConnInfo, settings: &Service) -> Forwarded {
+    let previous = if conn.trusted {
+        fields.first(X_FORWARDED_FOR.as_str())
+    } else {
+        None
+    };
+    let host = fields
+        .first(header::HOST.as_str())
+        .and_then(|host| HeaderValue::from_maybe_shared(host).ok());
+    forwarded(previous.as_deref(), host, conn, settings)
+}
+
+/// What the client used, as the proxy saw it: `previous` is the first
+/// X-Forwarded-For a trusted peer sent (extended with the peer's address).
+fn forwarded(previous: Option<&[u8]>, host: Option<HeaderValue>, conn: &ConnInfo, settings: &Service) -> Forwarded {
+    let for_ = match previous.filter(|p| conn.trusted && visible_ascii(p) && !p.trim_ascii().is_empty()) {
+        Some(previous) => {
+            let previous = String::from_utf8_lossy(previous);
+            let client_ip = conn.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{previous}, {client_ip}")).unwrap_or_else(|_| conn.client_ip.clone())
+        }
+        None => conn.client_ip.clone(),
     };
     let proto = match settings.forwarded_proto.as_deref() {
         Some(proto) => HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("https")),
@@ -266,8 +333,32 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
         for_,
         proto,
         port,
-        host: headers.get(header::HOST).cloned(),
+        host,
     }
+}
+
+/// The plain path's request fields that go on to a backend, as the client
+/// sent them: what `prepare_request_headers` keeps of a map. The
+/// end-to-end ones (`end_to_end`), without Upgrade, without what the client
+/// claims about earlier hops (unless its peer is trusted: then only the
+/// X-Forwarded-* the proxy sets itself go) and without framing fields (the
+/// request goes without a body).
+pub fn to_backend(fields: &Fields, trusted: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
+    end_to_end(fields).filter(move |(name, _)| {
+        let dropped = if trusted {
+            set_by_proxy(name)
+        } else {
+            is_forwarding_name(name)
+        };
+        !(dropped || name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"content-length"))
+    })
+}
+
+/// The fields the proxy writes itself, in any case.
+fn set_by_proxy(name: &[u8]) -> bool {
+    [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST]
+        .iter()
+        .any(|own| name.eq_ignore_ascii_case(own.as_str().as_bytes()))
 }
 
 /// Removes what a client may claim about earlier hops: only a trusted
@@ -387,11 +478,11 @@ pub fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// The value of the cookie `name` among the Cookie fields' `values`.
+pub fn cookie_value<'a>(values: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<String> {
+    values
+        .filter(|v| visible_ascii(v))
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -426,6 +517,78 @@ mod tests {
         ] {
             assert!(!is_hop_by_hop_name(name.as_bytes()), "{name}");
         }
+    }
+
+    #[test]
+    fn request_fields_sent_on_as_written_are_those_the_map_keeps() {
+        use super::super::conn::Scheme;
+        let heads: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: flow.example\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nCookie: a=1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.66\r\nx-forwarded-for: 10.1.1.1\r\n\
+              X-FORWARDED-HOST: evil\r\nX-Forwarded-Proto: gopher\r\nX-Forwarded-Prefix: /admin\r\n\
+              Forwarded: for=x\r\nX-Real-IP: 1.2.3.4\r\nX-Forwarded-Port: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nProxy-Authorization: p\r\nProxy-Connection: k\r\nTE: trailers\r\n\
+              Trailer: t\r\nUpgrade: h2c\r\nAccept: */*\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a, host, X-Forwarded-For, keep-alive\r\nX-A: 1\r\n\
+              X-B: 2\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: \xe9\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For:  \t \r\nUser-Agent: u\r\n\r\n",
+        ];
+        let settings = Service::new("flow");
+        let as_pairs = |pairs: &mut dyn Iterator<Item = (&[u8], &[u8])>| {
+            let mut pairs: Vec<(String, Vec<u8>)> = pairs
+                .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), value.to_vec()))
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        for trusted in [false, true] {
+            let mut conn = ConnInfo::new("192.0.2.7:4000".parse().unwrap(), Scheme::Https, 443);
+            conn.trusted = trusted;
+            for text in heads {
+                let buf = bytes::Bytes::from_static(text);
+                let mut storage = [httparse::EMPTY_HEADER; 16];
+                let mut parsed = httparse::Request::new(&mut storage);
+                parsed.parse(&buf).unwrap();
+                let mut map = HeaderMap::new();
+                for field in parsed.headers.iter() {
+                    map.append(
+                        HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+                        HeaderValue::from_bytes(field.value).unwrap(),
+                    );
+                }
+                let fields = super::super::h1::Fields::new(buf.clone(), super::super::h1::locate(&buf, parsed.headers));
+
+                let sent = forwarded_for_sent(&fields, &conn, &settings);
+                let raw = as_pairs(
+                    &mut to_backend(&fields, trusted).chain(sent.fields().map(|(n, v)| (n.as_bytes(), v.as_bytes()))),
+                );
+                let uri = Uri::from_static("/");
+                let forwarded = prepare_request_headers(&mut map, &uri, &conn, &settings);
+                let mapped = as_pairs(
+                    &mut map
+                        .iter()
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+                        .chain(forwarded.fields().map(|(n, v)| (n.as_bytes(), v.as_bytes()))),
+                );
+                let text = String::from_utf8_lossy(text);
+                assert_eq!(raw, mapped, "trusted {trusted}: {text}");
+                for name in ["proxy-authorization", "keep-alive", "upgrade", "te", "x-a"] {
+                    assert!(raw.iter().all(|(n, _)| n != name), "{name} went on: {text}");
+                }
+                let count = |name: &str| raw.iter().filter(|(n, _)| n == name).count();
+                assert_eq!(count("x-forwarded-for"), 1, "{text}");
+                assert_eq!(count("host"), 1, "{text}");
+            }
+        }
+        // The plain path admits no framing field; were one there, it would not go on.
+        let buf =
+            bytes::Bytes::from_static(b"GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut storage = [httparse::EMPTY_HEADER; 4];
+        let mut parsed = httparse::Request::new(&mut storage);
+        parsed.parse(&buf).unwrap();
+        let fields = super::super::h1::Fields::new(buf.clone(), super::super::h1::locate(&buf, parsed.headers));
+        assert_eq!(to_backend(&fields, true).count(), 0);
     }
 
     #[test]
@@ -694,10 +857,10 @@ mod tests {
 
     #[test]
     fn cookies_are_found_among_others_and_set_safely() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; flowgate=abc; b=2".parse().unwrap());
-        assert_eq!(cookie_value(&headers, "flowgate").as_deref(), Some("abc"));
-        assert_eq!(cookie_value(&headers, "missing"), None);
+        let cookies: [&[u8]; 3] = [b"x=1", b"a=1; flowgate=abc; b=2", b"flowgate=\xe9"];
+        assert_eq!(cookie_value(cookies.into_iter(), "flowgate").as_deref(), Some("abc"));
+        assert_eq!(cookie_value(cookies.into_iter(), "missing"), None);
+        assert_eq!(cookie_value(cookies[2..].iter().copied(), "flowgate"), None, "not text");
         let cookie = sticky_cookie("fg", "x", true).unwrap();
         assert_eq!(cookie, "fg=x; Path=/; HttpOnly; SameSite=Lax; Secure");
         assert!(

@@ -21,14 +21,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::header::{self, HeaderName};
+use hyper::{Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::h1::{LAST_CHUNK, chunk_header, content_length, content_length_bytes, field};
+use super::h1::{Fields, LAST_CHUNK, chunk_header, content_length, content_length_bytes, field, locate};
 use super::handler;
+use super::headers::{BadRequest, ClientHead};
 use super::upstream::{Relayed, Reply};
 use crate::serve::Body;
 
@@ -59,10 +60,9 @@ where
     tokio::pin!(stopping);
     let shutting_down = || *proxy.shutting_down.borrow();
     let mut out = Vec::with_capacity(1024);
-    let mut spans = Vec::new();
     loop {
         let request = loop {
-            match parse(&mut buf, fields, &mut spans) {
+            match parse(&mut buf, fields) {
                 Parsed::Ready(request) => break request,
                 Parsed::Other => return Outcome::HandOver(buf),
                 Parsed::Partial if buf.len() >= max_head => return Outcome::HandOver(buf),
@@ -82,7 +82,7 @@ where
                 _ = &mut stopping, if buf.is_empty() => return Outcome::Closed,
             }
         };
-        let head_only = request.method() == Method::HEAD;
+        let head_only = request.method == Method::HEAD;
         let guard = conn.start_request();
         let handling = handler::handle_bodyless(proxy.clone(), conn.clone(), request);
         tokio::pin!(handling);
@@ -109,24 +109,57 @@ where
     }
 }
 
-/// A field's name and value as (start, length) in its head.
-type Spans = ((usize, usize), (usize, usize));
+/// A request of this path: GET or HEAD, origin-form, HTTP/1.1, no body;
+/// its fields as the client sent them.
+pub struct Bodiless {
+    pub method: Method,
+    pub uri: Uri,
+    pub fields: Fields,
+}
 
-// Not boxed: one is made per request and moved once; a box would cost an
-// allocation per request for nothing.
-#[allow(clippy::large_enum_variant)]
+impl ClientHead for Bodiless {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    fn version(&self) -> Version {
+        Version::HTTP_11
+    }
+
+    fn values(&self, name: &HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.fields.values(name.as_str())
+    }
+
+    fn fields_len(&self) -> usize {
+        self.fields.len_as_sent()
+    }
+
+    /// Nothing to check: this path admits no Content-Length or
+    /// Transfer-Encoding (`plain_field`).
+    fn check_framing(&self) -> Result<(), BadRequest> {
+        debug_assert!(
+            self.values(&header::CONTENT_LENGTH).next().is_none()
+                && self.values(&header::TRANSFER_ENCODING).next().is_none()
+        );
+        Ok(())
+    }
+}
+
 enum Parsed {
-    Ready(Request<()>),
+    Ready(Bodiless),
     Partial,
     /// Not a request for this path: hyper's to serve or refuse.
     Other,
 }
 
 /// Takes one request head off `buf` if it is complete and one this path
-/// serves.
-/// `spans` is scratch space kept by the connection (where each field's name
-/// and value lie in the head), so no request allocates it again.
-fn parse(buf: &mut BytesMut, fields: usize, spans: &mut Vec<Spans>) -> Parsed {
+/// serves. Its fields are not copied or hashed: they are read where they
+/// lie in the head (`Fields`).
+fn parse(buf: &mut BytesMut, fields: usize) -> Parsed {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut storage[..fields]) {
@@ -142,41 +175,37 @@ fn parse(buf: &mut BytesMut, fields: usize, spans: &mut Vec<Spans>) -> Parsed {
     let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else {
         return Parsed::Other;
     };
-    if parsed.version != Some(1) || !parsed.headers.iter().all(plain_field) {
+    // httparse admits the names and values hyper's types do, but for a
+    // name's length: one longer than `HeaderName` takes is hyper's to refuse.
+    let plain = parsed
+        .headers
+        .iter()
+        .all(|f| plain_field(f) && f.name.len() <= MAX_NAME);
+    if parsed.version != Some(1) || !plain {
         return Parsed::Other;
     }
     // Where each part lies in the head, so the head is split off once and
-    // the URI and values share it.
-    let base = buf.as_ptr() as usize;
-    let span = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
-    let path = span(path.as_bytes());
-    spans.clear();
-    spans.extend(parsed.headers.iter().map(|f| (span(f.name.as_bytes()), span(f.value))));
+    // the URI and fields share it.
+    let start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let path = start..start + path.len();
+    let at = locate(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    let part = |(start, len): (usize, usize)| head.slice(start..start + len);
-    let built = (|| {
-        let uri = Uri::from_maybe_shared(part(path)).ok()?;
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for &(name, value) in spans.iter() {
-            let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
-            headers.append(name, HeaderValue::from_maybe_shared(part(value)).ok()?);
-        }
-        Some((uri, headers))
-    })();
-    let Some((uri, headers)) = built else {
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
         // hyper refuses it from the same bytes.
         let mut whole = BytesMut::from(&head[..]);
         whole.extend_from_slice(buf);
         *buf = whole;
         return Parsed::Other;
     };
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Parsed::Ready(request)
+    Parsed::Ready(Bodiless {
+        method,
+        uri,
+        fields: Fields::new(head, at),
+    })
 }
+
+/// The longest field name `HeaderName` takes.
+const MAX_NAME: usize = (1 << 16) - 1;
 
 /// A field this path can serve a request with: none that brings a body,
 /// asks for an interim answer, an upgrade or the connection's end.
@@ -449,21 +478,22 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Parsed {
-        parse(&mut BytesMut::from(text), MAX_FIELDS, &mut Vec::new())
+        parse(&mut BytesMut::from(text), MAX_FIELDS)
     }
 
     #[test]
     fn plain_heads_are_parsed_with_their_fields_in_order() {
         let mut buf = BytesMut::from("GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: 1\r\naccept: 2\r\n\r\nGET /next");
-        let Parsed::Ready(request) = parse(&mut buf, MAX_FIELDS, &mut Vec::new()) else {
+        let Parsed::Ready(request) = parse(&mut buf, MAX_FIELDS) else {
             panic!("a plain GET is this path's")
         };
-        assert_eq!(request.uri(), "/a?b=c");
-        assert_eq!(request.headers()["host"], "x");
-        let accept: Vec<_> = request.headers().get_all("accept").iter().collect();
-        assert_eq!(accept, ["1", "2"]);
+        assert_eq!(request.uri, "/a?b=c");
+        assert_eq!(request.values(&header::HOST).collect::<Vec<_>>(), [b"x"]);
+        let accept: Vec<_> = request.values(&header::ACCEPT).collect();
+        assert_eq!(accept, [b"1", b"2"]);
+        assert_eq!(request.fields_len(), "Host: x\r\nAccept: 1\r\naccept: 2\r\n".len());
         assert_eq!(&buf[..], b"GET /next", "the next request's bytes stay");
-        assert!(matches!(parse(&mut buf, MAX_FIELDS, &mut Vec::new()), Parsed::Partial));
+        assert!(matches!(parse(&mut buf, MAX_FIELDS), Parsed::Partial));
     }
 
     #[test]

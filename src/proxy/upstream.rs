@@ -27,7 +27,8 @@ use super::backend::{Backend, InFlight, Pooled};
 use super::balance::sticky_value;
 use super::events::ProxyEvent;
 use super::h1::{
-    self, ChunkedDecoder, Decoded, Fields, Malformed, RequestFraming, RequestHead, ResponseFraming, ResponseHead,
+    self, ChunkedDecoder, Decoded, Fields, Malformed, Outgoing, RequestFraming, RequestHead, ResponseFraming,
+    ResponseHead,
 };
 use super::headers::{remove_hop_by_hop, sticky_cookie};
 use crate::config::proxy::Service;
@@ -240,7 +241,7 @@ pub async fn send(
     let head = RequestHead {
         method: &parts.method,
         uri: &parts.uri,
-        headers: &parts.headers,
+        fields: Outgoing::Map(&parts.headers),
         forwarded: None,
     };
     send_parts(backend, &head, body, timeouts, Instant::now()).await
@@ -506,7 +507,7 @@ pub async fn websocket_handshake(
     let request = RequestHead {
         method,
         uri,
-        headers,
+        fields: Outgoing::Map(headers),
         forwarded: None,
     };
     h1::encode_request_head(&mut head, &request, true);
