@@ -726,7 +726,10 @@ fn hop_by_hop_request_fields_stop_at_the_proxy_on_both_request_paths() {
 
 /// The two ways a GET reaches the proxy: hyper's (a body length and
 /// `Connection: close` send it there) and the plain keep-alive path's.
-const BOTH_WAYS: [fn(SocketAddr, &str, &[(&str, &str)]) -> Response; 2] = [closing_get, kept_alive_get];
+const BOTH_WAYS: [Get; 2] = [closing_get, kept_alive_get];
+
+/// A GET to the proxy at an address, for a path, with these fields.
+type Get = fn(SocketAddr, &str, &[(&str, &str)]) -> Response;
 
 fn closing_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     request(addr, "GET", path, headers, b"")
