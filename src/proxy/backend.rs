@@ -41,11 +41,18 @@ impl BackendState {
 
 /// Milliseconds since the proxy started: a compact, atomic-friendly clock.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock(Instant);
+pub struct Clock {
+    base: Instant,
+    /// `coarse_ms`'s reading when the clock was made.
+    coarse_base: u64,
+}
 
 impl Clock {
     pub fn new() -> Self {
-        Clock(Instant::now())
+        Clock {
+            base: Instant::now(),
+            coarse_base: coarse_reading(),
+        }
     }
     /// Never 0, so 0 can mean "never".
     pub fn now_ms(&self) -> u64 {
@@ -55,8 +62,31 @@ impl Clock {
     /// `now_ms` for an instant already read from the clock (a request's
     /// start, say), so one request reads the clock as few times as it can.
     pub fn ms_at(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.0).as_millis() as u64 + 1
+        at.saturating_duration_since(self.base).as_millis() as u64 + 1
     }
+
+    /// `now_ms` from the kernel's coarse clock: a few milliseconds behind
+    /// at most (one scheduler tick), and cheaper to read, for stamps taken
+    /// at every request that only timeouts in seconds compare. Compare its
+    /// readings with each other only, never with `now_ms`'s.
+    pub fn coarse_ms(&self) -> u64 {
+        coarse_reading().saturating_sub(self.coarse_base) + 1
+    }
+}
+
+/// The coarse monotonic clock in milliseconds (Linux: no TSC read, the
+/// time of the last tick); elsewhere the ordinary monotonic clock.
+fn coarse_reading() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) } == 0 {
+            return now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000;
+        }
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Default for Clock {
@@ -423,6 +453,17 @@ impl Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_counts_milliseconds_from_the_start_and_never_says_0() {
+        let clock = Clock::new();
+        let first = clock.coarse_ms();
+        assert!(first >= 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let later = clock.coarse_ms();
+        // One tick behind at most at either end (10 ms at HZ=100).
+        assert!((30..5_000).contains(&(later - first)), "{first} then {later}");
+    }
 
     #[tokio::test]
     async fn names_are_looked_up_once_in_a_while_and_again_after_forget() {

@@ -148,6 +148,8 @@ impl ConnInfo {
 }
 
 /// Whether a connection has requests in flight, and since when it is idle.
+/// Its stamps come from the coarse clock (`Clock::coarse_ms`): two per
+/// request, for timeouts counted in seconds.
 #[derive(Debug)]
 pub struct Activity {
     clock: Clock,
@@ -163,7 +165,7 @@ pub struct Activity {
 impl Activity {
     fn new(clock: Clock) -> Self {
         Activity {
-            idle_since_ms: AtomicU64::new(clock.now_ms()),
+            idle_since_ms: AtomicU64::new(clock.coarse_ms()),
             clock,
             in_flight: AtomicU32::new(0),
             head_started_ms: AtomicU64::new(0),
@@ -174,7 +176,7 @@ impl Activity {
     /// Called by the stream when bytes arrive.
     pub fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == 0 {
-            self.head_started_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+            self.head_started_ms.store(self.clock.coarse_ms(), Ordering::Relaxed);
         }
     }
 
@@ -186,7 +188,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Some(keepalive);
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.coarse_ms();
         let started = self.head_started_ms.load(Ordering::Relaxed);
         let (since, limit) = if started != 0 && !self.http2.load(Ordering::Relaxed) {
             (started, head)
@@ -215,7 +217,9 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let activity = &self.activity;
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            activity.idle_since_ms.store(activity.clock.now_ms(), Ordering::Relaxed);
+            activity
+                .idle_since_ms
+                .store(activity.clock.coarse_ms(), Ordering::Relaxed);
         }
     }
 }
