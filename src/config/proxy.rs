@@ -834,8 +834,12 @@ fn limits_from_file(source: &Source<'_>, file: FileLimits) -> Result<Limits, Con
     Ok(limits)
 }
 
+/// The largest `max_header_bytes` a configuration may ask for.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 impl Limits {
-    /// Values that would switch a protection off by accident.
+    /// Values that would switch a protection off by accident, or ask for
+    /// more than the proxy holds.
     pub fn check(&self) -> Result<(), String> {
         let nonzero = [
             ("max_connections", self.max_connections),
@@ -846,6 +850,11 @@ impl Limits {
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
+        }
+        // A head is read into memory whole, and field positions in it are
+        // kept as 32-bit numbers; no browser sends a head near this.
+        if self.max_header_bytes > MAX_HEADER_BYTES {
+            return Err(format!("max_header_bytes must be at most {MAX_HEADER_BYTES} (1 MiB)"));
         }
         let timeouts = [
             ("header_read_timeout", self.header_read_timeout),
@@ -1160,6 +1169,7 @@ idle_timeout = "10m"
             "upstream_body_timeout = \"0s\"",
             "write_timeout = \"999999d\"",
             "max_upstream_connections = 0",
+            "max_header_bytes = 1048577",
         ] {
             let text = format!("listen = [\"127.0.0.1:80\"]\n[limits]\n{bad}\n");
             assert!(parse(&text, None).is_err(), "{bad}");
