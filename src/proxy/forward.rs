@@ -69,12 +69,14 @@ pub async fn forward(
         let in_flight = InFlight::start(&backend);
         // An answer that may be asked for again is not waited for on an
         // instance found down meanwhile: it would never come (a lost node).
-        let attempt = upstream::send_parts(&backend, head, outgoing_body, timeouts, started);
+        // Pinned where it is made: the future is large, and neither the
+        // select nor the await below then copies it.
+        let mut attempt = std::pin::pin!(upstream::send_parts(&backend, head, outgoing_body, timeouts, started));
         let result = if bodyless && is_idempotent(head.method) {
             // Subscribed before the attempt is first polled: nothing is missed.
             let mut went_down = backend.went_down.subscribe();
             tokio::select! {
-                result = attempt => result,
+                result = &mut attempt => result,
                 _ = went_down.changed() => Err(upstream::UpstreamError::WentDown),
             }
         } else {
