@@ -891,8 +891,11 @@ fn a_body_that_keeps_streaming_outlives_the_body_timeout() {
             let (mut stream, _) = listener.accept().unwrap();
             stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let _ = read_head(&mut stream);
+            // Connection: close, so the next request comes on a new
+            // connection rather than racing this one's close (a POST is not
+            // sent again on another).
             stream
-                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
                 .unwrap();
             for _ in 0..6 {
                 std::thread::sleep(Duration::from_millis(400));
