@@ -204,21 +204,35 @@ fn span((start, len): (u32, u32)) -> std::ops::Range<usize> {
 /// Where each field httparse read from `buf` lies in it: `buf` is the head
 /// the fields borrow from, under 4 GiB (heads are limited far below that).
 pub fn locate(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Vec<FieldAt> {
+    let mut at = Vec::new();
+    locate_into(buf, parsed, &mut at);
+    at
+}
+
+/// `locate` into a vector kept from an earlier message (`Fields::recycle`),
+/// so a connection's requests do not each allocate one.
+pub fn locate_into(buf: &[u8], parsed: &[httparse::Header<'_>], at: &mut Vec<FieldAt>) {
     let base = buf.as_ptr() as usize;
     let span = |part: &[u8]| ((part.as_ptr() as usize - base) as u32, part.len() as u32);
-    parsed
-        .iter()
-        .map(|field| FieldAt {
-            name: span(field.name.as_bytes()),
-            value: span(field.value),
-        })
-        .collect()
+    at.clear();
+    at.extend(parsed.iter().map(|field| FieldAt {
+        name: span(field.name.as_bytes()),
+        value: span(field.value),
+    }));
 }
 
 impl Fields {
     /// `head`'s fields, found where `locate` said while it was being parsed.
     pub fn new(head: Bytes, at: Vec<FieldAt>) -> Fields {
         Fields { head, at }
+    }
+
+    /// The positions' vector, emptied, for the next message's `locate_into`;
+    /// the head is let go.
+    pub fn recycle(self) -> Vec<FieldAt> {
+        let mut at = self.at;
+        at.clear();
+        at
     }
 
     /// The first value of a field named `name` (lower-case), sharing the head.

@@ -53,8 +53,8 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
 /// the same checks and routing as `handle`, never an upgrade; its fields
 /// go on as the client sent them, less those that stop at the proxy. A
 /// backend's answer comes back with its fields as the backend wrote them.
-pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Bodiless) -> Reply {
-    let routed = match route(&proxy, &conn, &req) {
+pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: &Bodiless) -> Reply {
+    let routed = match route(&proxy, &conn, req) {
         Ok(routed) => routed,
         Err(answer) => return Reply::Made(*answer),
     };

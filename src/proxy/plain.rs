@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::h1::{Fields, LAST_CHUNK, chunk_header, content_length, content_length_bytes, field, locate};
+use super::h1::{FieldAt, Fields, LAST_CHUNK, chunk_header, content_length, content_length_bytes, field, locate_into};
 use super::handler;
 use super::headers::{BadRequest, ClientHead};
 use super::upstream::{Relayed, Reply};
@@ -60,9 +60,11 @@ where
     tokio::pin!(stopping);
     let shutting_down = || *proxy.shutting_down.borrow();
     let mut out = Vec::with_capacity(1024);
+    // Where the fields lie, kept from one request to the next.
+    let mut positions = Vec::new();
     loop {
         let request = loop {
-            match parse(&mut buf, fields) {
+            match parse(&mut buf, fields, &mut positions) {
                 Parsed::Ready(request) => break request,
                 Parsed::Other => return Outcome::HandOver(buf),
                 Parsed::Partial if buf.len() >= max_head => return Outcome::HandOver(buf),
@@ -84,21 +86,24 @@ where
         };
         let head_only = request.method == Method::HEAD;
         let guard = conn.start_request();
-        let handling = handler::handle_bodyless(proxy.clone(), conn.clone(), request);
-        tokio::pin!(handling);
-        // The client is read meanwhile: its end cancels the request (as
-        // hyper does without half-close), and what it sends next waits in
-        // `buf`, up to one head's worth.
-        let response = loop {
-            tokio::select! {
-                biased;
-                response = &mut handling => break response,
-                read = io.read_buf(&mut buf), if buf.len() < max_head => match read {
-                    Ok(0) | Err(_) => return Outcome::Closed,
-                    Ok(_) => {}
-                },
+        let response = {
+            let handling = handler::handle_bodyless(proxy.clone(), conn.clone(), &request);
+            tokio::pin!(handling);
+            // The client is read meanwhile: its end cancels the request (as
+            // hyper does without half-close), and what it sends next waits in
+            // `buf`, up to one head's worth.
+            loop {
+                tokio::select! {
+                    biased;
+                    response = &mut handling => break response,
+                    read = io.read_buf(&mut buf), if buf.len() < max_head => match read {
+                        Ok(0) | Err(_) => return Outcome::Closed,
+                        Ok(_) => {}
+                    },
+                }
             }
         };
+        positions = request.fields.recycle();
         let closing = shutting_down();
         let keep_alive = write_response(io, &mut out, response, head_only, closing).await;
         drop(guard);
@@ -159,7 +164,9 @@ enum Parsed {
 /// Takes one request head off `buf` if it is complete and one this path
 /// serves. Its fields are not copied or hashed: they are read where they
 /// lie in the head (`Fields`).
-fn parse(buf: &mut BytesMut, fields: usize) -> Parsed {
+/// `positions` is the connection's vector for where the fields lie (left
+/// empty when the request is taken).
+fn parse(buf: &mut BytesMut, fields: usize, positions: &mut Vec<FieldAt>) -> Parsed {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut storage[..fields]) {
@@ -188,7 +195,7 @@ fn parse(buf: &mut BytesMut, fields: usize) -> Parsed {
     // the URI and fields share it.
     let start = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path = start..start + path.len();
-    let at = locate(buf, parsed.headers);
+    locate_into(buf, parsed.headers, positions);
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
         // hyper refuses it from the same bytes.
@@ -200,7 +207,7 @@ fn parse(buf: &mut BytesMut, fields: usize) -> Parsed {
     Parsed::Ready(Bodiless {
         method,
         uri,
-        fields: Fields::new(head, at),
+        fields: Fields::new(head, std::mem::take(positions)),
     })
 }
 
@@ -478,13 +485,13 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Parsed {
-        parse(&mut BytesMut::from(text), MAX_FIELDS)
+        parse(&mut BytesMut::from(text), MAX_FIELDS, &mut Vec::new())
     }
 
     #[test]
     fn plain_heads_are_parsed_with_their_fields_in_order() {
         let mut buf = BytesMut::from("GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: 1\r\naccept: 2\r\n\r\nGET /next");
-        let Parsed::Ready(request) = parse(&mut buf, MAX_FIELDS) else {
+        let Parsed::Ready(request) = parse(&mut buf, MAX_FIELDS, &mut Vec::new()) else {
             panic!("a plain GET is this path's")
         };
         assert_eq!(request.uri, "/a?b=c");
@@ -493,7 +500,7 @@ mod tests {
         assert_eq!(accept, [b"1", b"2"]);
         assert_eq!(request.fields_len(), "Host: x\r\nAccept: 1\r\naccept: 2\r\n".len());
         assert_eq!(&buf[..], b"GET /next", "the next request's bytes stay");
-        assert!(matches!(parse(&mut buf, MAX_FIELDS), Parsed::Partial));
+        assert!(matches!(parse(&mut buf, MAX_FIELDS, &mut Vec::new()), Parsed::Partial));
     }
 
     #[test]
