@@ -2,11 +2,18 @@
 """flowgate's proxy side by side with nginx and HAProxy, in one run.
 
 Starts on loopback a neutral backend (nginx serving a small body, and
-flowgate's Flow simulator for WebSocket sessions), then, one after another,
-flowgate's proxy, nginx and HAProxy configured alike (upstream keep-alive,
-forwarded headers, WebSocket passing, the same certificate), plus the
-backend directly as the physical limit. Each proxy runs on core 0 with one
+flowgate's Flow simulator for WebSocket sessions), then flowgate's proxy,
+nginx and HAProxy configured alike (upstream keep-alive, forwarded
+headers, WebSocket passing, the same certificate), plus the backend
+directly as the physical limit. Each proxy runs on core 0 with one
 worker; the load generators and backends run on core 1.
+
+The throughput measures run with every proxy up at once (an idle one
+costs nothing), the targets taken in turn, three rounds (the best round
+kept, every round's rate in the JSON): a slow spell of the machine falls
+on all targets alike rather than on the one it happened to meet. The
+WebSocket phase then takes the targets one after another, each from a
+freshly started proxy.
 
 Measured for each: HTTP/1.1 keep-alive small GETs (wrk: requests/s, p50,
 p99, and the proxy's user and system CPU microseconds per request from
@@ -22,7 +29,8 @@ and flowgate/direct, and writes the figures as JSON.
 
     benches/compare.py [--quick] [--json FILE] [--sessions N]
 
---quick finishes in about 2 minutes, the full run in about 10. Needs a
+--quick (one round, fewer sessions) finishes in about 2 minutes, the full
+run in about 12. Needs a
 release build (cargo build --release) and nginx, haproxy, wrk, h2load
 (Debian: nginx-light haproxy wrk nghttp2-client) and openssl. Everything it
 starts is stopped when it ends, even on Ctrl-C; all traffic stays on 127.0.0.1.
@@ -426,7 +434,7 @@ def measure_ws(port, sessions, seconds, pids):
 def main():
     global WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 2 minutes instead of 10")
+    parser.add_argument("--quick", action="store_true", help="one round and 2,000 sessions: about 2 minutes instead of 12")
     parser.add_argument("--json", default=os.path.join(ROOT, "target", "bench", "compare.json"),
                         help="where to write the figures [target/bench/compare.json]")
     parser.add_argument("--sessions", type=int, help="WebSocket sessions [10,000, or what the fd limit allows]")
@@ -453,7 +461,7 @@ def main():
                       f"and cannot be raised, and a proxy needs two descriptors per session")
     seconds = {"http": 4 if args.quick else 15, "upload": 3 if args.quick else 10, "ws": 15 if args.quick else 40}
     h2_requests = 20_000 if args.quick else 100_000
-    tls_rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else 3
 
     WORK = tempfile.mkdtemp(prefix="flowgate-bench-")
     # nginx started as root runs its workers as nobody, and they write
@@ -479,14 +487,44 @@ def main():
         wait_port(ws_backend)
 
         targets = (args.only or "direct,flowgate,nginx,haproxy").split(",")
+        backends = (backend_http, backend_https, ws_backend)
+        # Throughput first, with every proxy up at once and the targets taken
+        # in turn, round after round (best round kept): a slow spell of the
+        # machine then falls on all of them instead of on whichever target
+        # it happened to meet.
+        running = {}
         for name in targets:
+            try:
+                running[name] = Target(name, procs, sessions, cert, key, backends)
+            except Exception as e:  # one target failing must not lose the others
+                print(f"   {name} failed to start: {e}", file=sys.stderr, flush=True)
+                results["targets"][name] = {"error": str(e)}
+        throughput = {name: {} for name in running}
+        for round_ in range(rounds):
+            print(f"-- throughput, round {round_ + 1} of {rounds}", file=sys.stderr, flush=True)
+            for name, target in running.items():
+                try:
+                    keep_best(throughput[name], measure_throughput(target, args, seconds, h2_requests, upload))
+                except Exception as e:
+                    print(f"   {name} failed: {e}", file=sys.stderr, flush=True)
+        for target in running.values():
+            target.stop()
+        # WebSocket sessions one target after another, each from a freshly
+        # started proxy, so memory pools warmed before do not hide what
+        # sessions cost and one proxy's sessions do not share the machine
+        # with another's.
+        for name in running:
             print(f"-- {name}", file=sys.stderr, flush=True)
             try:
-                results["targets"][name] = measure_target(name, procs, args, sessions, seconds, h2_requests,
-                                                          tls_rounds, cert, key, upload,
-                                                          (backend_http, backend_https, ws_backend))
-                print(f"   {summary_line(results['targets'][name])}", file=sys.stderr, flush=True)
-            except Exception as e:  # one target failing must not lose the others
+                r = throughput[name]
+                target = Target(name, procs, sessions, cert, key, backends)
+                try:
+                    r["ws"] = measure_ws(target.ws, sessions, seconds["ws"], target.memory_pids())
+                finally:
+                    target.stop()
+                results["targets"][name] = r
+                print(f"   {summary_line(r)}", file=sys.stderr, flush=True)
+            except Exception as e:
                 print(f"   {name} failed: {e}", file=sys.stderr, flush=True)
                 results["targets"][name] = {"error": str(e)}
     finally:
@@ -500,54 +538,71 @@ def main():
     print(f"\nfigures: {args.json}")
 
 
-def measure_target(name, procs, args, sessions, seconds, h2_requests, tls_rounds, cert, key, upload, backends):
-    """Every measure for one target (a proxy on core 0, or the backends directly)."""
-    backend_http, backend_https, ws_backend = backends
-    proc = None
-    http, https = free_port(), free_port()
+class Target:
+    """One target: a proxy started on core 0 (or, for the direct row, the backends themselves)."""
 
-    def start():
+    def __init__(self, name, procs, sessions, cert, key, backends):
+        backend_http, backend_https, ws_backend = backends
+        self.name, self.procs, self.proc = name, procs, None
+        if name == "direct":
+            self.http, self.https, self.ws = backend_http, backend_https, ws_backend
+            return
+        self.http, self.https = free_port(), free_port()
+        self.ws = self.http
         if name == "flowgate":
-            path = flowgate_config(http, https, cert, key, backend_http, ws_backend, sessions * 2 + 100)
-            started = procs.start(name, [BIN, "proxy", "--config", path], PROXY_CORE, env={"FLOWGATE_LOG": "warn"})
+            path = flowgate_config(self.http, self.https, cert, key, backend_http, ws_backend, sessions * 2 + 100)
+            self.proc = procs.start(name, [BIN, "proxy", "--config", path], PROXY_CORE, env={"FLOWGATE_LOG": "warn"})
         else:
             # nginx counts both sides of a proxied connection, HAProxy the client side.
             limit = sessions * 2 + 100 if name == "nginx" else sessions + 100
-            started = start_target(name, procs, (http, https), (backend_http, ws_backend), cert, key, limit)
-        wait_port(http)
-        wait_port(https)
+            self.proc = start_target(name, procs, (self.http, self.https), (backend_http, ws_backend), cert, key, limit)
+        wait_port(self.http)
+        wait_port(self.https)
         time.sleep(0.5)
-        return started
 
-    try:
-        if name == "direct":
-            http, https, ws = backend_http, backend_https, ws_backend
-        else:
-            proc = start()
-            ws = http
-        # CPU per request of the proxy (all its processes); none for the direct row.
-        pids = children(proc.pid) if proc else []
-        r = {
-            "http": timed_wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64, pids),
-            "h2_tls": h2load(f"https://127.0.0.1:{https}/", h2_requests, 16, 10),
-            "tls_new": tls_connections(https, 500 if args.quick else 1000, tls_rounds),
-            "tls_resumed": tls_resumed(https, 2 if args.quick else 5),
-        }
-        up = wrk(f"http://127.0.0.1:{http}/upload", seconds["upload"], 8, upload)
-        up["mib_per_s"] = up["rps"]  # one MiB per request
-        r["upload"] = up
-        # The WebSocket phase starts from a fresh proxy, so memory pools warmed by the
-        # phases before do not hide what sessions cost.
-        if proc:
-            procs.stop(proc)
-            proc = start()
-        # Memory of the proxy (all its processes), or of the simulator for the direct row.
-        pids = children(proc.pid) if proc else [p.pid for p in procs.procs if "sim" in " ".join(map(str, p.args))]
-        r["ws"] = measure_ws(ws, sessions, seconds["ws"], pids)
-        return r
-    finally:
-        if proc:
-            procs.stop(proc)
+    def cpu_pids(self):
+        """The proxy's processes, for CPU per request; none for the direct row."""
+        return children(self.proc.pid) if self.proc else []
+
+    def memory_pids(self):
+        """The proxy's processes, or the simulator's for the direct row."""
+        if self.proc:
+            return children(self.proc.pid)
+        return [p.pid for p in self.procs.procs if "sim" in " ".join(map(str, p.args))]
+
+    def stop(self):
+        if self.proc:
+            self.procs.stop(self.proc)
+            self.proc = None
+
+
+def measure_throughput(target, args, seconds, h2_requests, upload):
+    """One round of every throughput measure of one target."""
+    http, https = target.http, target.https
+    r = {
+        "http": timed_wrk(f"http://127.0.0.1:{http}/", seconds["http"], 64, target.cpu_pids()),
+        "h2_tls": h2load(f"https://127.0.0.1:{https}/", h2_requests, 16, 10),
+        "tls_new": tls_connections(https, 500 if args.quick else 1000, 1),
+        "tls_resumed": tls_resumed(https, 2 if args.quick else 5),
+    }
+    up = wrk(f"http://127.0.0.1:{http}/upload", seconds["upload"], 8, upload)
+    up["mib_per_s"] = up["rps"]  # one MiB per request
+    r["upload"] = up
+    return r
+
+
+# What makes a round's figure the best one, per measure.
+BEST_BY = {"http": "rps", "h2_tls": "rps", "tls_new": "per_s", "tls_resumed": "per_s", "upload": "mib_per_s"}
+
+
+def keep_best(best, r):
+    """Keeps, per measure, the round with the higher rate (its other figures
+    with it), and every round's rate under "rounds"."""
+    for measure, key in BEST_BY.items():
+        rates = best.get(measure, {}).get("rounds", []) + [r[measure][key]]
+        if measure not in best or r[measure][key] > best[measure][key]:
+            best[measure] = r[measure]
+        best[measure]["rounds"] = rates
 
 
 def summary_line(r):
