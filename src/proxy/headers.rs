@@ -15,6 +15,10 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The forwarded fields the proxy always writes itself: a trusted peer's
+/// are replaced (its X-Forwarded-For extended), never passed on beside them.
+const SET_BY_PROXY: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST];
+
 /// Headers a `Connection` token can never remove: what routes and frames the
 /// message, and what the proxy sets itself.
 fn protected(name: &HeaderName) -> bool {
@@ -283,7 +287,7 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, conn: &ConnIn
     }
     let previous = if conn.trusted {
         let previous = headers.get(X_FORWARDED_FOR).cloned();
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST] {
+        for name in SET_BY_PROXY {
             headers.remove(name);
         }
         previous
@@ -354,9 +358,9 @@ pub fn to_backend(fields: &Fields, trusted: bool) -> impl Iterator<Item = (&[u8]
     })
 }
 
-/// The fields the proxy writes itself, in any case.
+/// One of `SET_BY_PROXY`, named in any case.
 fn set_by_proxy(name: &[u8]) -> bool {
-    [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST]
+    SET_BY_PROXY
         .iter()
         .any(|own| name.eq_ignore_ascii_case(own.as_str().as_bytes()))
 }
