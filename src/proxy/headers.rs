@@ -3,6 +3,8 @@
 //! hop-by-hop headers that go, the forwarded headers that only the proxy
 //! (or a trusted proxy before it) may set, and the sticky cookie.
 
+use std::borrow::Cow;
+
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
@@ -146,8 +148,9 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
 /// The request's host, lower-case and without a port. Exactly one Host
 /// header, a valid authority; on HTTP/2 (and for absolute-form targets) it
 /// must name the same host as the target, so the proxy never routes by one
-/// name and forwards another.
-pub fn request_host(req: &impl ClientHead) -> Result<String, BadRequest> {
+/// name and forwards another. Borrowed from the request unless the name
+/// needs lower-casing.
+pub fn request_host(req: &impl ClientHead) -> Result<Cow<'_, str>, BadRequest> {
     let mut hosts = req.values(&header::HOST);
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -180,8 +183,9 @@ pub fn request_host(req: &impl ClientHead) -> Result<String, BadRequest> {
 }
 
 /// `host[:port]` as (lower-case host, port): a DNS name, an IPv4 address or
-/// a bracketed IPv6 address; no user info, no path, nothing else.
-fn parse_authority(bytes: &[u8]) -> Option<(String, Option<u16>)> {
+/// a bracketed IPv6 address; no user info, no path, nothing else. The host
+/// is copied only when it has upper-case letters.
+fn parse_authority(bytes: &[u8]) -> Option<(Cow<'_, str>, Option<u16>)> {
     // Bytes, not text: one pass each, and anything not ASCII is refused
     // (an IPv6 literal is checked as text below).
     let text = bytes.trim_ascii();
@@ -218,7 +222,13 @@ fn parse_authority(bytes: &[u8]) -> Option<(String, Option<u16>)> {
     if !text.starts_with(b"[") && !valid_name(host) {
         return None;
     }
-    Some((std::str::from_utf8(host).ok()?.to_ascii_lowercase(), port))
+    let host = std::str::from_utf8(host).ok()?;
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    Some((host, port))
 }
 
 /// A WebSocket handshake is a GET without a body (RFC 6455, 4.1). One that
@@ -653,6 +663,13 @@ mod tests {
         assert_eq!(
             request_host(&request("/", &["Flow.Example.com:8443"])).unwrap(),
             "flow.example.com"
+        );
+        assert!(
+            matches!(
+                request_host(&request("/", &["flow.example.com:8443"])),
+                Ok(Cow::Borrowed("flow.example.com"))
+            ),
+            "a name already lower-case is borrowed, not copied"
         );
         assert_eq!(request_host(&request("http://a.example/", &[])).unwrap(), "a.example");
         assert_eq!(request_host(&request("/", &["[::1]:80"])).unwrap(), "::1");
