@@ -1105,35 +1105,75 @@ fn client_frame(first: u8, payload: &[u8], mask: bool) -> Vec<u8> {
     out
 }
 
-/// Reads frames until a close frame; returns its code (None on EOF first).
-fn close_code(s: &mut TcpStream) -> Option<u16> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let mut pos = 0;
-        while buf.len() >= pos + 2 {
-            let opcode = buf[pos] & 0x0f;
-            let len = (buf[pos + 1] & 0x7f) as usize;
-            let (len, start) = match len {
-                126 if buf.len() >= pos + 4 => (u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize, pos + 4),
-                126 | 127 => break,
-                n => (n, pos + 2),
-            };
-            if buf.len() < start + len {
-                break;
+/// The frames a server sends, read one at a time: bytes a read brings past
+/// the current frame stay for the next.
+#[derive(Default)]
+struct ServerFrames {
+    buf: Vec<u8>,
+}
+
+impl ServerFrames {
+    /// The next frame as (first byte, payload), or what came instead.
+    fn next(&mut self, s: &mut TcpStream) -> Result<(u8, Vec<u8>), String> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some((first, start, len)) = self.header()? {
+                if self.buf.len() >= start + len {
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return Ok((first, payload));
+                }
             }
-            if opcode == 8 {
-                return (len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]]));
+            match s.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(format!(
+                        "the stream ended with {} bytes of a frame unread",
+                        self.buf.len()
+                    ));
+                }
+                Err(e) => return Err(format!("no frame ({e}) with {} bytes unread", self.buf.len())),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
-            pos = start + len;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    None
+
+    /// (first byte, payload start, payload length) once the header is here.
+    fn header(&self) -> Result<Option<(u8, usize, usize)>, String> {
+        let b = &self.buf;
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        if b[1] & 0x80 != 0 {
+            return Err(format!("a masked frame from the server: {:02x?}", &b[..2]));
+        }
+        Ok(match b[1] & 0x7f {
+            126 if b.len() >= 4 => Some((b[0], 4, u16::from_be_bytes([b[2], b[3]]) as usize)),
+            127 if b.len() >= 10 => {
+                let len = u64::from_be_bytes(b[2..10].try_into().unwrap());
+                Some((
+                    b[0],
+                    10,
+                    usize::try_from(len).map_err(|_| format!("a frame of {len} bytes"))?,
+                ))
+            }
+            126 | 127 => None,
+            n => Some((b[0], 2, n as usize)),
+        })
+    }
+}
+
+/// Reads frames until a close frame and returns its code; what came
+/// instead (end of stream, timeout, a close without a code) as the error.
+fn close_code(frames: &mut ServerFrames, s: &mut TcpStream) -> Result<u16, String> {
+    loop {
+        let (first, payload) = frames.next(s)?;
+        if first & 0x0f == 8 {
+            return match payload[..] {
+                [a, b, ..] => Ok(u16::from_be_bytes([a, b])),
+                _ => Err(format!("a close frame without a code: {payload:02x?}")),
+            };
+        }
+    }
 }
 
 #[test]
@@ -1153,7 +1193,7 @@ fn protocol_violations_from_clients_close_the_session_with_1002() {
         let mut s = ws_open(proxy.addr);
         wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 1);
         s.write_all(&bytes).unwrap();
-        assert_eq!(close_code(&mut s), Some(1002), "{name}");
+        assert_eq!(close_code(&mut ServerFrames::default(), &mut s), Ok(1002), "{name}");
         wait_for(Duration::from_secs(5), || proxy.total("ws_active") == 0);
     }
     still_serves(&fx, &proxy, "/api/sim/whoami");
@@ -1174,18 +1214,27 @@ fn a_fragment_flood_is_relayed_without_growing_the_proxy() {
         let mut w = writer;
         w.write_all(&flood).unwrap();
     });
-    // The simulator echoes the whole message: 20,002 bytes of text.
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while got.len() < 20_002 + 4 {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the session ended during the flood");
-        got.extend_from_slice(&chunk[..n]);
+    // The simulator echoes frame by frame: a text frame, 20,000
+    // continuations and the final one, a byte each.
+    let mut frames = ServerFrames::default();
+    let mut kinds = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let (first, payload) = frames
+            .next(&mut s)
+            .unwrap_or_else(|e| panic!("after {} frames of the echo: {e}", kinds.len()));
+        kinds.push(first & 0x0f);
+        bytes += payload.len();
+        if first & 0x80 != 0 {
+            break;
+        }
     }
     send.join().unwrap();
-    assert_eq!(got[0] & 0x0f, 1, "a text message came back");
+    assert_eq!((kinds.len(), bytes), (20_002, 20_002), "the whole message came back");
+    assert_eq!(kinds[0], 1, "a text message came back");
+    assert!(kinds[1..].iter().all(|&k| k == 0), "the rest are its continuations");
     s.write_all(&client_frame(0x88, &1000u16.to_be_bytes(), true)).unwrap();
-    assert_eq!(close_code(&mut s), Some(1000));
+    assert_eq!(close_code(&mut frames, &mut s), Ok(1000));
     // The client never closes its end: the proxy ends the session anyway
     // once both sides have sent their close frames.
     wait_for(Duration::from_secs(10), || proxy.total("ws_active") == 0);
