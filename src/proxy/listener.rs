@@ -96,6 +96,10 @@ pub async fn run(
             }
             proxy.connections_active.fetch_sub(1, Ordering::Relaxed);
         });
+        // One connection per turn of the event loop, as nginx does: during
+        // a burst of new connections the sessions already open get their
+        // frames through between accepts instead of after a batch of them.
+        tokio::task::yield_now().await;
     }
 }
 
