@@ -6,11 +6,17 @@
 //! connections that stay idle. Generic over the transport, so TLS streams
 //! plug in the same way as TCP.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hyper::server::conn::http2;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,7 +31,7 @@ use super::handler;
 use super::io::{Guarded, Prefixed};
 use super::plain::Outcome;
 use crate::config::proxy::Limits;
-use crate::serve::Body;
+use crate::serve::{Body, BoxError};
 use crate::websocket::peer::find_head_end;
 
 /// The most one read takes from a client (hyper's buffer limit).
@@ -166,7 +172,7 @@ where
             let proxy = proxy.clone();
             let conn = service_conn.clone();
             // Boxed: the handler's state is a few KiB, and hyper moves the
-            // future around (into its dispatcher, into a task for HTTP/2);
+            // future around (into its dispatcher, into `Streams` for HTTP/2);
             // moving a pointer is cheaper than copying that state each time.
             Box::pin(async move {
                 let request = conn.start_request();
@@ -177,12 +183,23 @@ where
                 }))
             })
         });
-        let connection = builder(&limits)
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let result = match watcher {
-            Some(watcher) => watcher.watch(connection).await,
-            None => connection.await,
+        let io = TokioIo::new(io);
+        let result: Result<(), BoxError> = if http2 {
+            let streams = Streams::default();
+            let connection = http2_builder(&limits, streams.clone()).serve_connection(io, service);
+            match watcher {
+                Some(watcher) => streams.drive(watcher.watch(connection)).await,
+                None => streams.drive(connection).await,
+            }
+            .map_err(Into::into)
+        } else {
+            let connection = http1_builder(&limits)
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            match watcher {
+                Some(watcher) => watcher.watch(connection).await,
+                None => connection.await,
+            }
         };
         if let Err(e) = result {
             tracing::debug!("client connection ended: {e}");
@@ -203,7 +220,9 @@ where
 /// How many headers hyper's HTTP/1 server takes when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// For connections that begin as HTTP/1.1 (HTTP/2 is told from the first
+/// bytes in `serve_connection`).
+fn http1_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
@@ -225,13 +244,60 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // the handler (and for the first head here, before hyper).
         .max_buf_size(limits.max_header_bytes.max(READ_BUFFER));
     builder
-        .http2()
+}
+
+fn http2_builder(limits: &Limits, streams: Streams) -> http2::Builder<Streams> {
+    let mut builder = http2::Builder::new(streams);
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.keepalive_timeout.min(Duration::from_secs(30))))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
+}
+
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The executor of one HTTP/2 connection's streams: hyper hands it each
+/// stream's future, and the connection's own task polls them (`drive`)
+/// instead of a tokio task per stream. A task per stream cost about 4 % of
+/// a proxied HTTP/2 request (spawn, schedule, free; A/B in RESULTS.md).
+/// When the connection ends, the streams still running end with it, as an
+/// HTTP/1.1 request does when its connection goes: their answers could no
+/// longer be sent (hyper's connection ends only once every stream is done,
+/// graceful shutdown included, or on an error). A panic in a stream (a
+/// bug) ends its connection, not only the stream.
+#[derive(Clone, Default)]
+struct Streams(Arc<Mutex<FuturesUnordered<StreamFuture>>>);
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Streams {
+    fn execute(&self, stream: F) {
+        self.set().push(Box::pin(stream));
+    }
+}
+
+impl Streams {
+    fn set(&self) -> MutexGuard<'_, FuturesUnordered<StreamFuture>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `connection` and the streams it starts, until it ends.
+    async fn drive<T>(&self, connection: impl Future<Output = T>) -> T {
+        let mut connection = std::pin::pin!(connection);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                return Poll::Ready(ended);
+            }
+            // Streams the connection just started are polled here first;
+            // an answer a stream queues wakes the connection, and so this
+            // task, to send it.
+            let mut set = self.set();
+            while let Poll::Ready(Some(())) = set.poll_next_unpin(cx) {}
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Completes when the connection is due to close: idle (no request in
