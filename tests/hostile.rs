@@ -192,6 +192,32 @@ fn h2c_upgrade_requests_are_plain_requests_to_the_backend() {
 }
 
 #[test]
+fn an_http2_preface_after_http1_requests_is_not_served_as_http2() {
+    // HTTP/2 by prior knowledge starts a connection (RFC 9113, 3.3); one
+    // that began as HTTP/1.1 stays HTTP/1.1, and its idle and head limits
+    // stay those of HTTP/1.1.
+    let mut fx = Fixture::new("hostile-late-preface");
+    let backend = RawBackend::start();
+    let proxy = over_raw(&mut fx, backend.addr, &[]);
+    let mut client = Raw::connect(proxy.addr);
+    client.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.response().text(), "GET /first HTTP/1.1");
+    client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    let r = client.response();
+    assert_eq!(r.status, 505, "{}", r.text());
+    assert!(
+        client.closed_within(Duration::from_secs(3)),
+        "the connection stayed open"
+    );
+    assert!(
+        backend.heads().iter().all(|h| !h.starts_with("PRI")),
+        "{:?}",
+        backend.heads()
+    );
+    still_serves(&fx, &proxy, "/after");
+}
+
+#[test]
 fn heads_with_bare_lf_line_ends_are_answered_at_once() {
     let mut fx = Fixture::new("hostile-bare-lf");
     let backend = RawBackend::start();

@@ -164,6 +164,14 @@ where
         } else {
             match super::plain::serve(&proxy, &conn_for_plain, &mut io, BytesMut::from(&head[..])).await {
                 Outcome::Closed => return,
+                // HTTP/2 by prior knowledge starts a connection (RFC 9113,
+                // 3.3); a preface after HTTP/1.1 requests would otherwise
+                // switch hyper to HTTP/2 under HTTP/1.1's limits.
+                Outcome::HandOver(rest) if rest.starts_with(LATE_PREFACE) => {
+                    let _ = io.write_all(LATE_PREFACE_ANSWER).await;
+                    let _ = io.shutdown().await;
+                    return;
+                }
                 Outcome::HandOver(rest) => Vec::from(rest),
             }
         };
@@ -220,8 +228,14 @@ where
 /// How many headers hyper's HTTP/1 server takes when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
 
+/// The request line that begins the HTTP/2 preface.
+const LATE_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const LATE_PREFACE_ANSWER: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\nConnection: close\r\n\
+    Content-Type: text/plain\r\nContent-Length: 51\r\n\r\nHTTP/2 must start the connection (prior knowledge)\n";
+
 /// For connections that begin as HTTP/1.1 (HTTP/2 is told from the first
-/// bytes in `serve_connection`).
+/// bytes in `serve_connection`; hyper's version sniffing, which
+/// `serve_connection_with_upgrades` always does, never sees a preface).
 fn http1_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
