@@ -147,14 +147,15 @@ where
         FirstHead::Ready(bytes) => bytes,
         FirstHead::Closed => return,
         FirstHead::TimedOut => {
-            let _ = io
-                .write_all(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                .await;
-            let _ = io.shutdown().await;
+            answer_and_close(
+                &mut io,
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await;
             return;
         }
     };
-    let http2 = head.starts_with(b"PRI * HTTP/2.0");
+    let http2 = head.starts_with(PREFACE_LINE);
     conn.activity.http2.store(http2, Ordering::Relaxed);
     let served = async move {
         // Plain HTTP/1.1 requests are served by `plain` until one is not;
@@ -167,9 +168,8 @@ where
                 // HTTP/2 by prior knowledge starts a connection (RFC 9113,
                 // 3.3); a preface after HTTP/1.1 requests would otherwise
                 // switch hyper to HTTP/2 under HTTP/1.1's limits.
-                Outcome::HandOver(rest) if rest.starts_with(LATE_PREFACE) => {
-                    let _ = io.write_all(LATE_PREFACE_ANSWER).await;
-                    let _ = io.shutdown().await;
+                Outcome::HandOver(rest) if rest.starts_with(PREFACE_LINE) => {
+                    answer_and_close(&mut io, LATE_PREFACE_ANSWER).await;
                     return;
                 }
                 Outcome::HandOver(rest) => Vec::from(rest),
@@ -225,11 +225,20 @@ where
     }
 }
 
+/// Writes an answer the proxy makes itself before hyper has the connection,
+/// and closes it; a client already gone changes nothing.
+async fn answer_and_close<IO: AsyncWrite + Unpin>(io: &mut IO, answer: &[u8]) {
+    let _ = io.write_all(answer).await;
+    let _ = io.shutdown().await;
+}
+
 /// How many headers hyper's HTTP/1 server takes when not told otherwise.
 const HYPER_MAX_HEADERS: usize = 100;
 
-/// The request line that begins the HTTP/2 preface.
-const LATE_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The request line that begins the HTTP/2 preface: at a connection's
+/// start it means HTTP/2 by prior knowledge; after HTTP/1.1 requests it is
+/// refused with `LATE_PREFACE_ANSWER`.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
 const LATE_PREFACE_ANSWER: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\nConnection: close\r\n\
     Content-Type: text/plain\r\nContent-Length: 51\r\n\r\nHTTP/2 must start the connection (prior knowledge)\n";
 
