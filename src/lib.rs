@@ -7,7 +7,7 @@
 //! `monitor` folds Docker's and the proxy's feeds into one picture;
 //! `deploy` plans and runs the deployment on Docker; `proxy` is the load
 //! balancer and `tls` its certificates; `config`, `net` (the client side),
-//! `websocket`, `template`, `serve`, `fsutil`, `clock` and `histogram` are
+//! `http2`, `websocket`, `template`, `serve`, `fsutil`, `clock` and `histogram` are
 //! the pieces everything shares. `sim` holds the Flow and Management Center
 //! simulators and the load generator. No module imports one above it;
 //! ARCHITECTURE.md draws the layers and how data flows between them.
@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod export;
 pub mod fsutil;
 pub mod histogram;
+pub mod http2;
 pub mod monitor;
 pub mod net;
 pub mod proxy;
