@@ -4,4 +4,5 @@
 
 pub mod frame;
 pub mod hpack;
+pub mod server;
 mod tables;
