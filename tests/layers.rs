@@ -20,6 +20,7 @@ const RANKS: &[(&str, u8)] = &[
     ("config", 1),
     ("fsutil", 1),
     ("websocket", 0),
+    ("http2", 0),
     ("template", 0),
     ("serve", 0),
     ("clock", 0),

@@ -8,6 +8,7 @@ and time, traffic goes to loopback only, and each test ends by checking that
 the proxy still serves a normal request.
 """
 
+import hashlib
 import http.server
 import os
 import signal
@@ -18,6 +19,10 @@ import threading
 import time
 import urllib.request
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 import hpack
 import pytest
 from hyperframe.frame import (
@@ -66,6 +71,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):
             time.sleep(0.1)
         body = b"ok"
+        if self.path.startswith("/big/"):
+            size = int(self.path.rsplit("/", 1)[1])
+            body = bytes(i % 251 for i in range(size))
         try:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -73,6 +81,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             pass  # the proxy gave up on this request (a reset stream)
+
+    def do_POST(self):
+        """Answers with the body's length and SHA-256, read by Content-Length or chunked."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        answer = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "12345")
+        self.end_headers()
 
     def log_message(self, *args):
         pass
@@ -254,4 +287,131 @@ def test_streams_are_capped_and_backend_connections_bounded(proxy):
     assert all(s in (200, 503) for s in statuses.values()), statuses
     assert sum(1 for s in statuses.values() if s == 200) >= 8, statuses
     assert proxy["backend"].peak <= 8, f"{proxy['backend'].peak} backend connections"
+    still_serves(proxy)
+
+
+class H2Client:
+    """A well-behaved HTTP/2 client (the h2 library) over a plain socket."""
+
+    def __init__(self, addr, window=65535):
+        self.sock = socket.create_connection(addr, timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
+        })
+        self.conn.initiate_connection()
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def run(self, until, timeout=20):
+        """Reads events until `until(events so far)` holds; every DATA is acknowledged as read."""
+        events = []
+        deadline = time.time() + timeout
+        while not until(events):
+            assert time.time() < deadline, f"no answer in {timeout} s: {events}"
+            data = self.sock.recv(65536)
+            assert data, f"the proxy closed the connection: {events}"
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                events.append(event)
+            self.flush()
+        return events
+
+
+def ended(stream_id):
+    return lambda events: any(
+        isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id for e in events
+    )
+
+
+def body_of(events, stream_id):
+    return b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
+
+
+def test_a_large_answer_to_a_client_with_a_small_window(proxy):
+    # 1 MB through a 1,000-byte stream window: the proxy must wait for each
+    # WINDOW_UPDATE, never send past it, and lose nothing.
+    client = H2Client(proxy["addr"], window=1000)
+    client.conn.send_headers(1, request("flow.example.com", "/big/1000000"), end_stream=True)
+    client.flush()
+    events = client.run(ended(1), timeout=60)
+    body = body_of(events, 1)
+    assert len(body) == 1_000_000
+    assert body == bytes(i % 251 for i in range(1_000_000))
+    still_serves(proxy)
+
+
+def test_uploads_arrive_whole_with_and_without_a_length(proxy):
+    payload = os.urandom(3 * 1024 * 1024)
+    client = H2Client(proxy["addr"])
+    for stream_id, with_length in ((1, True), (3, False)):
+        head = [(":method", "POST"), (":scheme", "http"), (":authority", "flow.example.com"), (":path", "/upload")]
+        if with_length:
+            head.append(("content-length", str(len(payload))))
+        client.conn.send_headers(stream_id, head)
+        sent = 0
+        while sent < len(payload):
+            # As much as the windows allow, then wait for them to open.
+            room = min(client.conn.local_flow_control_window(stream_id), client.conn.max_outbound_frame_size)
+            if room == 0:
+                client.run(lambda events: client.conn.local_flow_control_window(stream_id) > 0)
+                continue
+            chunk = payload[sent : sent + room]
+            client.conn.send_data(stream_id, chunk)
+            sent += len(chunk)
+            client.flush()
+        client.conn.end_stream(stream_id)
+        client.flush()
+        events = client.run(ended(stream_id), timeout=60)
+        answer = body_of(events, stream_id).decode()
+        assert answer == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}", (with_length, answer)
+    still_serves(proxy)
+
+
+def test_a_head_answer_has_no_body_and_a_ping_is_answered(proxy):
+    client = H2Client(proxy["addr"])
+    client.conn.send_headers(1, [(":method", "HEAD"), (":scheme", "http"), (":authority", "flow.example.com"),
+                                 (":path", "/ok")], end_stream=True)
+    client.conn.ping(b"12345678")
+    client.flush()
+    events = client.run(lambda events: ended(1)(events) and any(
+        isinstance(e, h2.events.PingAckReceived) for e in events))
+    heads = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(heads[0].headers)[":status"] == "200"
+    assert dict(heads[0].headers).get("content-length") == "12345"
+    assert body_of(events, 1) == b""
+    assert [e.ping_data for e in events if isinstance(e, h2.events.PingAckReceived)] == [b"12345678"]
+
+
+def test_malformed_requests_reset_only_their_stream(proxy):
+    conn = RawH2(proxy["addr"])
+    conn.headers(1, request("flow.example.com") + [("X-Upper", "1")])
+    conn.headers(3, request("flow.example.com") + [("connection", "keep-alive")])
+    conn.headers(5, request("flow.example.com") + [("content-length", "3")])  # END_STREAM, no body
+    conn.headers(7, request("flow.example.com"))
+    frames, _ = conn.frames(2)
+    resets = {f.stream_id: f.error_code for f in frames if isinstance(f, RstStreamFrame)}
+    assert resets == {1: 1, 3: 1, 5: 1}, resets
+    assert conn.statuses(frames) == {7: 200}
+    still_serves(proxy)
+
+
+def test_a_stream_reset_midway_through_its_upload_leaves_the_connection_serving(proxy):
+    client = H2Client(proxy["addr"])
+    head = [(":method", "POST"), (":scheme", "http"), (":authority", "flow.example.com"), (":path", "/upload"),
+            ("content-length", "100000")]
+    client.conn.send_headers(1, head)
+    client.conn.send_data(1, b"x" * 10000)
+    client.flush()
+    time.sleep(0.2)
+    client.conn.reset_stream(1, error_code=0x8)
+    client.conn.send_headers(3, request("flow.example.com"), end_stream=True)
+    client.flush()
+    events = client.run(ended(3))
+    assert body_of(events, 3) == b"ok"
     still_serves(proxy)

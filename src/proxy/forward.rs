@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use tokio::time::Sleep;
 
 use super::Proxy;
@@ -26,12 +26,12 @@ use crate::serve::{self, BoxError};
 
 /// Sends `head` (the request as it goes to a backend: its fields already
 /// rid of what stops at the proxy) and `body` to a backend of the route.
-pub async fn forward(
+pub async fn forward<B: ClientBody>(
     proxy: &Arc<Proxy>,
     conn: &ConnInfo,
     routed: &Routed,
     head: &RequestHead<'_>,
-    mut body: Option<Incoming>,
+    mut body: Option<B>,
 ) -> Reply {
     let Routed {
         config,
@@ -42,7 +42,7 @@ pub async fn forward(
     let (limits, sticky) = (&config.limits, sticky.as_deref());
     // A request without a body can be sent again as it is; one with a body
     // cannot, because the first attempt consumed it.
-    let bodyless = body.as_ref().is_none_or(Incoming::is_end_stream);
+    let bodyless = body.as_ref().is_none_or(B::is_end_stream);
     let timeouts = Timeouts {
         connect: limits.connect_timeout,
         response: limits.upstream_timeout,
@@ -116,13 +116,19 @@ pub async fn forward(
     }
 }
 
+/// A client's request body: hyper's (`Incoming`) or the proxy's own
+/// HTTP/2 server's.
+pub trait ClientBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static {}
+
+impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static> ClientBody for B {}
+
 /// The client's request body on its way to a backend, under two limits: no
 /// byte for `body_read_timeout` ends it, and so does an average slower than
 /// `body_min_rate` once the first `body_read_timeout` has passed (each
 /// `body_min_rate` bytes buy one more second), so a trickle cannot hold a
 /// connection and a backend slot for ever.
-pub struct TimedBody {
-    inner: Incoming,
+pub struct TimedBody<B> {
+    inner: B,
     idle: Duration,
     min_rate: u64,
     started: tokio::time::Instant,
@@ -130,8 +136,8 @@ pub struct TimedBody {
     timer: Pin<Box<Sleep>>,
 }
 
-impl TimedBody {
-    pub fn new(inner: Incoming, limits: &Limits) -> Self {
+impl<B> TimedBody<B> {
+    pub fn new(inner: B, limits: &Limits) -> Self {
         let started = tokio::time::Instant::now();
         TimedBody {
             inner,
@@ -156,7 +162,7 @@ impl TimedBody {
     }
 }
 
-impl hyper::body::Body for TimedBody {
+impl<B: ClientBody> hyper::body::Body for TimedBody<B> {
     type Data = Bytes;
     type Error = BoxError;
 

@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Proxy;
 use super::balance::Pool;
 use super::conn::{ConnInfo, Scheme};
+use super::forward::ClientBody;
 use super::h1::{Outgoing, RequestHead};
 use super::headers::{
     ClientHead, cookie_value, forwarded_for_sent, origin_form, prepare_request_headers, request_host,
@@ -35,8 +36,24 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         } = routed;
         return Box::pin(super::tunnel::upgrade(proxy, conn, pool, settings, req, sticky)).await;
     }
+    proxied(&proxy, &conn, &routed, req).await.into_response()
+}
+
+/// A request from the proxy's own HTTP/2 server (`h2`): the same checks
+/// and routing as `handle`, never an upgrade (HTTP/2 has no Upgrade field,
+/// and the server refuses one). The answer stays a `Reply`, so a backend's
+/// fields go to the client without a map in between.
+pub async fn handle_h2<B: ClientBody>(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<B>) -> Reply {
+    let routed = match route(&proxy, &conn, &req) {
+        Ok(routed) => routed,
+        Err(answer) => return Reply::Made(*answer),
+    };
+    proxied(&proxy, &conn, &routed, req).await
+}
+
+async fn proxied<B: ClientBody>(proxy: &Arc<Proxy>, conn: &ConnInfo, routed: &Routed, req: Request<B>) -> Reply {
     let (mut parts, body) = req.into_parts();
-    let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, &conn, &routed.settings);
+    let forwarded = prepare_request_headers(&mut parts.headers, &parts.uri, conn, &routed.settings);
     let uri = origin_form(&parts.uri);
     let head = RequestHead {
         method: &parts.method,
@@ -44,9 +61,7 @@ pub async fn handle(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incomin
         fields: Outgoing::Map(&parts.headers),
         forwarded: Some(&forwarded),
     };
-    super::forward::forward(&proxy, &conn, &routed, &head, Some(body))
-        .await
-        .into_response()
+    super::forward::forward(proxy, conn, routed, &head, Some(body)).await
 }
 
 /// A request without a body, read by the plain HTTP/1.1 path (`plain`):
@@ -68,7 +83,7 @@ pub async fn handle_bodyless(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: &Bodil
         },
         forwarded: Some(&forwarded),
     };
-    super::forward::forward(&proxy, &conn, &routed, &head, None).await
+    super::forward::forward(&proxy, &conn, &routed, &head, None::<Incoming>).await
 }
 
 /// Where a request goes once it passed the checks.

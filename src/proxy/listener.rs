@@ -6,17 +6,11 @@
 //! connections that stay idle. Generic over the transport, so TLS streams
 //! plug in the same way as TCP.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use hyper::server::conn::http2;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -160,9 +154,14 @@ where
     let served = async move {
         // Plain HTTP/1.1 requests are served by `plain` until one is not;
         // from there hyper serves the connection, from the bytes read.
-        let head = if http2 {
-            head
-        } else {
+        if http2 {
+            // Held until the connection ends: graceful shutdown waits for
+            // it; `h2` itself hears of the shutdown from `shutting_down`.
+            let _watcher = watcher;
+            super::h2::serve(proxy, conn_for_plain, io, head).await;
+            return;
+        }
+        let head = {
             match super::plain::serve(&proxy, &conn_for_plain, &mut io, BytesMut::from(&head[..])).await {
                 Outcome::Closed => return,
                 // HTTP/2 by prior knowledge starts a connection (RFC 9113,
@@ -192,22 +191,12 @@ where
             })
         });
         let io = TokioIo::new(io);
-        let result: Result<(), BoxError> = if http2 {
-            let streams = Streams::default();
-            let connection = http2_builder(&limits, streams.clone()).serve_connection(io, service);
-            match watcher {
-                Some(watcher) => streams.drive(watcher.watch(connection)).await,
-                None => streams.drive(connection).await,
-            }
-            .map_err(Into::into)
-        } else {
-            let connection = http1_builder(&limits)
-                .serve_connection_with_upgrades(io, service)
-                .into_owned();
-            match watcher {
-                Some(watcher) => watcher.watch(connection).await,
-                None => connection.await,
-            }
+        let connection = http1_builder(&limits)
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let result: Result<(), BoxError> = match watcher {
+            Some(watcher) => watcher.watch(connection).await,
+            None => connection.await,
         };
         if let Err(e) = result {
             tracing::debug!("client connection ended: {e}");
@@ -267,60 +256,6 @@ fn http1_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // the handler (and for the first head here, before hyper).
         .max_buf_size(limits.max_header_bytes.max(READ_BUFFER));
     builder
-}
-
-fn http2_builder(limits: &Limits, streams: Streams) -> http2::Builder<Streams> {
-    let mut builder = http2::Builder::new(streams);
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .keep_alive_interval(Some(limits.keepalive_timeout.min(Duration::from_secs(30))))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
-}
-
-type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The executor of one HTTP/2 connection's streams: hyper hands it each
-/// stream's future, and the connection's own task polls them (`drive`)
-/// instead of a tokio task per stream. A task per stream cost about 4 % of
-/// a proxied HTTP/2 request (spawn, schedule, free; A/B in RESULTS.md).
-/// When the connection ends, the streams still running end with it, as an
-/// HTTP/1.1 request does when its connection goes: their answers could no
-/// longer be sent (hyper's connection ends only once every stream is done,
-/// graceful shutdown included, or on an error). A panic in a stream (a
-/// bug) ends its connection, not only the stream.
-#[derive(Clone, Default)]
-struct Streams(Arc<Mutex<FuturesUnordered<StreamFuture>>>);
-
-impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Streams {
-    fn execute(&self, stream: F) {
-        self.set().push(Box::pin(stream));
-    }
-}
-
-impl Streams {
-    fn set(&self) -> MutexGuard<'_, FuturesUnordered<StreamFuture>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `connection` and the streams it starts, until it ends.
-    async fn drive<T>(&self, connection: impl Future<Output = T>) -> T {
-        let mut connection = std::pin::pin!(connection);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
-                return Poll::Ready(ended);
-            }
-            // Streams the connection just started are polled here first;
-            // an answer a stream queues wakes the connection, and so this
-            // task, to send it.
-            let mut set = self.set();
-            while let Poll::Ready(Some(())) = set.poll_next_unpin(cx) {}
-            Poll::Pending
-        })
-        .await
-    }
 }
 
 /// Completes when the connection is due to close: idle (no request in

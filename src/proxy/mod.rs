@@ -20,6 +20,7 @@ pub mod discover;
 pub mod events;
 pub mod forward;
 pub mod h1;
+pub mod h2;
 pub mod handler;
 pub mod headers;
 pub mod health;
