@@ -2,7 +2,7 @@
 //! client's per-address share (a WebSocket session keeps both until it
 //! ends), bound every write to the client (`io::Guarded`), give the first
 //! request head a deadline (408 when it is missed: slowloris), then serve
-//! HTTP/1.1 and h2c through hyper with header and stream limits, closing
+//! HTTP/1.1 (`plain`, then hyper) or HTTP/2 (`h2`, the proxy's own), closing
 //! connections that stay idle. Generic over the transport, so TLS streams
 //! plug in the same way as TCP.
 
@@ -179,8 +179,8 @@ where
             let proxy = proxy.clone();
             let conn = service_conn.clone();
             // Boxed: the handler's state is a few KiB, and hyper moves the
-            // future around (into its dispatcher, into `Streams` for HTTP/2);
-            // moving a pointer is cheaper than copying that state each time.
+            // future around (into its dispatcher); moving a pointer is
+            // cheaper than copying that state each time.
             Box::pin(async move {
                 let request = conn.start_request();
                 let response = handler::handle(proxy, conn, req).await;

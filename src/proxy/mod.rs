@@ -2,7 +2,9 @@
 //!
 //! The request path runs one way, outermost first: `listener` (accept,
 //! connection limits, first-request deadline, idle connections; `io` and
-//! `conn` hold what it keeps per connection) -> `handler` (refuse, route by
+//! `conn` hold what it keeps per connection; `plain` serves bodiless
+//! HTTP/1.1 requests, hyper the rest of HTTP/1.1, `h2` HTTP/2 on
+//! `http2::server`) -> `handler` (refuse, route by
 //! host and path) -> `forward` (plain requests, retries) | `tunnel`
 //! (WebSocket copy loop with the frame tap) -> `upstream` (exchanges with a
 //! backend, over the connections `backend` owns). `headers` is the one
