@@ -384,6 +384,7 @@ def test_a_head_answer_has_no_body_and_a_ping_is_answered(proxy):
     heads = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
     assert dict(heads[0].headers)[":status"] == "200"
     assert dict(heads[0].headers).get("content-length") == "12345"
+    assert "date" in dict(heads[0].headers)
     assert body_of(events, 1) == b""
     assert [e.ping_data for e in events if isinstance(e, h2.events.PingAckReceived)] == [b"12345678"]
 

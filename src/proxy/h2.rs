@@ -31,8 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::handler;
 use super::upstream::Reply;
+use super::{handler, plain};
 use crate::http2::frame::ErrorCode;
 use crate::http2::server::{self, Connection, Event, RequestHead};
 use crate::serve::{Body, BoxError};
@@ -321,9 +321,13 @@ async fn exchange(
 ) -> u32 {
     let _request = conn.start_request();
     let mut body = match handler::handle_h2(proxy, conn, request).await {
+        // A Date on the proxy's own answers, and on a backend's that came
+        // without one, as on HTTP/1.1 (`plain`).
         Reply::Made(response) => {
             let (parts, body) = response.into_parts();
+            let date = plain::http_date();
             let fields = parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            let fields = fields.chain([(&b"date"[..], &date[..])]);
             if !start(&handle, stream, parts.status.as_u16(), fields, body.is_end_stream()) {
                 return stream;
             }
@@ -331,7 +335,10 @@ async fn exchange(
         }
         Reply::Relayed(relayed) => {
             let cookie = relayed.cookie.as_ref().map(|c| (&b"set-cookie"[..], c.as_bytes()));
-            let fields = relayed.end_to_end().chain(cookie);
+            let dated = relayed.end_to_end().any(|(name, _)| name.eq_ignore_ascii_case(b"date"));
+            let date = (!dated).then(plain::http_date);
+            let date = date.as_ref().map(|d| (&b"date"[..], &d[..]));
+            let fields = relayed.end_to_end().chain(cookie).chain(date);
             if !start(
                 &handle,
                 stream,

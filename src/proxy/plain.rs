@@ -443,7 +443,7 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
 }
 
 /// Now as an HTTP date (RFC 9110 5.6.7), made once a second per thread.
-fn http_date() -> [u8; 29] {
+pub(super) fn http_date() -> [u8; 29] {
     use std::cell::Cell;
     thread_local! {
         static LAST: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
