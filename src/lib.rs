@@ -7,8 +7,8 @@
 //! `monitor` folds Docker's and the proxy's feeds into one picture;
 //! `deploy` plans and runs the deployment on Docker; `proxy` is the load
 //! balancer and `tls` its certificates; `config`, `net` (the client side),
-//! `http2`, `websocket`, `template`, `serve`, `fsutil`, `clock` and `histogram` are
-//! the pieces everything shares. `sim` holds the Flow and Management Center
+//! `http2`, `websocket`, `field`, `template`, `serve`, `fsutil`, `clock` and
+//! `histogram` are the pieces everything shares. `sim` holds the Flow and Management Center
 //! simulators and the load generator. No module imports one above it;
 //! ARCHITECTURE.md draws the layers and how data flows between them.
 
@@ -17,6 +17,7 @@ pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod export;
+pub mod field;
 pub mod fsutil;
 pub mod histogram;
 pub mod http2;

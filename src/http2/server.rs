@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::frame::{self, ErrorCode, Frame, FrameError, Settings};
 use super::hpack::{self, Decoder, Encoder, Field};
+use crate::field;
 
 /// What this side grants and allows; `Default` is what the proxy uses.
 #[derive(Clone, Debug)]
@@ -809,10 +810,7 @@ const CONNECTION_SPECIFIC: [&[u8]; 5] = [
 
 /// A field name as HTTP/2 allows it: a token, lower-case.
 fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+    field::is_token(name) && !name.iter().any(u8::is_ascii_uppercase)
 }
 
 /// A field value as RFC 9113 8.2.1 allows it: no NUL, CR or LF, and no
@@ -862,7 +860,7 @@ pub fn request_head(fields: Vec<Field>) -> Option<RequestHead> {
             return None;
         }
         if name == "content-length" {
-            let len = parse_length(&value)?;
+            let len = field::content_length(&value)?;
             if content_length.is_some_and(|seen| seen != len) {
                 return None;
             }
@@ -871,11 +869,7 @@ pub fn request_head(fields: Vec<Field>) -> Option<RequestHead> {
         regular.push((name, value));
     }
     let method = method?;
-    if method.is_empty()
-        || !method
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
+    if !field::is_token(&method) {
         return None;
     }
     if method == "CONNECT" {
@@ -893,13 +887,6 @@ pub fn request_head(fields: Vec<Field>) -> Option<RequestHead> {
         fields: regular,
         content_length,
     })
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[cfg(test)]

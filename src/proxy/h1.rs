@@ -146,17 +146,7 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// One Content-Length value: digits only, no sign, no overflow.
 pub fn content_length(value: &HeaderValue) -> Option<u64> {
-    content_length_bytes(value.as_bytes())
-}
-
-/// `content_length` for a value as it was sent.
-pub fn content_length_bytes(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    bytes
-        .iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    crate::field::content_length(value.as_bytes())
 }
 
 /// How a response's body is framed.
@@ -362,7 +352,7 @@ fn build_head(fields: Fields, code: u16, http10: bool, method: &Method) -> Resul
     let mut close = http10;
     for (name, value) in fields.iter() {
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = content_length_bytes(value).ok_or(Malformed::ContentLength)?;
+            let n = crate::field::content_length(value).ok_or(Malformed::ContentLength)?;
             if length.is_some_and(|earlier| earlier != n) {
                 return Err(Malformed::ContentLength);
             }

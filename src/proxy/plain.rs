@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Proxy;
 use super::conn::ConnInfo;
-use super::h1::{FieldAt, Fields, LAST_CHUNK, chunk_header, content_length, content_length_bytes, field, locate_into};
+use super::h1::{FieldAt, Fields, LAST_CHUNK, chunk_header, content_length, field, locate_into};
 use super::handler;
 use super::headers::{BadRequest, ClientHead};
 use super::upstream::{Relayed, Reply};
@@ -388,7 +388,7 @@ fn relayed_head(out: &mut Vec<u8>, relayed: Relayed, closing: bool) -> Head {
         if name.eq_ignore_ascii_case(b"content-length") {
             if stated.is_none() {
                 // The head was refused unless every one was a number, and the same.
-                stated = content_length_bytes(value);
+                stated = crate::field::content_length(value);
                 field(out, name, value);
             }
             continue;
