@@ -247,7 +247,11 @@ fn dispatch(
                     waker.wake();
                 }
             }
-            // Nobody reads this body any more (its answer went early).
+            // Nobody reads this body any more: its exchange ended early.
+            // The answer may still wait on the client's window, and until
+            // it is sent the server keeps the stream; give the bytes back
+            // now so they do not hold the connection's window meanwhile
+            // (a no-op once the server has dropped the stream).
             None => shared.conn.release(stream, data.len()),
         },
         Event::Trailers { stream, .. } => {
